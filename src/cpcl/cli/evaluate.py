@@ -1,0 +1,95 @@
+"""`cpcl evaluate` and `cpcl encode`: use a checkpoint (OpenAI, Hugging Face or cpcl) directly."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path,
+                        help="OpenAI .pt (TorchScript or state dict), Hugging Face CLIP directory, or cpcl .pt")
+    parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="model input size (default: the checkpoint's own)")
+    parser.add_argument("--batch-size", type=int, default=256, help="feature extraction batch")
+    parser.add_argument("--workers", type=int, default=2, help="image loading processes")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="autocast dtype")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from cpcl.data.readers import DATASETS
+
+    evaluate = subparsers.add_parser("evaluate", help="text-to-image retrieval metrics of a checkpoint on a split")
+    _model_arguments(evaluate)
+    evaluate.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="annotation format")
+    evaluate.add_argument("--root", required=True, type=Path, help="folder holding the dataset folder")
+    evaluate.add_argument("--split", default="test", choices=["val", "test", "train"], help="split to evaluate")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(func=run_evaluate)
+
+    encode = subparsers.add_parser("encode", help="L2-normalised embeddings of images and/or texts to an .npz")
+    _model_arguments(encode)
+    encode.add_argument("--images", nargs="*", default=[], type=Path, metavar="FILE", help="image files")
+    encode.add_argument("--texts", nargs="*", default=[], metavar="TEXT", help="texts")
+    encode.add_argument("--out", required=True, type=Path, help="output .npz with arrays `image` and `text`")
+    encode.set_defaults(func=run_encode)
+
+
+def _load(args: argparse.Namespace):
+    from cpcl.model.checkpoints import load_clip
+    from cpcl.utils.runtime import resolve_device, resolve_precision
+
+    device = resolve_device(args.device)
+    model, _ = load_clip(args.checkpoint, tuple(args.image_size) if args.image_size else None, device=device)
+    return model, device, resolve_precision(args.precision, device)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from cpcl.data.check import check_images
+    from cpcl.data.readers import load_dataset
+    from cpcl.data.tokenizer import default_tokenizer
+    from cpcl.data.transforms import ImageTransformConfig
+    from cpcl.evaluation.evaluate import evaluate_split
+
+    data = load_dataset(args.dataset, args.root)
+    check_images(data, decode=False)
+    model, device, dtype = _load(args)
+    split = data.splits[args.split]
+    tokens = default_tokenizer().tokenize([c.text for c in split.captions], model.config.text.context_length)
+    metrics = evaluate_split(model, split, tokens, ImageTransformConfig(), args.batch_size, args.workers,
+                             device, dtype, name=args.split)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print("  ".join(f"{name} {value:.2f}" for name, value in metrics.items()))
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from cpcl.data.check import find_bad_images
+    from cpcl.data.tokenizer import default_tokenizer
+    from cpcl.data.transforms import ImageTransformConfig
+    from cpcl.evaluation.features import extract_image_features, extract_text_features
+    from cpcl.utils.errors import CpclError, DataError
+
+    if not args.images and not args.texts:
+        raise CpclError("nothing to encode: give --images FILE... and/or --texts TEXT...")
+    bad = find_bad_images(list(args.images))
+    if bad:
+        first = "; ".join(f"{path} ({problem})" for path, problem in list(bad.items())[:5])
+        raise DataError(f"{len(bad)} of {len(args.images)} images cannot be read: {first}")
+    model, device, dtype = _load(args)
+    dim = model.config.embed_dim
+    image = (extract_image_features(model, args.images, ImageTransformConfig(), args.batch_size, args.workers,
+                                    device, dtype) if args.images else torch.empty(0, dim))
+    tokens = default_tokenizer().tokenize(args.texts, model.config.text.context_length)
+    text = extract_text_features(model, tokens, args.batch_size, device, dtype) if args.texts else torch.empty(0, dim)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.out, image=image.numpy(), text=text.numpy())
+    print(f"wrote {args.out}: image {tuple(image.shape)}, text {tuple(text.shape)}")
+    return 0

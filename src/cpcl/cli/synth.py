@@ -1,0 +1,98 @@
+"""`cpcl synth`: write the SynthPedes benchmark (CUHK-PEDES layout), its pretraining corpus, or a preview."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from cpcl.synth.config import SynthConfig
+from cpcl.utils.errors import CpclError
+
+DEFAULTS = SynthConfig()
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "synth", help="generate the SynthPedes synthetic person search data",
+        description="Draw synthetic pedestrians and captions. OUT/CUHK-PEDES/reid_raw.json + imgs/ by default; "
+                    "with --pretrain, OUT/SynthPedes-pretrain/annotations.jsonl + imgs/ (use the same --seed "
+                    "and --ids-* as the benchmark it goes with, so its identities stay disjoint from it).")
+    parser.add_argument("out", nargs="?", type=Path, metavar="OUT", help="output folder")
+    parser.add_argument("--ids-train", metavar="N", type=int, default=DEFAULTS.ids_train, help="train identities")
+    parser.add_argument("--ids-val", metavar="N", type=int, default=DEFAULTS.ids_val, help="val identities")
+    parser.add_argument("--ids-test", metavar="N", type=int, default=DEFAULTS.ids_test, help="test identities")
+    parser.add_argument("--seed", metavar="S", type=int, default=DEFAULTS.seed,
+                        help="master seed (same seed, same bytes)")
+    parser.add_argument("--images-per-id", type=int, nargs=2, metavar=("MIN", "MAX"),
+                        default=list(DEFAULTS.images_per_id), help="images per identity, inclusive range")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[DEFAULTS.height, DEFAULTS.width],
+                        help="image height and width")
+    parser.add_argument("--workers", metavar="N", type=int, default=DEFAULTS.workers, help="rendering processes")
+    parser.add_argument("--near-duplicate-fraction", metavar="F", type=float,
+                        default=DEFAULTS.near_duplicate_fraction,
+                        help="share of identities that are near-duplicates (hard negatives)")
+    parser.add_argument("--caption-coverage", metavar="F", type=float, default=DEFAULTS.caption_coverage,
+                        help="mean share of visible attributes one caption names")
+    parser.add_argument("--typo-rate", metavar="P", type=float, default=DEFAULTS.typo_rate,
+                        help="per-word typo probability")
+    parser.add_argument("--occlusion-prob", metavar="P", type=float, default=DEFAULTS.occlusion_prob,
+                        help="probability of an occluder per image")
+    parser.add_argument("--blur-prob", metavar="P", type=float, default=DEFAULTS.blur_prob,
+                        help="probability of blur per image")
+    parser.add_argument("--pretrain", action="store_true",
+                        help="write the web-style pretraining corpus instead of the benchmark")
+    parser.add_argument("--pairs", metavar="N", type=int,
+                        help="image-caption pairs of the pretraining corpus (with --pretrain)")
+    parser.add_argument("--preview", type=Path, metavar="PNG",
+                        help="save a contact sheet (4 identities x 3 crops with captions) to PNG")
+    parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
+    parser.set_defaults(func=handler)
+
+
+def config_from_args(args: argparse.Namespace) -> SynthConfig:
+    """The validated `SynthConfig` the options describe (raises ConfigError on a bad value)."""
+    return SynthConfig(
+        ids_train=args.ids_train, ids_val=args.ids_val, ids_test=args.ids_test,
+        images_per_id=tuple(args.images_per_id), height=args.size[0], width=args.size[1],
+        near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
+        typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
+        seed=args.seed, workers=args.workers,
+    )
+
+
+def _print_counts(counts: dict[str, dict[str, int]]) -> None:
+    print(f"{'split':<6} {'ids':>6} {'images':>7} {'captions':>9}")
+    for split, c in counts.items():
+        print(f"{split:<6} {c['ids']:>6} {c['images']:>7} {c['captions']:>9}")
+
+
+def handler(args: argparse.Namespace) -> int:
+    from cpcl.synth.preview import render_preview_grid
+    from cpcl.synth.writer import BENCHMARK_DIR, PRETRAIN_DIR, write_pretrain_corpus, write_synthpedes
+
+    cfg = config_from_args(args)
+    if args.out is None and args.preview is None:
+        raise CpclError("nothing to do: give an output folder OUT, --preview PNG, or both")
+    if args.pretrain != (args.pairs is not None):
+        raise CpclError("--pretrain and --pairs N go together (N = image-caption pairs of the corpus)")
+    if args.preview is not None:
+        if args.preview.suffix.lower() != ".png":
+            raise CpclError(f"--preview expects a .png path, got {args.preview}")
+        args.preview.parent.mkdir(parents=True, exist_ok=True)
+        render_preview_grid(cfg).save(args.preview)
+        print(f"preview: {args.preview}")
+    if args.out is None:
+        return 0
+    start = time.perf_counter()
+    if args.pretrain:
+        counts = write_pretrain_corpus(args.out, cfg, args.pairs, overwrite=args.overwrite)
+        print(f"SynthPedes pretraining corpus (seed {cfg.seed}) -> {args.out / PRETRAIN_DIR}")
+        print(f"{counts['identities']} identities, {counts['images']} images, {counts['captions']} captions")
+    else:
+        counts = write_synthpedes(args.out, cfg, overwrite=args.overwrite)
+        print(f"SynthPedes (seed {cfg.seed}) -> {args.out / BENCHMARK_DIR}")
+        _print_counts(counts)
+    workers = f"{cfg.workers} worker" + ("s" if cfg.workers != 1 else "")
+    print(f"done in {time.perf_counter() - start:.1f} s ({workers})")
+    return 0

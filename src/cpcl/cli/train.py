@@ -1,0 +1,54 @@
+"""`cpcl train` and `cpcl pretrain`: run the training engine from a config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    for name, help_text in (
+        ("train", "train a model (zero_shot | itc | cpcl | oracle) and evaluate it"),
+        ("pretrain", "pretrain a small CLIP from scratch with image-caption InfoNCE (method itc)"),
+    ):
+        parser = subparsers.add_parser(name, help=help_text)
+        parser.add_argument("-c", "--config", help="YAML config file or shipped config name "
+                            "(e.g. synthpedes, cuhk_pedes, pretrain_synthpedes)")
+        parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                            help="dotted config overrides, e.g. optim.epochs=5 cpcl.oplm=off")
+        parser.add_argument("--out", type=Path, help="run directory (config.yaml, metrics.jsonl, checkpoints)")
+        parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                            help="continue an interrupted run from RUN_DIR/last.pt with its saved config")
+        parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        parser.set_defaults(func=run_train, pretrain=name == "pretrain")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from cpcl.configs import resolve_config_path
+    from cpcl.engine.config import TrainConfig
+    from cpcl.engine.train import run_training
+    from cpcl.utils.config import load_config, to_dict
+    from cpcl.utils.errors import ConfigError
+
+    if args.resume is not None:
+        if args.config or args.overrides or args.out:
+            raise ConfigError("--resume takes the run's saved config.yaml; drop -c, --out and overrides")
+        run_dir, resume = args.resume, True
+        cfg = load_config(TrainConfig, run_dir / "config.yaml")
+    else:
+        if args.out is None:
+            raise ConfigError("say where the run goes: --out RUN_DIR (or --resume RUN_DIR)")
+        default = "pretrain_synthpedes" if args.pretrain else None
+        path = resolve_config_path(args.config or default) if (args.config or default) else None
+        cfg = load_config(TrainConfig, path, args.overrides)
+        run_dir, resume = args.out, False
+    if args.pretrain and cfg.method != "itc":
+        raise ConfigError(f"pretrain trains with method=itc; this config says method={cfg.method}")
+    if args.dry_run:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    results = run_training(cfg, run_dir, resume=resume)
+    print(json.dumps(results.get("test", {}), indent=2))
+    print(f"run written to {run_dir}")
+    return 0

@@ -1,0 +1,37 @@
+"""Clustering layer: k-reciprocal Jaccard distance (sparse, exact) and DBSCAN pseudo labels.
+
+Imports numpy / scipy / scikit-learn / faiss / torch and `cpcl.utils` only.
+"""
+
+from cpcl.clustering.dbscan import (
+    CLUSTERERS,
+    ClusterConfig,
+    ClusterResult,
+    cluster_features,
+    dbscan_precomputed,
+    relabel_consecutive,
+)
+from cpcl.clustering.jaccard import (
+    JaccardOptions,
+    expanded_weights,
+    jaccard_distance_sparse,
+    sparse_jaccard,
+)
+from cpcl.clustering.knn import KNN_BACKENDS, FeatureError, check_features, nearest_neighbours
+
+__all__ = [
+    "CLUSTERERS",
+    "KNN_BACKENDS",
+    "ClusterConfig",
+    "ClusterResult",
+    "FeatureError",
+    "JaccardOptions",
+    "check_features",
+    "cluster_features",
+    "dbscan_precomputed",
+    "expanded_weights",
+    "jaccard_distance_sparse",
+    "nearest_neighbours",
+    "relabel_consecutive",
+    "sparse_jaccard",
+]

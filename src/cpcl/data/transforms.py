@@ -1,0 +1,89 @@
+"""Image preprocessing with PIL + torch (no torchvision): CLIP's eval transform and the training
+augmentation of METHOD.md step 6 (flip, pad + random crop, random erasing).
+
+Randomness comes from torch's global generator, which DataLoader seeds per worker, so a run
+is reproducible for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's per-channel pixel mean
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # OpenAI CLIP's per-channel pixel std
+
+
+@dataclass(frozen=True)
+class ImageTransformConfig:
+    """Normalisation and training augmentation; the input size (H, W) comes from the model."""
+
+    mean: tuple[float, float, float] = CLIP_MEAN  # normalisation mean per channel
+    std: tuple[float, float, float] = CLIP_STD  # normalisation std per channel
+    flip_prob: float = 0.5  # training: horizontal flip probability
+    pad: int = 10  # training: zero padding on each side before the random crop back to `size`
+    erase_prob: float = 0.5  # training: random-erasing probability
+    erase_area: tuple[float, float] = (0.02, 0.33)  # random erasing: fraction of the image area
+    erase_ratio: tuple[float, float] = (0.3, 3.3)  # random erasing: aspect-ratio range
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Open an image file as RGB (decoded now, file closed)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """PIL RGB image -> [3, H, W] float32 in [0, 1]."""
+    array = np.asarray(image, dtype=np.uint8)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def normalise(pixels: torch.Tensor, cfg: ImageTransformConfig) -> torch.Tensor:
+    """[3, H, W] in [0, 1] -> normalised by the config's mean and std."""
+    mean = torch.tensor(cfg.mean).view(3, 1, 1)
+    std = torch.tensor(cfg.std).view(3, 1, 1)
+    return (pixels - mean) / std
+
+
+def eval_transform(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig) -> torch.Tensor:
+    """Resize to size = (H, W) (bicubic, as CLIP) and normalise: [3, H, W]."""
+    height, width = size
+    return normalise(to_tensor(image.resize((width, height), Image.BICUBIC)), cfg)
+
+
+def random_erase(pixels: torch.Tensor, cfg: ImageTransformConfig) -> torch.Tensor:
+    """Zero a random rectangle of `pixels` [3, H, W] (in place) with probability erase_prob."""
+    if torch.rand(()) >= cfg.erase_prob:
+        return pixels
+    _, height, width = pixels.shape
+    log_lo, log_hi = math.log(cfg.erase_ratio[0]), math.log(cfg.erase_ratio[1])
+    for _ in range(10):  # as torchvision: up to ten tries to fit a rectangle
+        area = height * width * float(torch.empty(()).uniform_(*cfg.erase_area))
+        ratio = math.exp(float(torch.empty(()).uniform_(log_lo, log_hi)))
+        h, w = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
+        if 0 < h < height and 0 < w < width:
+            top = int(torch.randint(0, height - h + 1, ()))
+            left = int(torch.randint(0, width - w + 1, ()))
+            pixels[:, top:top + h, left:left + w] = 0.0
+            return pixels
+    return pixels
+
+
+def train_transform(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig) -> torch.Tensor:
+    """Resize to size = (H, W), flip, pad + random crop, normalise, random erasing: [3, H, W]."""
+    height, width = size
+    pixels = to_tensor(image.resize((width, height), Image.BICUBIC))
+    if torch.rand(()) < cfg.flip_prob:
+        pixels = pixels.flip(-1)
+    if cfg.pad > 0:
+        padded = torch.nn.functional.pad(pixels, (cfg.pad,) * 4)
+        top = int(torch.randint(0, 2 * cfg.pad + 1, ()))
+        left = int(torch.randint(0, 2 * cfg.pad + 1, ()))
+        pixels = padded[:, top:top + height, left:left + width]
+    return random_erase(normalise(pixels, cfg), cfg)

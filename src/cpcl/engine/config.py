@@ -1,0 +1,94 @@
+"""The training run config (METHOD.md: every default and every ablation switch is a field).
+
+`cpcl train -c FILE key=value ...` resolves defaults <- YAML (with `base:`) <- overrides into a
+frozen `TrainConfig`, validated once and written to `RUN_DIR/config.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from cpcl.clustering import ClusterConfig
+from cpcl.data.transforms import ImageTransformConfig
+from cpcl.utils.errors import ConfigError
+
+Method = Literal["zero_shot", "itc", "cpcl", "oracle"]
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    init: str = "openai/ViT-B-16.pt"  # starting weights: a checkpoint path (OpenAI .pt, HF dir, cpcl .pt) or "preset:NAME" (random init)
+    image_size: tuple[int, int] = (384, 128)  # input (H, W); positional embedding resized to (H/patch, W/patch)
+    context_length: int = 77  # text tokens (SOT + up to L-2 BPE tokens + EOT)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    dataset: str = "cuhk-pedes"  # training data format, a key of cpcl.data.readers.DATASETS
+    root: str = "data"  # folder holding the dataset folder
+    skip_bad_images: bool = False  # drop missing/unreadable images (and captions) instead of failing
+    workers: int = 2  # DataLoader worker processes
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    dataset: str | None = None  # evaluation data format (None: the training data's)
+    root: str | None = None  # evaluation data root (None: the training data's)
+    batch_size: int = 256  # feature extraction batch
+    every: int = 1  # evaluate on val every N epochs (the last epoch always)
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    epochs: int = 60  # training epochs
+    batch_size: int = 64  # pairs per step
+    lr: float = 1e-5  # Adam learning rate after warm-up
+    weight_decay: float = 4e-5  # Adam weight decay
+    warmup_epochs: int = 5  # linear warm-up epochs, from warmup_start_factor * lr
+    warmup_start_factor: float = 0.1  # lr multiplier at the first step
+    min_lr_factor: float = 0.0  # cosine decay ends at min_lr_factor * lr
+    grad_clip: float = 0.0  # clip the gradient norm to this (0: off)
+
+
+@dataclass(frozen=True)
+class CpclSection:
+    pcm: Literal["single", "cross", "both"] = "both"  # PCM terms: single-modal, cross-modal, or both
+    tau: float = 0.05  # ClusterNCE temperature
+    memory_update: Literal["on", "off"] = "on"  # momentum-update prototypes after each step (off: fixed per epoch)
+    momentum: float = 0.2  # mu of c <- mu * c + (1 - mu) * f
+    oplm: Literal["off", "one_stage", "two_stage"] = "two_stage"  # outlier pseudo-label mining
+    theta: float = 0.5  # OPLM similarity threshold
+    icpm_positives: Literal["image", "text", "either", "both"] = "image"  # which pseudo labels make ICPM positives
+    icpm_scale: float = 50.0  # ICPM logit scale s (temperature 1/s)
+    icpm_eps: float = 1e-8  # ICPM: epsilon inside log(q)
+    pcm_weight: float = 1.0  # weight of the PCM terms
+    icpm_weight: float = 1.0  # lambda, weight of ICPM
+    itc_weight: float = 0.0  # weight of an extra instance InfoNCE term (0: METHOD.md's loss)
+    itc_warmup_epochs: int = 0  # epochs of plain ITC before the first clustering (weak starts)
+    sampler: Literal["random", "pk"] = "random"  # random pairs, or P pseudo-identities x K pairs
+    pk_instances: int = 4  # K of the pk sampler
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: Method = "cpcl"  # zero_shot (evaluate only) | itc | cpcl | oracle (true ids: upper bound)
+    seed: int = 0  # seeds python, numpy and torch; epoch e uses seed + e
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast dtype; auto: bf16 where the device supports it
+    model: ModelSection = field(default_factory=ModelSection)  # backbone and input sizes
+    data: DataSection = field(default_factory=DataSection)  # training data
+    eval: EvalSection = field(default_factory=EvalSection)  # evaluation data and cadence
+    optim: OptimSection = field(default_factory=OptimSection)  # optimiser and schedule
+    augment: ImageTransformConfig = field(default_factory=ImageTransformConfig)  # normalisation and augmentation
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Jaccard + DBSCAN per modality
+    cpcl: CpclSection = field(default_factory=CpclSection)  # CPCL losses, memory, OPLM, sampler
+
+    def __post_init__(self) -> None:
+        if self.optim.batch_size < 2:
+            raise ConfigError(f"optim.batch_size must be >= 2, got {self.optim.batch_size}")
+        if self.cpcl.sampler == "pk" and self.optim.batch_size % self.cpcl.pk_instances:
+            raise ConfigError(f"optim.batch_size {self.optim.batch_size} must divide by "
+                              f"cpcl.pk_instances {self.cpcl.pk_instances} for the pk sampler")
+        if self.optim.epochs < 0 or self.optim.warmup_epochs < 0:
+            raise ConfigError("optim.epochs and optim.warmup_epochs must be >= 0")

@@ -1,0 +1,76 @@
+"""One training epoch, and the learning-rate schedule (METHOD.md step 6)."""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from cpcl.engine.config import OptimSection
+from cpcl.model.clip import CLIP
+from cpcl.utils.progress import Progress
+from cpcl.utils.runtime import autocast
+
+
+class Objective(Protocol):
+    def losses(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor,
+               image_index: torch.Tensor, logit_scale: torch.Tensor) -> dict[str, torch.Tensor]: ...
+
+    def after_step(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor) -> None: ...
+
+
+def lr_factor(progress: float, cfg: OptimSection) -> float:
+    """Multiplier of the base lr at `progress` epochs into training: linear warm-up from
+    warmup_start_factor over warmup_epochs, then cosine decay to min_lr_factor at the end."""
+    if progress < cfg.warmup_epochs:
+        return cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * progress / cfg.warmup_epochs
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+    done = min((progress - cfg.warmup_epochs) / span, 1.0)
+    return cfg.min_lr_factor + (1.0 - cfg.min_lr_factor) * 0.5 * (1.0 + math.cos(math.pi * done))
+
+
+def build_optimizer(model: CLIP, cfg: OptimSection) -> torch.optim.Adam:
+    """Adam over every parameter (full fine-tuning), weight decay as configured."""
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def train_one_epoch(
+    model: CLIP, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
+    epoch: int, cfg: OptimSection, device: torch.device, dtype: torch.dtype | None,
+) -> dict[str, float]:
+    """Run one epoch; returns mean loss terms, "loss" (their sum) and the last lr."""
+    model.train()
+    sums: dict[str, float] = defaultdict(float)
+    steps = len(loader)
+    lr = cfg.lr
+    with Progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", "step") as bar:
+        for step, batch in enumerate(loader):
+            lr = cfg.lr * lr_factor(epoch + step / steps, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            images, tokens = batch["image"].to(device), batch["tokens"].to(device)
+            index, image_index = batch["index"].to(device), batch["image_index"].to(device)
+            with autocast(device, dtype):
+                image_raw, text_raw = model.encode_image(images), model.encode_text(tokens)
+            image_feats = F.normalize(image_raw.float(), dim=1)
+            text_feats = F.normalize(text_raw.float(), dim=1)
+            scale = model.logit_scale.exp().clamp(max=model.config.max_logit_scale)
+            terms = objective.losses(image_feats, text_feats, index, image_index, scale)
+            loss = torch.stack(list(terms.values())).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            objective.after_step(image_feats.detach(), text_feats.detach(), index)
+            for name, value in terms.items():
+                sums[name] += float(value.detach())
+            sums["loss"] += float(loss.detach())
+            bar.update()
+    means = {name: total / max(steps, 1) for name, total in sums.items()}
+    means["lr"] = lr
+    return means

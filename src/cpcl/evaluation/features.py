@@ -1,0 +1,55 @@
+"""Feature extraction in dataset order, eval transforms, no grad (METHOD.md step 1 and Evaluation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from cpcl.data.datasets import ImageDataset
+from cpcl.data.transforms import ImageTransformConfig, eval_transform
+from cpcl.model.clip import CLIP
+from cpcl.utils.progress import Progress
+from cpcl.utils.runtime import autocast
+
+
+@torch.no_grad()
+def extract_image_features(
+    model: CLIP, paths: Sequence[Path], transform: ImageTransformConfig, batch_size: int,
+    workers: int, device: torch.device, dtype: torch.dtype | None, desc: str = "image features",
+) -> torch.Tensor:
+    """[N, D] float32 on the CPU, L2-normalised, row i = paths[i]."""
+    model.eval()
+    size = model.config.image.image_size
+    dataset = ImageDataset(paths, partial(eval_transform, size=size, cfg=transform))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    out = torch.empty(len(paths), model.config.embed_dim)
+    with Progress(len(paths), desc, "img") as bar:
+        for index, images in loader:
+            with autocast(device, dtype):
+                feats = model.encode_image(images.to(device))
+            out[index] = F.normalize(feats.float(), dim=1).cpu()
+            bar.update(len(index))
+    return out
+
+
+@torch.no_grad()
+def extract_text_features(
+    model: CLIP, tokens: torch.Tensor, batch_size: int, device: torch.device, dtype: torch.dtype | None,
+    desc: str = "text features",
+) -> torch.Tensor:
+    """tokens [N, L] -> [N, D] float32 on the CPU, L2-normalised, in order."""
+    model.eval()
+    out = torch.empty(len(tokens), model.config.embed_dim)
+    with Progress(len(tokens), desc, "txt") as bar:
+        for start in range(0, len(tokens), batch_size):
+            chunk = tokens[start:start + batch_size].to(device)
+            with autocast(device, dtype):
+                feats = model.encode_text(chunk)
+            out[start:start + len(chunk)] = F.normalize(feats.float(), dim=1).cpu()
+            bar.update(len(chunk))
+    return out

@@ -1,0 +1,27 @@
+"""CLIP backbone in plain PyTorch (OpenAI layout) and loading of OpenAI, Hugging Face and cpcl weights."""
+
+from cpcl.model.checkpoints import (
+    ClipCheckpoint,
+    build_clip,
+    load_clip,
+    read_checkpoint,
+    resize_pos_embed,
+    save_clip,
+)
+from cpcl.model.clip import CLIP, CLIP_PRESETS, ClipConfig, ClipOutput, TextConfig, VisionConfig, clip_preset
+
+__all__ = [
+    "CLIP",
+    "CLIP_PRESETS",
+    "ClipCheckpoint",
+    "ClipConfig",
+    "ClipOutput",
+    "TextConfig",
+    "VisionConfig",
+    "build_clip",
+    "clip_preset",
+    "load_clip",
+    "read_checkpoint",
+    "resize_pos_embed",
+    "save_clip",
+]

@@ -1,0 +1,64 @@
+"""`SynthConfig`: every knob of the SynthPedes generator, validated once, frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cpcl.utils.errors import ConfigError
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    ids_train: int = 500  # identities in the train split
+    ids_val: int = 100  # identities in the val split
+    ids_test: int = 100  # identities in the test split
+    images_per_id: tuple[int, int] = (4, 6)  # inclusive range of images drawn per benchmark identity
+    pretrain_images_per_id: tuple[int, int] = (1, 2)  # inclusive range of images per pretraining identity
+    height: int = 128  # image height in pixels (CUHK-PEDES crops are tall and narrow)
+    width: int = 48  # image width in pixels
+    render_scale: int = 2  # supersampling factor: draw at this multiple, then downsample with antialiasing
+    near_duplicate_fraction: float = 0.25  # share of identities copying an earlier one, 1-2 attributes changed
+    captions_per_image: int = 2  # independent captions written per benchmark image
+    caption_coverage: float = 0.6  # mean share of an image's mentionable attributes that one caption names
+    view_mention_rate: float = 0.3  # probability that a caption says the viewpoint ("seen from behind")
+    typo_rate: float = 0.008  # per-word probability of a typo (swapped, dropped or doubled letter)
+    wrong_adjective_rate: float = 0.06  # per-caption chance that one colour is named wrongly
+    occlusion_prob: float = 0.2  # probability that an image has an occluder (pole, car, passer-by, sign)
+    blur_prob: float = 0.3  # probability that an image is blurred (motion / focus)
+    jpeg_quality: int = 92  # JPEG quality of written images
+    seed: int = 0  # master seed: same seed, same bytes
+    workers: int = 2  # rendering processes (output does not depend on it)
+
+    def __post_init__(self) -> None:
+        for name in ("ids_train", "ids_val", "ids_test"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("images_per_id", "pretrain_images_per_id"):
+            lo, hi = getattr(self, name)
+            if lo < 1 or hi < lo:
+                raise ConfigError(f"{name} must be MIN MAX with 1 <= MIN <= MAX, got {lo} {hi}")
+        if self.height < 32 or self.width < 16:
+            raise ConfigError(f"image size must be at least 32x16 (H x W), got {self.height}x{self.width}")
+        if self.render_scale < 1:
+            raise ConfigError(f"render_scale must be >= 1, got {self.render_scale}")
+        if self.captions_per_image < 1:
+            raise ConfigError(f"captions_per_image must be >= 1, got {self.captions_per_image}")
+        if not 0.0 < self.caption_coverage <= 1.0:
+            raise ConfigError(f"caption_coverage must be in (0, 1], got {self.caption_coverage}")
+        for name in ("near_duplicate_fraction", "view_mention_rate", "typo_rate",
+                     "wrong_adjective_rate", "occlusion_prob", "blur_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be >= 1, got {self.workers}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
+    def ids_per_split(self) -> dict[str, int]:
+        """Identities asked for, per split name."""
+        return {"train": self.ids_train, "val": self.ids_val, "test": self.ids_test}

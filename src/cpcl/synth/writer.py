@@ -1,0 +1,213 @@
+"""Writing SynthPedes to disk: the CUHK-PEDES-format benchmark and the web-style pretraining corpus.
+
+Identities are drawn per split from `SeedSequence([seed, split code])`, one after another, so
+a split's first N identities do not depend on how many are asked for nor on the other splits'
+sizes. Every image (and its captions) has its own `SeedSequence([seed, split code, person
+index, image index])`, so the bytes written do not depend on the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cpcl.synth.attributes import Identity, near_duplicate, sample_identity
+from cpcl.synth.captions import write_alt_text, write_captions
+from cpcl.synth.config import SPLIT_NAMES, SynthConfig
+from cpcl.synth.render import render_image
+from cpcl.synth.scene import sample_scene
+from cpcl.utils.errors import CpclError
+from cpcl.utils.progress import Progress
+
+log = logging.getLogger(__name__)
+
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+PRETRAIN_CODE = 7
+BENCHMARK_DIR = "CUHK-PEDES"
+PRETRAIN_DIR = "SynthPedes-pretrain"
+TOKEN_RE = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
+@dataclass(frozen=True)
+class Person:
+    """One planned identity of the benchmark."""
+
+    split: str  # train | val | test
+    index: int  # position within its split (0-based)
+    person_id: int  # 1-based id, unique across splits
+    identity: Identity  # its attributes
+    n_images: int  # images to render
+    source: int | None  # index (same split) of the identity this one near-duplicates, None if original
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """Everything a worker needs to render, save and caption one image."""
+
+    path: Path  # absolute output path of the JPEG
+    identity: Identity  # who is in it
+    entropy: tuple[int, ...]  # SeedSequence entropy of this image
+    alt_text: bool  # write one web alt-text instead of benchmark captions
+    cfg: SynthConfig  # generator settings
+
+
+def tokenize(caption: str) -> list[str]:
+    """CUHK-PEDES `processed_tokens`: lowercased words, punctuation dropped ("t-shirt" kept whole)."""
+    return TOKEN_RE.findall(caption.lower())
+
+
+def _is_near_duplicate(index: int, fraction: float) -> bool:
+    """Spread near-duplicates evenly: position i is one when floor((i+1)f) > floor(i f)."""
+    return index > 0 and math.floor((index + 1) * fraction + 1e-9) > math.floor(index * fraction + 1e-9)
+
+
+def _plan_split(cfg: SynthConfig, split: str, count: int, taken: set[tuple]) -> list[tuple[Identity, int, int | None]]:
+    """(identity, images, near-duplicate source) for the first `count` identities of `split`."""
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, SPLIT_CODES[split]]))
+    lo, hi = cfg.images_per_id
+    planned: list[tuple[Identity, int, int | None]] = []
+    for index in range(count):
+        source = int(rng.integers(index)) if _is_near_duplicate(index, cfg.near_duplicate_fraction) else None
+        while True:
+            ident = sample_identity(rng) if source is None else near_duplicate(planned[source][0], rng)
+            if ident.signature() not in taken:
+                break
+        taken.add(ident.signature())
+        planned.append((ident, int(rng.integers(lo, hi + 1)), source))
+    return planned
+
+
+def plan_benchmark(cfg: SynthConfig) -> list[Person]:
+    """All identities of the benchmark, train then val then test, with 1-based ids."""
+    taken: set[tuple] = set()
+    people: list[Person] = []
+    for split, count in cfg.ids_per_split().items():
+        for index, (ident, n_images, source) in enumerate(_plan_split(cfg, split, count, taken)):
+            people.append(Person(split, index, len(people) + 1, ident, n_images, source))
+    return people
+
+
+def image_rngs(entropy: tuple[int, ...]) -> tuple[np.random.Generator, np.random.Generator, np.random.Generator]:
+    """Independent (scene, render, caption) generators of one image."""
+    scene, render, caption = np.random.SeedSequence(list(entropy)).spawn(3)
+    return np.random.default_rng(scene), np.random.default_rng(render), np.random.default_rng(caption)
+
+
+def _run_job(job: ImageJob) -> list[str]:
+    """Render, save and caption one image; returns its captions."""
+    scene_rng, render_rng, caption_rng = image_rngs(job.entropy)
+    cfg = job.cfg
+    scene = sample_scene(scene_rng, cfg)
+    image = render_image(job.identity, scene, render_rng, cfg.height, cfg.width, cfg.render_scale)
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(job.path, format="JPEG", quality=cfg.jpeg_quality)
+    if job.alt_text:
+        return [write_alt_text(job.identity, scene, caption_rng)]
+    return write_captions(job.identity, scene, caption_rng, cfg)
+
+
+def _run_all(jobs: list[ImageJob], workers: int, desc: str) -> Iterator[list[str]]:
+    """Captions of every job, in job order, rendered by `workers` processes."""
+    with Progress(len(jobs), desc, unit="img") as progress:
+        if workers == 1 or len(jobs) < 8 * workers:
+            for job in jobs:
+                yield _run_job(job)
+                progress.update()
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(workers) as pool:
+            for captions in pool.imap(_run_job, jobs, chunksize=16):
+                yield captions
+                progress.update()
+
+
+def _prepare(root: Path, overwrite: bool, annotation: str) -> None:
+    """Create `root`; refuse to mix with an earlier dataset unless `overwrite`."""
+    if (root / annotation).exists() or (root / "imgs").exists():
+        if not overwrite:
+            raise CpclError(f"{root} already holds a dataset; pass --overwrite or choose another output folder")
+        shutil.rmtree(root / "imgs", ignore_errors=True)
+        (root / annotation).unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_synthpedes(out_dir: Path, cfg: SynthConfig, overwrite: bool = False) -> dict:
+    """Write `out_dir/CUHK-PEDES/{reid_raw.json, imgs/}`; returns {split: {ids, images, captions}}."""
+    root = Path(out_dir) / BENCHMARK_DIR
+    _prepare(root, overwrite, "reid_raw.json")
+    people = plan_benchmark(cfg)
+    jobs, records = [], []
+    for person in people:
+        for k in range(person.n_images):
+            rel = f"{person.split}/{person.person_id:05d}_{k}.jpg"
+            entropy = (cfg.seed, SPLIT_CODES[person.split], person.index, k)
+            jobs.append(ImageJob(root / "imgs" / rel, person.identity, entropy, False, cfg))
+            records.append({"split": person.split, "file_path": rel, "id": person.person_id})
+    for record, captions in zip(records, _run_all(jobs, cfg.workers, "synthpedes")):
+        record["captions"] = captions
+        record["processed_tokens"] = [tokenize(c) for c in captions]
+    ordered = [{key: r[key] for key in ("split", "captions", "file_path", "processed_tokens", "id")} for r in records]
+    _write_text(root / "reid_raw.json", json.dumps(ordered))
+    counts = {split: {"ids": 0, "images": 0, "captions": 0} for split in SPLIT_NAMES}
+    for person in people:
+        counts[person.split]["ids"] += 1
+        counts[person.split]["images"] += person.n_images
+        counts[person.split]["captions"] += person.n_images * cfg.captions_per_image
+    log.info("wrote %s: %s", root, counts)
+    return counts
+
+
+def plan_pretrain(cfg: SynthConfig, pairs: int) -> Iterator[tuple[int, Identity, int]]:
+    """(identity index, identity, images) until `pairs` images; never a benchmark identity."""
+    taken = {person.identity.signature() for person in plan_benchmark(cfg)}
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, PRETRAIN_CODE]))
+    lo, hi = cfg.pretrain_images_per_id
+    index, left = 0, pairs
+    while left > 0:
+        ident = sample_identity(rng)
+        if ident.signature() in taken:
+            continue
+        taken.add(ident.signature())
+        n = min(left, int(rng.integers(lo, hi + 1)))
+        yield index, ident, n
+        index, left = index + 1, left - n
+
+
+def write_pretrain_corpus(out_dir: Path, cfg: SynthConfig, pairs: int, overwrite: bool = False) -> dict:
+    """Write `out_dir/SynthPedes-pretrain/{annotations.jsonl, imgs/}`: `pairs` image / alt-text pairs.
+
+    Identities are disjoint from the benchmark that `cfg` (same seed and split sizes) describes.
+    Returns {identities, images, captions}.
+    """
+    if pairs < 1:
+        raise CpclError(f"--pairs must be >= 1, got {pairs}")
+    root = Path(out_dir) / PRETRAIN_DIR
+    _prepare(root, overwrite, "annotations.jsonl")
+    jobs, paths, n_ids = [], [], 0
+    for index, ident, n in plan_pretrain(cfg, pairs):
+        n_ids += 1
+        for k in range(n):
+            rel = f"imgs/{index // 1000:03d}/{index:06d}_{k}.jpg"
+            jobs.append(ImageJob(root / rel, ident, (cfg.seed, PRETRAIN_CODE, index, k), True, cfg))
+            paths.append(rel)
+    lines = [json.dumps({"image": rel, "captions": captions, "split": "train"})
+             for rel, captions in zip(paths, _run_all(jobs, cfg.workers, "synthpedes-pretrain"))]
+    _write_text(root / "annotations.jsonl", "\n".join(lines) + "\n")
+    counts = {"identities": n_ids, "images": len(lines), "captions": len(lines)}
+    log.info("wrote %s: %s", root, counts)
+    return counts

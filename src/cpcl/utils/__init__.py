@@ -1,0 +1,1 @@
+"""Lowest layer: errors, progress reporting, small helpers with no project imports."""

@@ -1,0 +1,161 @@
+"""Config machinery: YAML files with a `base:` parent, dotted `key=value` overrides, typed frozen
+dataclasses built and validated once, and the resolved config written back as YAML.
+
+The dataclasses themselves live with the code they configure; this module only knows how to
+read, merge, check and write them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from cpcl.utils.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` on top of `base`, merging nested dicts key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML mapping; a `base:` key names a parent file (relative to this one) merged under it."""
+    path = Path(path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: `base:` chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
+    parent = data.pop("base", None)
+    if parent is None:
+        return data
+    return deep_merge(load_yaml(path.parent / parent, (*_seen, path)), data)
+
+
+def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
+    """Apply dotted `section.field=value` overrides; values are parsed as YAML (3, 1e-5, true, [1, 2])."""
+    result = dict(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=5)")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        nested: dict = {}
+        cursor = nested
+        for part in parts[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[parts[-1]] = value
+        result = deep_merge(result, nested)
+    return result
+
+
+def _check(value: Any, annotation: Any, where: str) -> Any:
+    """Check (and gently coerce: int -> float, list -> tuple) `value` against a type annotation."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config field '{where}' must be a mapping, got {value!r}")
+        return build(annotation, value, where)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config field '{where}' must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _check(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"config field '{where}' has an invalid value {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field '{where}' must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"config field '{where}' must have {len(args)} items, got {len(value)}")
+            items = [_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item_type = args[0] if args else Any
+            items = [_check(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):  # YAML 1.1 reads "1e-5" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if annotation in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"config field '{where}' must be {annotation.__name__}, got {value!r}")
+    if not isinstance(value, annotation):
+        raise ConfigError(f"config field '{where}' must be {annotation.__name__}, got {value!r}")
+    return value
+
+
+def build(cls: type[T], data: dict, where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every field; unknown keys are errors."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        name = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(f"unknown config field '{name}'; valid fields{' of ' + where if where else ''}: "
+                          f"{', '.join(fields)}")
+    values = {key: _check(value, hints[key], f"{where}.{key}" if where else key) for key, value in data.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config{' ' + where if where else ''}: {err}") from None
+
+
+def to_dict(config: Any) -> dict:
+    """Plain-type dict of a (nested) config dataclass; tuples become lists (YAML/JSON friendly)."""
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+    return plain(config)
+
+
+def load_config(cls: type[T], path: Path | None, overrides: Sequence[str] = ()) -> T:
+    """The resolved config: dataclass defaults <- YAML file (with bases) <- dotted overrides."""
+    data = load_yaml(path) if path is not None else {}
+    return build(cls, apply_overrides(data, overrides))
+
+
+def save_config(config: Any, path: Path) -> None:
+    """Write the resolved config as YAML (every field, defaults included)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,67 @@
+"""Shared test helpers: tiny annotation trees written in each dataset's exact on-disk format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+
+def write_image(path: Path, colour: tuple[int, int, int] = (200, 30, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 8), colour).save(path)
+    return path
+
+
+# (split value as written in the file, person id, number of captions) per image
+LAYOUT = [
+    ("train", 1, 2), ("train", 1, 2), ("train", 2, 2),
+    ("val", 3, 2),
+    ("test", 4, 2), ("test", 4, 1), ("test", 5, 2),
+]
+
+
+def public_records(path_key: str) -> list[dict]:
+    """Records in the CUHK-PEDES / ICFG-PEDES / RSTPReid shape (path key differs)."""
+    records = []
+    for i, (split, pid, n_caps) in enumerate(LAYOUT):
+        record = {
+            "split": split,
+            "captions": [f"person {pid} image {i} caption {j}" for j in range(n_caps)],
+            path_key: f"cam{i % 2}/{pid:04d}_{i}.jpg",
+            "id": pid,
+        }
+        if path_key == "file_path":
+            record["processed_tokens"] = [c.split() for c in record["captions"]]
+        records.append(record)
+    return records
+
+
+def write_public(root: Path, folder: str, filename: str, path_key: str) -> Path:
+    """Write a public-format tree under `root/folder` and return the annotation file."""
+    records = public_records(path_key)
+    for record in records:
+        write_image(root / folder / "imgs" / record[path_key])
+    ann = root / folder / filename
+    ann.write_text(json.dumps(records))
+    return ann
+
+
+@pytest.fixture
+def cuhk_root(tmp_path: Path) -> Path:
+    write_public(tmp_path, "CUHK-PEDES", "reid_raw.json", "file_path")
+    return tmp_path
+
+
+@pytest.fixture
+def jsonl_root(tmp_path: Path) -> Path:
+    lines = []
+    for i, (split, pid, n_caps) in enumerate(LAYOUT):
+        rel = f"imgs/{i}.png"
+        write_image(tmp_path / rel)
+        lines.append(json.dumps({"image": rel, "captions": [f"c{i}.{j}" for j in range(n_caps)],
+                                 "split": split, "person_id": f"p{pid}"}))
+    (tmp_path / "annotations.jsonl").write_text("\n".join(lines) + "\n\n")
+    return tmp_path

@@ -1,0 +1,230 @@
+"""Clustering layer: the sparse Jaccard path against a slow loop reference of the definition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.cluster import DBSCAN
+
+from cpcl.clustering import (
+    CLUSTERERS,
+    ClusterConfig,
+    FeatureError,
+    JaccardOptions,
+    check_features,
+    cluster_features,
+    dbscan_precomputed,
+    jaccard_distance_sparse,
+    nearest_neighbours,
+    relabel_consecutive,
+)
+from cpcl.utils.errors import ConfigError, CpclError
+
+TOL = 1e-5
+
+
+def clustered(n: int, dim: int = 32, n_centres: int = 8, noise: float = 0.6, outliers: float = 0.15,
+              seed: int = 0) -> np.ndarray:
+    """[n, dim] float32 unit vectors: points around a few centres plus uniform outliers."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_centres, dim))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    n_out = int(outliers * n)
+    x = centres[rng.integers(0, n_centres, n - n_out)]
+    x = x + noise * rng.standard_normal(x.shape) / np.sqrt(dim)
+    x = np.concatenate([x, rng.standard_normal((n_out, dim))])[rng.permutation(n)]
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def reference_rank(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Full ranking by the definition: self first, then similarity descending, index ascending."""
+    x64 = x.astype(np.float64)
+    n = len(x)
+    sims = np.empty((n, n))
+    rank = np.empty((n, n), np.int64)
+    for i in range(n):
+        sims[i] = (x64 * x64[i]).sum(axis=1)  # same summation order for every row
+        others = sorted((j for j in range(n) if j != i), key=lambda j: (-sims[i, j], j))
+        rank[i] = [i, *others]
+    return rank, sims
+
+
+def reference_jaccard(x: np.ndarray, k1: int, k2: int) -> np.ndarray:
+    """Dense [N, N] Jaccard distance, Python loops over the sets, straight from the definition."""
+    rank, sims = reference_rank(x)
+    n = len(x)
+
+    def near(i: int, k: int) -> list[int]:
+        return list(rank[i, : k + 1])
+
+    def recip(i: int, k: int) -> list[int]:
+        return [j for j in near(i, k) if i in near(j, k)]
+
+    v = np.zeros((n, n))
+    for i in range(n):
+        r1 = set(recip(i, k1))
+        expanded = set(r1)
+        for c in recip(i, k1):
+            rc = set(recip(c, int(round(k1 / 2))))
+            if len(rc & r1) > 2 / 3 * len(rc):
+                expanded |= rc
+        cols = sorted(expanded)
+        weight = np.exp(-(2.0 - 2.0 * sims[i, cols]))
+        v[i, cols] = weight / weight.sum()
+    if k2 > 1:
+        v = np.stack([v[rank[i, :k2]].mean(axis=0) for i in range(n)])
+    jac = np.empty((n, n))
+    for i in range(n):
+        m = np.minimum(v[i], v).sum(axis=1)
+        jac[i] = np.maximum(1.0 - m / (2.0 - m), 0.0)
+    return jac
+
+
+def reference_labels(jac: np.ndarray, eps: float, min_samples: int) -> np.ndarray:
+    labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(jac)
+    return relabel_consecutive(labels)
+
+
+def assert_matches_reference(x: np.ndarray, cfg: ClusterConfig) -> np.ndarray:
+    """Every stored J equals the reference, every reference pair <= eps is stored, same labels."""
+    ref = reference_jaccard(x, cfg.k1, cfg.k2)
+    got = jaccard_distance_sparse(x, cfg.k1, cfg.k2, cfg.eps, cfg.search).tocoo()
+    assert got.shape == ref.shape
+    np.testing.assert_allclose(got.data, ref[got.row, got.col], atol=TOL, rtol=0)
+    assert (got.data <= cfg.eps).all()
+    stored = np.zeros(ref.shape, bool)
+    stored[got.row, got.col] = True
+    assert stored.diagonal().all()
+    missing = (ref <= cfg.eps - TOL) & ~stored
+    assert not missing.any(), f"{missing.sum()} pairs with J <= eps not stored"
+    labels = cluster_features(x, cfg).labels
+    np.testing.assert_array_equal(labels, reference_labels(ref, cfg.eps, cfg.min_samples))
+    return labels
+
+
+@pytest.mark.parametrize(
+    "k1,k2,eps,search",
+    [
+        (30, 6, 0.6, JaccardOptions()),
+        (20, 1, 0.6, JaccardOptions()),  # no query expansion
+        (10, 3, 0.4, JaccardOptions(prefix_fraction=1.0, row_chunk=37, verify_rows=5)),
+        (15, 6, 0.7, JaccardOptions(prefix_fraction=0.0, row_chunk=64, verify_rows=64)),
+        (25, 12, 0.6, JaccardOptions(prefix_fraction=0.3, row_chunk=1, verify_rows=1)),
+    ],
+)
+def test_sparse_jaccard_matches_loop_reference(k1, k2, eps, search):
+    x = clustered(220, seed=k1)
+    labels = assert_matches_reference(x, ClusterConfig(k1=k1, k2=k2, eps=eps, search=search))
+    assert labels.max() >= 1 and (labels == -1).any(), "test data should give clusters and outliers"
+
+
+@pytest.mark.parametrize("n", [1, 2, 12])
+def test_fewer_points_than_k1(n):
+    x = clustered(n, n_centres=2, outliers=0.0, seed=3)
+    assert_matches_reference(x, ClusterConfig(k1=30, k2=6, eps=0.6, min_samples=2))
+
+
+def test_all_points_identical():
+    # every similarity ties, so only the index tie-break decides the neighbour lists
+    x = np.repeat(clustered(1, seed=8), 9, axis=0)
+    labels = assert_matches_reference(x, ClusterConfig(k1=4, k2=3, eps=0.3))
+    assert (labels[:5] == 0).all() and (labels[5:] == -1).all()  # high indices never reciprocal
+
+
+def test_duplicates_and_a_tie_group_larger_than_k1():
+    base = clustered(90, seed=5)
+    # 40 copies of one point (a tie group larger than k1 + 1), 3 extra copies of five others
+    groups = [np.repeat(base[:1], 40, axis=0), np.repeat(base[1:6], 3, axis=0)]
+    x = np.concatenate([base, *groups])[np.random.default_rng(0).permutation(90 + 40 + 15)]
+    assert_matches_reference(x, ClusterConfig(k1=30, k2=6, eps=0.6))
+    dist = jaccard_distance_sparse(x, 30, 6, 0.6).tocoo()
+    stored = dict(zip(zip(dist.row.tolist(), dist.col.tolist()), dist.data.tolist()))
+    for row in base[1:6]:  # copies of a point, in a group smaller than k1: identical V' rows
+        copies = np.flatnonzero((x == row).all(axis=1)).tolist()
+        assert len(copies) == 4
+        assert all(stored.get((a, b), 1.0) < 1e-12 for a in copies for b in copies)
+
+
+def test_neighbour_order_breaks_ties_by_index():
+    x = clustered(60, seed=7)
+    x[[10, 20, 30, 40]] = x[5]
+    rank, sims = nearest_neighbours(x, 3, "flat", JaccardOptions())
+    ref_rank, ref_sims = reference_rank(x)
+    np.testing.assert_array_equal(rank, ref_rank[:, :3])
+    np.testing.assert_array_equal(rank[20], [20, 5, 10])
+    np.testing.assert_allclose(sims, np.take_along_axis(ref_sims, rank, 1), atol=1e-6)
+
+
+def test_hnsw_backend_agrees_with_exact_on_small_data():
+    x = clustered(300, seed=11)
+    exact, _ = nearest_neighbours(x, 31, "flat", JaccardOptions())
+    approx, _ = nearest_neighbours(x, 31, "hnsw", JaccardOptions(knn_backend="hnsw"))
+    assert (np.sort(exact, 1) == np.sort(approx, 1)).mean() > 0.99
+
+
+def test_sparse_output_layout():
+    x = clustered(150, seed=2)
+    dist = jaccard_distance_sparse(x, 20, 6, 0.6)
+    assert isinstance(dist, sp.csr_matrix) and dist.has_sorted_indices
+    assert (dist != dist.T).nnz == 0
+    assert dist.nnz > 150 and (dist.diagonal() == 0).all()
+
+
+def test_dbscan_counts_explicit_zero_distances():
+    n = 4
+    rows, cols = np.divmod(np.arange(n * n), n)
+    dist = sp.csr_matrix((np.zeros(n * n), cols, np.arange(0, n * n + 1, n)), shape=(n, n))
+    assert dist.nnz == n * n  # all stored, all zero
+    np.testing.assert_array_equal(dbscan_precomputed(dist, 0.5, 4), [0, 0, 0, 0])
+    np.testing.assert_array_equal(dbscan_precomputed(dist, 0.5, 5), [-1, -1, -1, -1])
+
+
+def test_cluster_features_result_and_torch_input():
+    x = clustered(200, seed=4)
+    res = CLUSTERERS["jaccard_dbscan"](torch.from_numpy(x), ClusterConfig())
+    assert res.labels.dtype == np.int64 and res.labels.shape == (200,)
+    assert res.n_clusters == res.labels.max() + 1 and res.n_outliers == (res.labels == -1).sum()
+    assert set(np.unique(res.labels)) == set(range(-1, res.n_clusters)) - ({-1} - set(res.labels))
+    assert set(res.seconds) == {"knn", "jaccard", "dbscan", "total"} and res.peak_rss_mb > 0
+
+
+def test_relabel_consecutive():
+    got = relabel_consecutive([7, -1, 3, 7, -5, 3, 9])
+    np.testing.assert_array_equal(got, [0, -1, 1, 0, -1, 1, 2])
+
+
+@pytest.mark.parametrize(
+    "feats,match",
+    [
+        (np.ones((5, 4), np.float32), "L2-normalised"),
+        (np.full((5, 4), np.nan, np.float32), "NaN"),
+        (np.ones(4, np.float32) / 2, "2-D"),
+        (np.ones((2, 2, 4), np.float32) / 2, "2-D"),
+        (np.zeros((0, 4), np.float32), "non-empty"),
+        (np.ones((3, 4), np.int64), "floating"),
+    ],
+)
+def test_invalid_features_raise(feats, match):
+    with pytest.raises(FeatureError, match=match) as err:
+        cluster_features(feats, ClusterConfig())
+    assert isinstance(err.value, ValueError) and isinstance(err.value, CpclError)
+
+
+def test_check_features_accepts_float64_and_tensors():
+    x = clustered(10, seed=1)
+    assert check_features(x.astype(np.float64), 1e-3).dtype == np.float32
+    assert check_features(torch.from_numpy(x), 1e-3).shape == (10, 32)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(eps=1.0), dict(eps=0.0), dict(k1=0), dict(k2=0), dict(min_samples=0),
+     dict(search=None)],
+)
+def test_invalid_config_raises(kwargs):
+    with pytest.raises(ConfigError):
+        if kwargs.get("search", 1) is None:
+            JaccardOptions(knn_backend="nope")
+        ClusterConfig(**kwargs)

@@ -1,0 +1,100 @@
+"""Engine pieces: samplers, the lr schedule, pseudo labels and the oracle diagnostics."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cpcl.engine.config import CpclSection, OptimSection, TrainConfig
+from cpcl.engine.loop import lr_factor
+from cpcl.engine.pseudo_labels import cluster_pairs, oracle_cluster_quality, oracle_pair_labels
+from cpcl.engine.samplers import PKBatchSampler, RandomBatchSampler
+from cpcl.clustering import ClusterConfig
+from cpcl.utils.config import load_config
+from cpcl.utils.errors import ConfigError
+
+
+def test_random_sampler_is_a_seeded_permutation():
+    batches = list(RandomBatchSampler(10, 3, seed=4))
+    assert len(batches) == 3 and all(len(b) == 3 for b in batches)
+    flat = [i for b in batches for i in b]
+    assert len(set(flat)) == 9
+    assert batches == list(RandomBatchSampler(10, 3, seed=4))
+    assert batches != list(RandomBatchSampler(10, 3, seed=5))
+
+
+def test_pk_sampler_groups_identities():
+    labels = torch.tensor([0, 0, 0, 0, 0, 1, 1, -1, 2, 2, 2, 2, 3, -1])
+    sampler = PKBatchSampler(labels, batch_size=4, instances=2, seed=0)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2  # 4 identities, 2 per batch
+    seen = set()
+    for batch in batches:
+        assert len(batch) == 4
+        batch_labels = labels[batch].tolist()
+        assert -1 not in batch_labels
+        assert sorted(set(batch_labels)) == sorted(set(batch_labels[0::2]))  # K=2 consecutive per id
+        assert all(batch_labels[i] == batch_labels[i + 1] for i in (0, 2))
+        seen |= set(batch_labels)
+    assert seen == {0, 1, 2, 3}
+    assert batches == list(PKBatchSampler(labels, 4, 2, seed=0))
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = OptimSection(epochs=10, warmup_epochs=2, warmup_start_factor=0.1, min_lr_factor=0.0)
+    assert lr_factor(0.0, cfg) == pytest.approx(0.1)
+    assert lr_factor(1.0, cfg) == pytest.approx(0.55)
+    assert lr_factor(2.0, cfg) == pytest.approx(1.0)
+    assert lr_factor(6.0, cfg) == pytest.approx(0.5)
+    assert lr_factor(10.0, cfg) == pytest.approx(0.0, abs=1e-12)
+    no_warmup = dataclasses.replace(cfg, warmup_epochs=0)
+    assert lr_factor(0.0, no_warmup) == pytest.approx(1.0)
+
+
+def test_train_config_validation():
+    with pytest.raises(ConfigError, match="must divide by cpcl.pk_instances"):
+        load_config(TrainConfig, None, ["cpcl.sampler=pk", "optim.batch_size=10"])
+    with pytest.raises(ConfigError, match="cpcl.oplm' must be one of off, one_stage, two_stage"):
+        load_config(TrainConfig, None, ["cpcl.oplm=three_stage"])
+
+
+def test_shipped_configs_resolve():
+    from cpcl.configs import resolve_config_path, shipped_configs
+
+    for name in shipped_configs():
+        cfg = load_config(TrainConfig, resolve_config_path(name))
+        assert cfg.optim.epochs >= 1
+    paper = load_config(TrainConfig, resolve_config_path("cuhk_pedes"))
+    assert paper.model.image_size == (384, 128) and paper.optim.batch_size == 64
+    assert paper.cluster == ClusterConfig(k1=30, k2=6, eps=0.6, min_samples=4)
+    with pytest.raises(ConfigError, match="neither a file nor a shipped config"):
+        resolve_config_path("nope")
+
+
+def test_cluster_pairs_copies_image_labels_to_pairs():
+    gen = torch.Generator().manual_seed(0)
+    centres = F.normalize(torch.randn(6, 32, generator=gen), dim=1)
+    image_person = torch.arange(6).repeat_interleave(6)  # 36 images, 6 per person
+    image_feats = F.normalize(centres[image_person] + 0.05 * torch.randn(36, 32, generator=gen), dim=1)
+    image_index = torch.arange(36).repeat_interleave(2)  # two captions per image
+    text_feats = F.normalize(centres[image_person[image_index]] + 0.05 * torch.randn(72, 32, generator=gen), dim=1)
+    labels = cluster_pairs(image_feats, text_feats, image_index, ClusterConfig(k1=8, k2=3), CpclSection())
+    assert labels.image.shape == labels.text.shape == (72,)
+    assert torch.equal(labels.image[0::2], labels.image[1::2])  # both captions' pairs share the image label
+    assert labels.stats["image_clusters"] == 6 and labels.stats["text_clusters"] == 6
+    truth = image_person[image_index]
+    quality = oracle_cluster_quality(labels.image, truth, "image")
+    assert quality["oracle_image_nmi"] == pytest.approx(1.0) and quality["oracle_image_purity"] == 1.0
+
+
+def test_oracle_labels_and_quality_on_a_bad_clustering():
+    truth = torch.tensor([10, 10, 20, 20, 30, 30])
+    oracle = oracle_pair_labels(truth)
+    assert oracle.image.tolist() == [0, 0, 1, 1, 2, 2] and torch.equal(oracle.image, oracle.text)
+    merged = torch.tensor([0, 0, 0, 0, -1, -1])  # two persons merged, one left as outliers
+    quality = oracle_cluster_quality(merged, truth, "text")
+    assert quality["oracle_text_purity"] == 0.5
+    assert 0.0 < quality["oracle_text_nmi"] < 1.0 and quality["oracle_text_ari"] < 1.0

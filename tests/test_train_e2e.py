@@ -1,0 +1,117 @@
+"""End to end: `cpcl train` on a tiny generated CUHK-PEDES tree with the tiny CLIP preset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from cpcl.engine import train as train_module
+
+METRIC_KEYS = {"R1", "R5", "R10", "mAP", "mINP"}
+
+
+def write_tiny_cuhk(root: Path, persons: dict[str, int], images_per_person: int = 3, seed: int = 0) -> Path:
+    """A CUHK-PEDES tree whose persons differ in colour, captions naming the colour."""
+    rng = np.random.default_rng(seed)
+    colours = ["red", "green", "blue", "yellow", "black", "white", "purple", "orange", "pink", "grey",
+               "brown", "navy", "teal", "olive", "maroon", "cyan", "gold", "beige", "lime", "violet"]
+    records, pid = [], 0
+    for split, count in persons.items():
+        for _ in range(count):
+            pid += 1
+            base = rng.integers(0, 256, 3)
+            for j in range(images_per_person):
+                pixels = np.clip(base + rng.normal(0, 25, (32, 16, 3)), 0, 255).astype(np.uint8)
+                rel = f"{split}/{pid:03d}_{j}.jpg"
+                (root / "CUHK-PEDES" / "imgs" / split).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(root / "CUHK-PEDES" / "imgs" / rel)
+                colour = colours[pid % len(colours)]
+                records.append({"split": split, "file_path": rel, "id": pid, "processed_tokens": [],
+                                "captions": [f"a person in {colour} clothes", f"someone wearing {colour}"]})
+    (root / "CUHK-PEDES" / "reid_raw.json").write_text(json.dumps(records))
+    return root
+
+
+def write_config(path: Path, root: Path, **sections) -> Path:
+    config = {
+        "method": "cpcl", "device": "cpu", "precision": "fp32", "seed": 3,
+        "model": {"init": "preset:tiny", "image_size": [32, 16], "context_length": 16},
+        "data": {"dataset": "cuhk-pedes", "root": str(root), "workers": 0},
+        "eval": {"batch_size": 16},
+        "optim": {"epochs": 2, "batch_size": 8, "lr": 1e-4, "warmup_epochs": 1},
+        "cluster": {"k1": 4, "k2": 2, "eps": 0.7, "min_samples": 2},
+    }
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values} if isinstance(values, dict) else values
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory) -> Path:
+    return write_tiny_cuhk(tmp_path_factory.mktemp("data"), {"train": 10, "val": 3, "test": 3})
+
+
+def test_cpcl_train_writes_the_run_dir(tiny_root, tmp_path):
+    from cpcl.cli import main
+
+    config = write_config(tmp_path / "cfg.yaml", tiny_root)
+    run = tmp_path / "run"
+    assert main(["train", "-c", str(config), "--out", str(run), "cpcl.oplm=one_stage"]) == 0
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "results.json"):
+        assert (run / name).is_file(), name
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["cpcl"]["oplm"] == "one_stage" and saved["optim"]["epochs"] == 2
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    for record in records:
+        assert {"loss", "lr", "time_train", "time_extract", "time_cluster", "image_clusters", "text_outliers",
+                "oplm_rescued_images", "val_R1", "oracle_image_nmi"} <= set(record)
+        assert np.isfinite(record["loss"])
+    results = json.loads((run / "results.json").read_text())
+    assert set(results["test"]) == {"best", "last"} and set(results["test"]["last"]) == METRIC_KEYS
+    assert results["selected_on"] == "val"
+
+
+@pytest.mark.parametrize("method", ["itc", "oracle", "zero_shot"])
+def test_baselines_run(tiny_root, tmp_path, method):
+    from cpcl.cli import main
+
+    config = write_config(tmp_path / "cfg.yaml", tiny_root, method=method, optim={"epochs": 1})
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert set(results["test"]["best"]) == METRIC_KEYS
+    if method == "zero_shot":
+        assert results["test"]["best"] == results["test"]["last"]
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_root, tmp_path, monkeypatch):
+    from cpcl.cli import main
+
+    config = write_config(tmp_path / "cfg.yaml", tiny_root, cpcl={"sampler": "pk", "pk_instances": 2})
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "full")]) == 0
+    expected = json.loads((tmp_path / "full" / "results.json").read_text())
+
+    real_epoch = train_module.train_one_epoch
+    calls = {"n": 0}
+
+    def killed_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # as if the process died mid-epoch
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "cut")]) == 130
+    assert not (tmp_path / "cut" / "results.json").exists()
+    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    resumed = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert resumed == expected
+    records = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in records] == [0, 1]
