@@ -140,7 +140,7 @@ def test_drawing_is_deterministic_given_the_generator():
 
 
 def test_pretrain_corpus_is_jsonl_and_disjoint_from_the_benchmark(tmp_path):
-    counts = write_pretrain_corpus(tmp_path, SMALL, pairs=12)
+    counts = write_pretrain_corpus(tmp_path, replace(SMALL, pretrain_pairs=12))
     root = tmp_path / "SynthPedes-pretrain"
     lines = (root / "annotations.jsonl").read_text().splitlines()
     assert counts["images"] == len(lines) == 12 and counts["identities"] >= 6
@@ -150,7 +150,7 @@ def test_pretrain_corpus_is_jsonl_and_disjoint_from_the_benchmark(tmp_path):
         assert len(row["captions"]) == 1 and 2 <= len(row["captions"][0].split()) <= 20
         assert (root / row["image"]).is_file()
     bench = {p.identity.signature() for p in plan_benchmark(SMALL)}
-    assert not bench & {ident.signature() for _, ident, _ in plan_pretrain(SMALL, 12)}
+    assert not bench & {ident.signature() for _, ident, _ in plan_pretrain(replace(SMALL, pretrain_pairs=12))}
     assert load_dataset("jsonl", root).counts()["train"]["images"] == 12
 
 
@@ -179,7 +179,7 @@ def test_cli_writes_and_reports(tmp_path, capsys):
 @pytest.mark.parametrize("extra,message", [
     (["--ids-test", "-2"], "ids_test must be >= 0"),
     (["--images-per-id", "4", "2"], "MIN <= MAX"),
-    (["--pretrain"], "--pretrain and --pairs"),
+    (["--pretrain", "--pairs", "0"], "pretrain_pairs must be >= 1"),
 ])
 def test_cli_bad_options_exit_with_one_line(tmp_path, capsys, extra, message):
     assert main(["synth", str(tmp_path)] + extra) == 2
@@ -193,3 +193,14 @@ def test_preview_grid(tmp_path):
     target = tmp_path / "grid.png"
     assert main(["synth", "--preview", str(target), "--ids-train", "4", "--size", "64", "24"]) == 0
     assert Image.open(target).format == "PNG"
+
+
+def test_demo_generates_both_datasets_and_reports_counts(tmp_path, capsys):
+    args = ["demo", "--out", str(tmp_path), "--ids", "3", "1", "2", "--pretrain-pairs", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "reid_raw.json" in out and "annotations.jsonl" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["train"], ["val"], ["test"])]
+    assert [row[:2] for row in rows[:3]] == [["train", "3"], ["val", "1"], ["test", "2"]]  # the benchmark
+    assert rows[3][0] == "train" and rows[3][2] == "5"  # the pretraining corpus: 5 images
+    assert main(args) == 0  # a second run replaces the first

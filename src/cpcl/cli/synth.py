@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="probability of blur per image")
     parser.add_argument("--pretrain", action="store_true",
                         help="write the web-style pretraining corpus instead of the benchmark")
-    parser.add_argument("--pairs", metavar="N", type=int,
+    parser.add_argument("--pairs", metavar="N", type=int, default=DEFAULTS.pretrain_pairs,
                         help="image-caption pairs of the pretraining corpus (with --pretrain)")
     parser.add_argument("--preview", type=Path, metavar="PNG",
                         help="save a contact sheet (4 identities x 3 crops with captions) to PNG")
@@ -57,7 +57,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         images_per_id=tuple(args.images_per_id), height=args.size[0], width=args.size[1],
         near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
         typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
-        seed=args.seed, workers=args.workers,
+        pretrain_pairs=args.pairs, seed=args.seed, workers=args.workers,
     )
 
 
@@ -74,8 +74,6 @@ def handler(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     if args.out is None and args.preview is None:
         raise CpclError("nothing to do: give an output folder OUT, --preview PNG, or both")
-    if args.pretrain != (args.pairs is not None):
-        raise CpclError("--pretrain and --pairs N go together (N = image-caption pairs of the corpus)")
     if args.preview is not None:
         if args.preview.suffix.lower() != ".png":
             raise CpclError(f"--preview expects a .png path, got {args.preview}")
@@ -86,7 +84,7 @@ def handler(args: argparse.Namespace) -> int:
         return 0
     start = time.perf_counter()
     if args.pretrain:
-        counts = write_pretrain_corpus(args.out, cfg, args.pairs, overwrite=args.overwrite)
+        counts = write_pretrain_corpus(args.out, cfg, overwrite=args.overwrite)
         print(f"SynthPedes pretraining corpus (seed {cfg.seed}) -> {args.out / PRETRAIN_DIR}")
         print(f"{counts['identities']} identities, {counts['images']} images, {counts['captions']} captions")
     else:

@@ -16,6 +16,7 @@ class SynthConfig:
     ids_test: int = 100  # identities in the test split
     images_per_id: tuple[int, int] = (4, 6)  # inclusive range of images drawn per benchmark identity
     pretrain_images_per_id: tuple[int, int] = (1, 2)  # inclusive range of images per pretraining identity
+    pretrain_pairs: int = 8000  # image-caption pairs of the pretraining corpus
     height: int = 128  # image height in pixels (CUHK-PEDES crops are tall and narrow)
     width: int = 48  # image width in pixels
     render_scale: int = 2  # supersampling factor: draw at this multiple, then downsample with antialiasing
@@ -39,6 +40,8 @@ class SynthConfig:
             lo, hi = getattr(self, name)
             if lo < 1 or hi < lo:
                 raise ConfigError(f"{name} must be MIN MAX with 1 <= MIN <= MAX, got {lo} {hi}")
+        if self.pretrain_pairs < 1:
+            raise ConfigError(f"pretrain_pairs must be >= 1, got {self.pretrain_pairs}")
         if self.height < 32 or self.width < 16:
             raise ConfigError(f"image size must be at least 32x16 (H x W), got {self.height}x{self.width}")
         if self.render_scale < 1:

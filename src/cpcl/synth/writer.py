@@ -172,12 +172,12 @@ def write_synthpedes(out_dir: Path, cfg: SynthConfig, overwrite: bool = False) -
     return counts
 
 
-def plan_pretrain(cfg: SynthConfig, pairs: int) -> Iterator[tuple[int, Identity, int]]:
-    """(identity index, identity, images) until `pairs` images; never a benchmark identity."""
+def plan_pretrain(cfg: SynthConfig) -> Iterator[tuple[int, Identity, int]]:
+    """(identity index, identity, images) until `cfg.pretrain_pairs` images; never a benchmark identity."""
     taken = {person.identity.signature() for person in plan_benchmark(cfg)}
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, PRETRAIN_CODE]))
     lo, hi = cfg.pretrain_images_per_id
-    index, left = 0, pairs
+    index, left = 0, cfg.pretrain_pairs
     while left > 0:
         ident = sample_identity(rng)
         if ident.signature() in taken:
@@ -188,18 +188,16 @@ def plan_pretrain(cfg: SynthConfig, pairs: int) -> Iterator[tuple[int, Identity,
         index, left = index + 1, left - n
 
 
-def write_pretrain_corpus(out_dir: Path, cfg: SynthConfig, pairs: int, overwrite: bool = False) -> dict:
-    """Write `out_dir/SynthPedes-pretrain/{annotations.jsonl, imgs/}`: `pairs` image / alt-text pairs.
+def write_pretrain_corpus(out_dir: Path, cfg: SynthConfig, overwrite: bool = False) -> dict:
+    """Write `out_dir/SynthPedes-pretrain/{annotations.jsonl, imgs/}`: `cfg.pretrain_pairs` image / alt-text pairs.
 
     Identities are disjoint from the benchmark that `cfg` (same seed and split sizes) describes.
     Returns {identities, images, captions}.
     """
-    if pairs < 1:
-        raise CpclError(f"--pairs must be >= 1, got {pairs}")
     root = Path(out_dir) / PRETRAIN_DIR
     _prepare(root, overwrite, "annotations.jsonl")
     jobs, paths, n_ids = [], [], 0
-    for index, ident, n in plan_pretrain(cfg, pairs):
+    for index, ident, n in plan_pretrain(cfg):
         n_ids += 1
         for k in range(n):
             rel = f"imgs/{index // 1000:03d}/{index:06d}_{k}.jpg"
