@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -228,3 +230,53 @@ def test_invalid_config_raises(kwargs):
         if kwargs.get("search", 1) is None:
             JaccardOptions(knn_backend="nope")
         ClusterConfig(**kwargs)
+
+
+# ---------------------------------------------------------------- cpcl cluster
+
+
+def _blobs(n_per: int = 12, centres: int = 4, dim: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(centres, dim))
+    x = np.repeat(means, n_per, axis=0) + 0.05 * rng.normal(size=(centres * n_per, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_cli_cluster_writes_the_labels_cluster_features_gives(tmp_path, capsys):
+    from cpcl.cli import main
+
+    feats = _blobs()
+    np.save(tmp_path / "f.npy", feats)
+    out = tmp_path / "labels.npy"
+    args = ["cluster", "--features", str(tmp_path / "f.npy"), "--out", str(out), "--k1", "8", "--k2", "3",
+            "--eps", "0.6", "--min-samples", "4", "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    expected = cluster_features(feats, ClusterConfig(k1=8, k2=3, eps=0.6, min_samples=4)).labels
+    labels = np.load(out)
+    np.testing.assert_array_equal(labels, expected)
+    assert summary["clusters"] == 4 == labels.max() + 1 and summary["outliers"] == int((labels < 0).sum())
+    assert summary["seconds"] >= 0 and summary["peak_mb"] > 0
+    np.savez(tmp_path / "emb.npz", image=feats, text=feats[:0])  # the layout `cpcl encode` writes
+    assert main(["cluster", "--features", str(tmp_path / "emb.npz"), "--key", "image", "--out", str(out),
+                 "--k1", "8", "--k2", "3"]) == 0
+    np.testing.assert_array_equal(np.load(out), expected)
+
+
+def test_cli_cluster_bad_input_is_one_line(tmp_path, capsys):
+    from cpcl.cli import main
+
+    np.save(tmp_path / "raw.npy", 3 * _blobs())
+    np.savez(tmp_path / "two.npz", image=_blobs(), text=_blobs())
+    cases = [
+        (["--features", str(tmp_path / "missing.npy")], "feature file not found"),
+        (["--features", str(tmp_path / "raw.npy")], "raw.npy: features must be L2-normalised"),
+        (["--features", str(tmp_path / "two.npz")], "holds arrays image, text; name the array with --key"),
+        (["--features", str(tmp_path / "two.npz"), "--key", "x"], "it has no array 'x'"),
+        (["--features", str(tmp_path / "raw.npy"), "--eps", "1.5"], "expected 0 <= value < 1, got 1.5"),
+    ]
+    for extra, message in cases:
+        assert main(["cluster", "--out", str(tmp_path / "l.npy"), *extra]) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if " INFO " not in line]
+        assert len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "l.npy").exists()

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from cpcl import __version__
-from cpcl.cli import data, demo, evaluate, synth, tokenize, train
+from cpcl.cli import cluster, data, demo, evaluate, synth, tokenize, train
 from cpcl.utils.errors import CpclError
 
-COMMAND_MODULES = (data, tokenize, synth, train, evaluate, demo)
+COMMAND_MODULES = (data, tokenize, synth, train, evaluate, cluster, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,6 +36,8 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr, force=True)
+    if not verbose:  # faiss logs each CPU-feature library it fails to find before the one it loads
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

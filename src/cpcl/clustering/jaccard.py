@@ -191,7 +191,7 @@ def _prefixes(vq: sp.csr_matrix, tau_prefix: float) -> _Prefixes:
     prefix_mass = np.add.reduceat(np.where(in_prefix, data, 0.0), ordered.indptr[:-1])
     suffix_mass = np.maximum(total - prefix_mass, 0.0)
     first_suffix = np.minimum(ordered.indptr[:-1] + counts, data.size - 1)
-    prefix_end = np.where(counts < lengths, ordered.indices[first_suffix], np.iinfo(np.int64).max)
+    prefix_end = np.where(counts < lengths, ordered.indices[first_suffix].astype(np.int64), np.iinfo(np.int64).max)
     indptr = np.concatenate([[0], np.cumsum(counts)])
     sqrt_prefix = sp.csr_matrix(
         (np.sqrt(data[in_prefix]), ordered.indices[in_prefix], indptr), shape=vq.shape
