@@ -3,6 +3,7 @@ cpcl files; positional-embedding resize and context truncation; strict key check
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -232,6 +233,9 @@ def test_cpcl_round_trip_atomic_and_weights_only(tmp_path: Path) -> None:
     target = tmp_path / "ckpt" / "model.pt"
     save_clip(target, model, config, extra={"epoch": 3, "metrics": {"r1": 0.5}, "ids": [1, 2]})
     assert [p.name for p in target.parent.iterdir()] == ["model.pt"]  # no temporary file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     raw = torch.load(target, weights_only=True)
     assert raw["format"] == "cpcl-clip" and raw["version"] == 1
     assert raw["config"]["image"]["image_size"] == (32, 16)

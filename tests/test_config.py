@@ -74,3 +74,18 @@ def test_file_errors(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(Outer, tmp_path / "list.yaml")
+
+
+@pytest.mark.parametrize("raw,expected", [("off", "off"), ("on", "on"), ("'off'", "off")])
+def test_on_off_switches_survive_yaml_booleans(tmp_path, raw, expected):
+    """YAML 1.1 reads a bare on / off as a boolean; a Literal switch of those words takes it back."""
+    from cpcl.engine.config import TrainConfig
+
+    cfg = load_config(TrainConfig, None, [f"cpcl.memory_update={raw}"])
+    assert cfg.cpcl.memory_update == expected
+    (tmp_path / "c.yaml").write_text(f"cpcl:\n  memory_update: {raw}\n")
+    assert load_config(TrainConfig, tmp_path / "c.yaml").cpcl.memory_update == expected
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(TrainConfig, tmp_path / "saved.yaml") == cfg
+    with pytest.raises(ConfigError, match="must be one of a, b; got True"):
+        load_config(Outer, None, ["inner.mode=on"])  # no such word among the options: still an error

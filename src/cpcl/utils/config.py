@@ -74,6 +74,9 @@ def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     return result
 
 
+YAML_BOOL_WORDS = {True: ("on", "yes", "true"), False: ("off", "no", "false")}  # words YAML reads as bools
+
+
 def _check(value: Any, annotation: Any, where: str) -> Any:
     """Check (and gently coerce: int -> float, list -> tuple) `value` against a type annotation."""
     origin = typing.get_origin(annotation)
@@ -83,6 +86,8 @@ def _check(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"config field '{where}' must be a mapping, got {value!r}")
         return build(annotation, value, where)
     if origin is Literal:
+        if isinstance(value, bool) and value not in args:  # YAML 1.1 reads on/off, yes/no as booleans
+            value = next((a for a in args if a in YAML_BOOL_WORDS[value]), value)
         if value not in args:
             raise ConfigError(f"config field '{where}' must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
