@@ -194,13 +194,3 @@ def test_preview_grid(tmp_path):
     assert main(["synth", "--preview", str(target), "--ids-train", "4", "--size", "64", "24"]) == 0
     assert Image.open(target).format == "PNG"
 
-
-def test_demo_generates_both_datasets_and_reports_counts(tmp_path, capsys):
-    args = ["demo", "--out", str(tmp_path), "--ids", "3", "1", "2", "--pretrain-pairs", "5"]
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "reid_raw.json" in out and "annotations.jsonl" in out
-    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["train"], ["val"], ["test"])]
-    assert [row[:2] for row in rows[:3]] == [["train", "3"], ["val", "1"], ["test", "2"]]  # the benchmark
-    assert rows[3][0] == "train" and rows[3][2] == "5"  # the pretraining corpus: 5 images
-    assert main(args) == 0  # a second run replaces the first
