@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from cpcl.losses import itc_loss
 from cpcl.model.clip import CLIP, clip_preset
+from cpcl.utils.errors import ConfigError
 from cpcl.utils.runtime import autocast, bf16_supported, resolve_device, resolve_precision
 
 # preset -> (training input (H, W), default batch sizes)
@@ -117,7 +118,8 @@ def table(args: argparse.Namespace, device: torch.device) -> list[str]:
                 lines.append(f"| {preset} | {image_size[0]}x{image_size[1]} | {rec['params'] / 1e6:.1f}M "
                              f"| {batch} | {precision} | {rec['seconds']:.3f} | "
                              f"{rec['pairs_per_s']:.1f} | {ratio} | {rec['loss']:.3f} |")
-                print(lines[-1], file=sys.stderr, flush=True)  # progress: long cases on CPU
+                print(f"done: {preset} batch {batch} {precision}: {rec['seconds']:.3f} s/step",
+                      file=sys.stderr, flush=True)  # progress: vit-b-16 cases take minutes on CPU
     return lines
 
 
@@ -135,7 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.eot_pos < 1:
         parser.error("need --steps >= 1, --warmup >= 0 and --eot-pos >= 1")
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as err:
+        parser.error(str(err))
     print(f"device {device}; threads: torch {torch.get_num_threads()}, cpus {os.cpu_count()}; "
           f"native bf16: {bf16_supported(device)}; {args.warmup} warm-up + {args.steps} timed "
           "steps (median); data loader excluded\n")

@@ -86,3 +86,24 @@ def test_perfect_and_worst_rankings():
 def test_query_without_a_hit_is_an_error():
     with pytest.raises(CpclError, match="1 queries have no image of their person in the gallery"):
         retrieval_metrics(torch.eye(2), torch.eye(2), torch.tensor([0, 9]), torch.tensor([0, 1]))
+
+
+def test_rows_without_ties_skip_the_direct_recount(monkeypatch):
+    """Padding (queries whose person has fewer images than the largest) is not a tie: only rows
+    with a real tie pay for the O(P * G) direct recount."""
+    import cpcl.evaluation.metrics as metrics
+
+    recounted = []
+    real = metrics._hit_ranks_direct
+    monkeypatch.setattr(metrics, "_hit_ranks_direct",
+                        lambda sim, pos: recounted.append(len(sim)) or real(sim, pos))
+    gen = torch.Generator().manual_seed(0)
+    gallery_ids = torch.tensor([0] * 6 + [1] * 2 + [2] * 1 + [3] * 3)  # 6, 2, 1 and 3 images
+    query_ids = torch.arange(4).repeat(5)
+    query, gallery = normalised(torch.randn(20, 8, generator=gen)), normalised(torch.randn(12, 8, generator=gen))
+    assert retrieval_metrics(query, gallery, query_ids, gallery_ids) == pytest.approx(
+        brute_force(query @ gallery.T, query_ids, gallery_ids))
+    assert recounted == []
+    gallery[7] = gallery[3]  # an image of person 1 now ties one of person 0
+    retrieval_metrics(query, gallery, query_ids, gallery_ids)
+    assert sum(recounted) == 10  # the queries of persons 0 and 1, whose hits are in the tie

@@ -68,7 +68,8 @@ def hit_ranks(similarity: torch.Tensor, positives: torch.Tensor) -> torch.Tensor
     # the lowest hit score >= an item's score is ascending[below]: equal means a tie
     next_hit = torch.gather(torch.nn.functional.pad(ascending, (0, 1), value=torch.inf), 1, below)
     ties = (next_hit == similarity).sum(1) > valid.sum(1)  # an item ties a hit other than itself
-    ties |= (ascending[:, 1:] == ascending[:, :-1]).any(1)  # two hits tie each other
+    pair_ties = (ascending[:, 1:] == ascending[:, :-1]) & torch.isfinite(ascending[:, 1:])  # pads are inf
+    ties |= pair_ties.any(1)  # two hits tie each other
     if bool(ties.any()):
         ranks[ties] = _hit_ranks_direct(similarity[ties], positives[ties])
     ranks = torch.where(valid, ranks, gallery_size + 1)  # valid hits come first in both orders
