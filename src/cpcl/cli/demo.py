@@ -76,6 +76,8 @@ class Phases:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from cpcl.engine.train import run_config
+
     plan = DemoPlan(seed=args.seed, ids=tuple(args.ids), pretrain_pairs=args.pretrain_pairs,
                     pretrain_epochs=args.pretrain_epochs, preset=args.preset, epochs=args.epochs)
     out = args.out
@@ -94,12 +96,12 @@ def run_demo(args: argparse.Namespace) -> int:
         phases.run("data", f"generating SynthPedes ({'/'.join(map(str, plan.ids))} identities) and "
                    f"{plan.pretrain_pairs} pretraining pairs under {out / 'data'}", generate_data, plan, out / "data")
         phases.run("pretrain", f"pretraining a {plan.preset} CLIP from scratch ({plan.pretrain_epochs} epochs)",
-                   train_run, "pretrain_synthpedes", out / "pretrain", pretrain_overrides(plan, out))
+                   run_config, "pretrain_synthpedes", out / "pretrain", pretrain_overrides(plan, out))
     runs = {}
     for method, label in (("zero_shot", "zero-shot"), ("itc", "ITC"), ("cpcl", "CPCL")):
         what = "evaluating the pretrained start" if method == "zero_shot" else \
             f"fine-tuning with {label} ({plan.epochs} epochs)"
-        elapsed = phases.run(method, what, train_run, "synthpedes", out / method,
+        elapsed = phases.run(method, what, run_config, "synthpedes", out / method,
                              finetune_overrides(plan, out, method))
         runs[label] = (out / method, elapsed)
     phases.run("report", "writing the report", write_report, plan, out, runs, phases.seconds)
@@ -128,18 +130,6 @@ def pretrain_overrides(plan: DemoPlan, out: Path) -> list[str]:
 def finetune_overrides(plan: DemoPlan, out: Path, method: str) -> list[str]:
     return [f"seed={plan.seed}", f"method={method}", f"optim.epochs={plan.epochs}",
             f"model.init={out / 'pretrain' / 'best.pt'}", f"data.root={out / 'data'}"]
-
-
-def train_run(config: str, run_dir: Path, overrides: list[str]) -> float:
-    """Run `cpcl train -c config overrides` into run_dir; returns its wall-clock seconds."""
-    from cpcl.configs import resolve_config_path
-    from cpcl.engine.config import TrainConfig
-    from cpcl.engine.train import run_training
-    from cpcl.utils.config import load_config
-
-    start = time.perf_counter()
-    run_training(load_config(TrainConfig, resolve_config_path(config), overrides), run_dir)
-    return time.perf_counter() - start
 
 
 def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float]], seconds: dict[str, float]) -> None:

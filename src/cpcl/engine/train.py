@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from cpcl.configs import resolve_config_path
 from cpcl.data.check import check_images
 from cpcl.data.datasets import PairDataset
 from cpcl.data.readers import load_dataset
@@ -33,7 +34,7 @@ from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.model.checkpoints import load_clip, read_checkpoint, save_clip
 from cpcl.model.clip import CLIP, clip_preset
-from cpcl.utils.config import save_config
+from cpcl.utils.config import load_config, save_config
 from cpcl.utils.errors import CheckpointError, DataError
 from cpcl.utils.runtime import resolve_device, resolve_precision, seed_everything
 
@@ -229,3 +230,11 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     if "val" not in data.evals or progress["best_epoch"] is None:
         save_clip(run_dir / "best.pt", model, model.config, extra={"epoch": progress["best_epoch"]})
     return final_results(cfg, model, data, run_dir, progress, device, dtype)
+
+
+def run_config(config: str, run_dir: Path, overrides: list[str]) -> float:
+    """`cpcl train -c config overrides --out run_dir` (config: a file or a shipped name); returns
+    the run's wall-clock seconds."""
+    start = time.perf_counter()
+    run_training(load_config(TrainConfig, resolve_config_path(config), overrides), run_dir)
+    return time.perf_counter() - start

@@ -83,7 +83,8 @@ def metrics_table(runs: list[RunSummary], which: str = "best") -> str:
 
 def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel: str = "epoch",
                width: int = 420, height: int = 240) -> str:
-    """An inline SVG line chart: one polyline per named series of (x, y) points."""
+    """An inline SVG line chart: one polyline per named, non-empty series of (x, y) points."""
+    series = {name: line for name, line in series.items() if line}
     points = [p for line in series.values() for p in line]
     if not points:
         return f"<p>{html.escape(title)}: no data</p>"

@@ -1,0 +1,52 @@
+"""`cpcl bench quality` on the fast preset: every method runs, the tables are written, runs resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cpcl.cli import main
+from cpcl.engine.bench import METHODS, quality_table
+
+
+@pytest.mark.slow
+def test_fast_preset_runs_every_method(tmp_path):
+    assert main(["bench", "quality", "--preset", "fast", "--seeds", "1", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["methods"]) == list(METHODS)
+
+
+def test_quality_bench_writes_results_and_table_and_resumes(tmp_path, capsys):
+    args = ["bench", "quality", "--preset", "fast", "--seeds", "2", "--out", str(tmp_path),
+            "--methods", "itc", "cpcl", "oracle"]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["methods"]) == {"itc", "cpcl", "oracle"}
+    assert set(results["methods"]["cpcl"]) == {"0", "1"}
+    assert {"R1", "R5", "R10", "mAP", "mINP", "seconds"} <= set(results["methods"]["oracle"]["1"])
+    table = (tmp_path / "table.md").read_text()
+    assert "| cpcl | 2 |" in table and "CPCL R1 / oracle R1" in table and "oracle R1 - ITC R1" in table
+    capsys.readouterr()
+    stamp = (tmp_path / "runs" / "cpcl_s0" / "results.json").stat().st_mtime_ns
+    assert main(args) == 0  # finished runs are kept, not redone
+    assert (tmp_path / "runs" / "cpcl_s0" / "results.json").stat().st_mtime_ns == stamp
+
+
+def test_unknown_method_or_preset_is_one_line(tmp_path, capsys):
+    assert main(["bench", "quality", "--out", str(tmp_path), "--methods", "cpcl", "magic"]) == 2
+    assert "unknown method(s) magic; valid: zero_shot, itc, cpcl" in capsys.readouterr().err
+    assert main(["bench", "quality", "--out", str(tmp_path), "--preset", "huge"]) == 2
+    assert "unknown benchmark preset 'huge'; valid: fast, standard" in capsys.readouterr().err
+
+
+def test_table_means_spreads_and_ratios():
+    results = {"preset": "x", "methods": {
+        "itc": {"0": {"R1": 10.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 5},
+                "1": {"R1": 12.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 7}},
+        "cpcl": {"0": {"R1": 18.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 9}},
+        "oracle": {"0": {"R1": 20.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 9}}}}
+    table = quality_table(results)
+    assert "| itc | 2 | 11.00 ± 1.41 |" in table
+    assert "CPCL R1 / oracle R1: 0.900" in table
+    assert "CPCL R1 - ITC R1: +7.00 points" in table and "oracle R1 - ITC R1 (room the benchmark leaves): +9.00" in table
