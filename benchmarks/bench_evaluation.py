@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cpcl.evaluation.metrics import CHUNK_SIZE
+
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"cuhk": (6156, 3074, 1000), "icfg": (19848, 19848, 1000)}  # queries, gallery, ids
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cuhk, icfg or QxGxP (queries x gallery x person ids)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk-size", type=int, default=256, help="retrieval_metrics chunk_size")
+    parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, help="retrieval_metrics chunk_size")
     parser.add_argument("--dense-max-gib", type=float, default=12.0,
                         help="run the dense reference only where its estimated memory is below this")
     parser.add_argument("--child", choices=["fast", "dense", "baseline"], help=argparse.SUPPRESS)

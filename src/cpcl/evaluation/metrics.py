@@ -14,6 +14,7 @@ import torch
 from cpcl.utils.errors import CpclError
 
 RANKS = (1, 5, 10)  # Rank-k reported
+CHUNK_SIZE = 128  # queries per chunk: 128 was faster than 256 and 1024 at ICFG size (benchmarks/bench_evaluation.py)
 
 
 def _positives_table(gallery_ids: torch.Tensor, query_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +82,7 @@ def retrieval_metrics(
     gallery_feats: torch.Tensor,
     query_ids: torch.Tensor,
     gallery_ids: torch.Tensor,
-    chunk_size: int = 256,
+    chunk_size: int = CHUNK_SIZE,
 ) -> dict[str, float]:
     """R1/R5/R10, mAP and mINP in percent.
 
