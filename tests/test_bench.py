@@ -31,6 +31,9 @@ def test_quality_bench_writes_results_and_table_and_resumes(tmp_path, capsys):
     stamp = (tmp_path / "runs" / "cpcl_s0" / "results.json").stat().st_mtime_ns
     assert main(args) == 0  # finished runs are kept, not redone
     assert (tmp_path / "runs" / "cpcl_s0" / "results.json").stat().st_mtime_ns == stamp
+    capsys.readouterr()
+    assert main(["bench", "quality", "--preset", "standard", "--out", str(tmp_path)]) == 2
+    assert "holds a benchmark of preset 'fast'" in capsys.readouterr().err
 
 
 def test_unknown_method_or_preset_is_one_line(tmp_path, capsys):

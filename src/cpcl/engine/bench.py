@@ -92,6 +92,11 @@ def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str],
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
     preset = bench_preset(preset_name)
     out.mkdir(parents=True, exist_ok=True)
+    stamp = out / "bench.json"
+    if stamp.is_file() and json.loads(stamp.read_text())["preset"] != preset_name:
+        raise ConfigError(f"{out} holds a benchmark of preset {json.loads(stamp.read_text())['preset']!r}; "
+                          f"continue it with that preset or choose another --out")
+    stamp.write_text(json.dumps({"preset": preset_name}) + "\n")
     start = prepare(preset, out)
     results: dict = {"preset": preset_name, "methods": {}}
     for method in methods:
