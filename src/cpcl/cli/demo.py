@@ -87,16 +87,18 @@ def run_demo(args: argparse.Namespace) -> int:
     pretraining = json.loads(json.dumps(plan.pretraining_part()))  # as read back: tuples become lists
     reuse = previous is not None and previous.get("pretraining") == pretraining \
         and (out / "pretrain" / "best.pt").is_file()
-    plan_file.write_text(json.dumps({"pretraining": pretraining, "epochs": plan.epochs}, indent=2))
     phases = Phases(6)
     if reuse:
         phases.done = 2
         print(f"[1-2/6] reusing the data and the pretrained model in {out} (same plan)", flush=True)
     else:
+        plan_file.unlink(missing_ok=True)  # the data and the model it described are about to be replaced
         phases.run("data", f"generating SynthPedes ({'/'.join(map(str, plan.ids))} identities) and "
                    f"{plan.pretrain_pairs} pretraining pairs under {out / 'data'}", generate_data, plan, out / "data")
         phases.run("pretrain", f"pretraining a {plan.preset} CLIP from scratch ({plan.pretrain_epochs} epochs)",
                    run_config, "pretrain_synthpedes", out / "pretrain", pretrain_overrides(plan, out))
+    # written once the pretraining is complete, so an interrupted one is never reused
+    plan_file.write_text(json.dumps({"pretraining": pretraining, "epochs": plan.epochs}, indent=2))
     runs = {}
     for method, label in (("zero_shot", "zero-shot"), ("itc", "ITC"), ("cpcl", "CPCL")):
         what = "evaluating the pretrained start" if method == "zero_shot" else \
