@@ -14,9 +14,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cpcl.synth.config import SynthConfig
-
-SYNTH_DEFAULTS = SynthConfig()
 
 
 @dataclass(frozen=True)
@@ -76,6 +73,7 @@ class Phases:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    from cpcl.engine.bench import finetune_overrides, generate_data, pretrain_overrides
     from cpcl.engine.train import run_config
 
     plan = DemoPlan(seed=args.seed, ids=tuple(args.ids), pretrain_pairs=args.pretrain_pairs,
@@ -94,17 +92,20 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         plan_file.unlink(missing_ok=True)  # the data and the model it described are about to be replaced
         phases.run("data", f"generating SynthPedes ({'/'.join(map(str, plan.ids))} identities) and "
-                   f"{plan.pretrain_pairs} pretraining pairs under {out / 'data'}", generate_data, plan, out / "data")
+                   f"{plan.pretrain_pairs} pretraining pairs under {out / 'data'}",
+                   generate_data, out / "data", plan.ids, plan.pretrain_pairs, plan.seed)
         phases.run("pretrain", f"pretraining a {plan.preset} CLIP from scratch ({plan.pretrain_epochs} epochs)",
-                   run_config, "pretrain_synthpedes", out / "pretrain", pretrain_overrides(plan, out))
+                   run_config, "pretrain_synthpedes", out / "pretrain",
+                   pretrain_overrides(out / "data", plan.preset, plan.pretrain_epochs, plan.seed))
     # written once the pretraining is complete, so an interrupted one is never reused
     plan_file.write_text(json.dumps({"pretraining": pretraining, "epochs": plan.epochs}, indent=2))
+    start = out / "pretrain" / "best.pt"
     runs = {}
     for method, label in (("zero_shot", "zero-shot"), ("itc", "ITC"), ("cpcl", "CPCL")):
         what = "evaluating the pretrained start" if method == "zero_shot" else \
             f"fine-tuning with {label} ({plan.epochs} epochs)"
         elapsed = phases.run(method, what, run_config, "synthpedes", out / method,
-                             finetune_overrides(plan, out, method))
+                             [f"method={method}", *finetune_overrides(out / "data", start, plan.epochs, plan.seed)])
         runs[label] = (out / method, elapsed)
     phases.run("report", "writing the report", write_report, plan, out, runs, phases.seconds)
     total = time.perf_counter() - phases.start
@@ -112,33 +113,11 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def generate_data(plan: DemoPlan, root: Path) -> None:
-    from cpcl.synth.writer import write_pretrain_corpus, write_synthpedes
-
-    train, val, test = plan.ids
-    cfg = SynthConfig(seed=plan.seed, ids_train=train, ids_val=val, ids_test=test,
-                      pretrain_pairs=plan.pretrain_pairs)
-    write_synthpedes(root, cfg, overwrite=True)
-    write_pretrain_corpus(root, cfg, overwrite=True)
-
-
-def pretrain_overrides(plan: DemoPlan, out: Path) -> list[str]:
-    from cpcl.synth.writer import PRETRAIN_DIR
-
-    return [f"seed={plan.seed}", f"model.init=preset:{plan.preset}", f"optim.epochs={plan.pretrain_epochs}",
-            f"data.root={out / 'data' / PRETRAIN_DIR}", f"eval.root={out / 'data'}"]
-
-
-def finetune_overrides(plan: DemoPlan, out: Path, method: str) -> list[str]:
-    return [f"seed={plan.seed}", f"method={method}", f"optim.epochs={plan.epochs}",
-            f"model.init={out / 'pretrain' / 'best.pt'}", f"data.root={out / 'data'}"]
-
-
 def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float]], seconds: dict[str, float]) -> None:
     from cpcl.data.readers import load_dataset
     from cpcl.data.tokenizer import default_tokenizer
     from cpcl.engine.config import TrainConfig
-    from cpcl.evaluation.report import read_run, render_report, retrieval_examples
+    from cpcl.evaluation.report import METRICS, read_run, render_report, retrieval_examples
     from cpcl.model.checkpoints import load_clip
     from cpcl.utils.config import load_config
     from cpcl.utils.runtime import resolve_device, resolve_precision
@@ -167,4 +146,4 @@ def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float]],
     (out / "report.html").write_text(page, encoding="utf-8")
     for summary in summaries:
         best = summary.results["test"]["best"]
-        print(f"{summary.name:>10}  " + "  ".join(f"{m} {best[m]:5.2f}" for m in ("R1", "R5", "R10", "mAP", "mINP")))
+        print(f"{summary.name:>10}  " + "  ".join(f"{m} {best[m]:5.2f}" for m in METRICS))

@@ -9,20 +9,16 @@ benchmark continues where it stopped), results.json and table.md.
 from __future__ import annotations
 
 import json
-import logging
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cpcl.engine.train import run_config
+from cpcl.evaluation.report import METRICS
 from cpcl.synth.config import SynthConfig
 from cpcl.synth.writer import PRETRAIN_DIR, write_pretrain_corpus, write_synthpedes
 from cpcl.utils.errors import ConfigError
-
-log = logging.getLogger(__name__)
-
-METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 
 # method name -> config overrides on top of the `synthpedes` config (METHOD.md's baselines and ablations)
 METHODS: dict[str, tuple[str, ...]] = {
@@ -69,18 +65,33 @@ def bench_preset(name: str) -> BenchPreset:
     return BENCH_PRESETS[name]
 
 
+def generate_data(root: Path, ids: tuple[int, int, int], pretrain_pairs: int, seed: int) -> None:
+    """SynthPedes (root/CUHK-PEDES) and its web-style pretraining corpus (root/SynthPedes-pretrain)."""
+    train, val, test = ids
+    cfg = SynthConfig(seed=seed, ids_train=train, ids_val=val, ids_test=test, pretrain_pairs=pretrain_pairs)
+    write_synthpedes(root, cfg, overwrite=True)
+    write_pretrain_corpus(root, cfg, overwrite=True)
+
+
+def pretrain_overrides(data: Path, preset: str, epochs: int, seed: int) -> list[str]:
+    """Overrides of the `pretrain_synthpedes` config for the data generated under `data`."""
+    return [f"seed={seed}", f"model.init=preset:{preset}", f"optim.epochs={epochs}",
+            f"data.root={data / PRETRAIN_DIR}", f"eval.root={data}"]
+
+
+def finetune_overrides(data: Path, start: Path, epochs: int, seed: int) -> list[str]:
+    """Overrides of the `synthpedes` config: fine-tune checkpoint `start` on the data under `data`."""
+    return [f"seed={seed}", f"optim.epochs={epochs}", f"model.init={start}", f"data.root={data}"]
+
+
 def prepare(preset: BenchPreset, out: Path) -> Path:
     """Generate the data and pretrain the shared start (each once); returns its checkpoint."""
     data, pretrain = out / "data", out / "pretrain"
     if not (data / "CUHK-PEDES" / "reid_raw.json").is_file() or not (data / PRETRAIN_DIR).is_dir():
-        train, val, test = preset.ids
-        cfg = SynthConfig(ids_train=train, ids_val=val, ids_test=test, pretrain_pairs=preset.pretrain_pairs)
-        write_synthpedes(data, cfg, overwrite=True)
-        write_pretrain_corpus(data, cfg, overwrite=True)
+        generate_data(data, preset.ids, preset.pretrain_pairs, seed=0)
     if not (pretrain / "results.json").is_file():
-        run_config("pretrain_synthpedes", pretrain, [
-            f"model.init=preset:{preset.preset}", f"optim.epochs={preset.pretrain_epochs}",
-            f"data.root={data / PRETRAIN_DIR}", f"eval.root={data}", *preset.extra])
+        run_config("pretrain_synthpedes", pretrain,
+                   [*pretrain_overrides(data, preset.preset, preset.pretrain_epochs, seed=0), *preset.extra])
     return pretrain / "best.pt"
 
 
@@ -105,8 +116,7 @@ def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str],
             done = run_dir / "bench.json"
             if not done.is_file():
                 seconds = run_config("synthpedes", run_dir, [
-                    *METHODS[method], f"seed={seed}", f"optim.epochs={preset.epochs}", f"model.init={start}",
-                    f"data.root={out / 'data'}", *preset.extra])
+                    *METHODS[method], *finetune_overrides(out / "data", start, preset.epochs, seed), *preset.extra])
                 test = json.loads((run_dir / "results.json").read_text())["test"]["best"]
                 done.write_text(json.dumps({**test, "seconds": seconds}))
             record = json.loads(done.read_text())
