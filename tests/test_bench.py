@@ -19,14 +19,15 @@ def test_fast_preset_runs_every_method(tmp_path):
 
 def test_quality_bench_writes_results_and_table_and_resumes(tmp_path, capsys):
     args = ["bench", "quality", "--preset", "fast", "--seeds", "2", "--out", str(tmp_path),
-            "--methods", "itc", "cpcl", "oracle"]
+            "--methods", "itc", "cpcl", "oplm_off", "oracle"]
     assert main(args) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["methods"]) == {"itc", "cpcl", "oracle"}
+    assert set(results["methods"]) == {"itc", "cpcl", "oplm_off", "oracle"}
     assert set(results["methods"]["cpcl"]) == {"0", "1"}
+    assert set(results["methods"]["oplm_off"]) == {"0"}  # ablations: --ablation-seeds, default 1
     assert {"R1", "R5", "R10", "mAP", "mINP", "seconds"} <= set(results["methods"]["oracle"]["1"])
     table = (tmp_path / "table.md").read_text()
-    assert "| cpcl | 2 |" in table and "CPCL R1 / oracle R1" in table and "oracle R1 - ITC R1" in table
+    assert "| cpcl | 2 |" in table and "| oplm_off | 1 |" in table and "CPCL R1 / oracle R1" in table and "oracle R1 - ITC R1" in table
     capsys.readouterr()
     stamp = (tmp_path / "runs" / "cpcl_s0" / "results.json").stat().st_mtime_ns
     assert main(args) == 0  # finished runs are kept, not redone

@@ -173,13 +173,16 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     assert (tmp_path / "CUHK-PEDES" / "reid_raw.json").is_file()
     assert main(args) == 2  # refuses to mix with the existing dataset
     assert "--overwrite" in capsys.readouterr().err
-    assert main(args + ["--overwrite"]) == 0
+    assert main(args + ["--overwrite", "--captions-per-image", "3"]) == 0
+    records = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
+    assert {len(r["captions"]) for r in records} == {3}
 
 
 @pytest.mark.parametrize("extra,message", [
     (["--ids-test", "-2"], "ids_test must be >= 0"),
     (["--images-per-id", "4", "2"], "MIN <= MAX"),
     (["--pretrain", "--pairs", "0"], "pretrain_pairs must be >= 1"),
+    (["--captions-per-image", "0"], "captions_per_image must be >= 1"),
 ])
 def test_cli_bad_options_exit_with_one_line(tmp_path, capsys, extra, message):
     assert main(["synth", str(tmp_path)] + extra) == 2

@@ -15,7 +15,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "seeds, CPCL/oracle, CPCL-ITC, oracle-ITC). An interrupted benchmark resumes: finished runs "
                     "are kept.")
     quality.add_argument("--preset", default="fast", help="fast (CI-sized) | standard (the synthpedes.yaml scale)")
-    quality.add_argument("--seeds", type=int, default=2, metavar="N", help="seeds 0..N-1 per method")
+    quality.add_argument("--seeds", type=int, default=2, metavar="N",
+                         help="seeds 0..N-1 of each baseline (zero_shot, itc, cpcl, oracle)")
+    quality.add_argument("--ablation-seeds", type=int, default=1, metavar="M",
+                         help="seeds 0..M-1 of each CPCL ablation (at most N)")
     quality.add_argument("--methods", nargs="+", metavar="NAME",
                          help="a subset of the methods (default: all; an unknown name lists the valid ones)")
     quality.add_argument("--out", required=True, type=Path, help="benchmark folder")
@@ -26,15 +29,15 @@ def run_bench_quality(args: argparse.Namespace) -> int:
     from cpcl.engine.bench import METHODS, run_quality
     from cpcl.utils.errors import ConfigError
 
-    if args.seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds < 1 or args.ablation_seeds < 1:
+        raise ConfigError(f"--seeds and --ablation-seeds must be >= 1, got {args.seeds} and {args.ablation_seeds}")
     methods = args.methods or list(METHODS)
 
     def report(method: str, seed: int, record: dict) -> None:
         print(f"{method:>18} seed {seed}: R1 {record['R1']:5.2f}  mAP {record['mAP']:5.2f}  "
               f"({record['seconds']:.0f} s)", flush=True)
 
-    run_quality(args.preset, args.seeds, args.out, methods, on_run=report)
+    run_quality(args.preset, args.seeds, args.out, methods, args.ablation_seeds, on_run=report)
     print()
     print((args.out / "table.md").read_text())
     return 0

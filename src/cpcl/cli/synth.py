@@ -34,6 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="share of identities that are near-duplicates (hard negatives)")
     parser.add_argument("--caption-coverage", metavar="F", type=float, default=DEFAULTS.caption_coverage,
                         help="mean share of visible attributes one caption names")
+    parser.add_argument("--captions-per-image", metavar="N", type=int, default=DEFAULTS.captions_per_image,
+                        help="independent captions per benchmark image")
     parser.add_argument("--typo-rate", metavar="P", type=float, default=DEFAULTS.typo_rate,
                         help="per-word typo probability")
     parser.add_argument("--occlusion-prob", metavar="P", type=float, default=DEFAULTS.occlusion_prob,
@@ -56,6 +58,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         ids_train=args.ids_train, ids_val=args.ids_val, ids_test=args.ids_test,
         images_per_id=tuple(args.images_per_id), height=args.size[0], width=args.size[1],
         near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
+        captions_per_image=args.captions_per_image,
         typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
         pretrain_pairs=args.pairs, seed=args.seed, workers=args.workers,
     )

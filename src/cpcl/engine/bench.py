@@ -36,6 +36,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "icpm_off": ("cpcl.icpm_weight=0",),
     "oracle": ("method=oracle",),
 }
+# the methods the targets compare (run for every seed); the others are ablations of CPCL
+BASELINES = ("zero_shot", "itc", "cpcl", "oracle")
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,10 @@ def prepare(preset: BenchPreset, out: Path) -> Path:
     return pretrain / "best.pt"
 
 
-def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str],
+def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], ablation_seeds: int = 1,
                 on_run: Callable[[str, int, dict], None] | None = None) -> dict:
-    """Every method x seed; writes out/results.json and out/table.md, returns the results dict."""
+    """Each baseline for `seeds` seeds, each ablation for `ablation_seeds` (at most `seeds`);
+    writes out/results.json and out/table.md, returns the results dict."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
@@ -111,7 +114,7 @@ def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str],
     start = prepare(preset, out)
     results: dict = {"preset": preset_name, "methods": {}}
     for method in methods:
-        for seed in range(seeds):
+        for seed in range(seeds if method in BASELINES else min(ablation_seeds, seeds)):
             run_dir = out / "runs" / f"{method}_s{seed}"
             done = run_dir / "bench.json"
             if not done.is_file():
