@@ -7,13 +7,24 @@ import json
 from pathlib import Path
 
 
-def _model_arguments(parser: argparse.ArgumentParser) -> None:
+def model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--checkpoint and --image-size, then `extraction_arguments`."""
     parser.add_argument("--checkpoint", required=True, type=Path,
                         help="OpenAI .pt (TorchScript or state dict), Hugging Face CLIP directory, or cpcl .pt")
     parser.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                         help="model input size (default: the checkpoint's own)")
+    extraction_arguments(parser)
+
+
+def extraction_arguments(parser: argparse.ArgumentParser) -> None:
+    """--batch-size and --workers, then `device_arguments`."""
     parser.add_argument("--batch-size", type=int, default=256, help="feature extraction batch")
     parser.add_argument("--workers", type=int, default=2, help="image loading processes")
+    device_arguments(parser)
+
+
+def device_arguments(parser: argparse.ArgumentParser) -> None:
+    """--device and --precision."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="autocast dtype")
 
@@ -22,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from cpcl.data.readers import DATASETS
 
     evaluate = subparsers.add_parser("evaluate", help="text-to-image retrieval metrics of a checkpoint on a split")
-    _model_arguments(evaluate)
+    model_arguments(evaluate)
     evaluate.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="annotation format")
     evaluate.add_argument("--root", required=True, type=Path, help="folder holding the dataset folder")
     evaluate.add_argument("--split", default="test", choices=["val", "test", "train"], help="split to evaluate")
@@ -30,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.set_defaults(func=run_evaluate)
 
     encode = subparsers.add_parser("encode", help="L2-normalised embeddings of images and/or texts to an .npz")
-    _model_arguments(encode)
+    model_arguments(encode)
     encode.add_argument("--images", nargs="*", default=[], type=Path, metavar="FILE", help="image files")
     encode.add_argument("--texts", nargs="*", default=[], metavar="TEXT", help="texts")
     encode.add_argument("--out", required=True, type=Path, help="output .npz with arrays `image` and `text`")

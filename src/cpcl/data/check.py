@@ -35,10 +35,12 @@ def image_problem(path: Path, decode: bool = True) -> str | None:
     return None
 
 
-def find_bad_images(paths: list[Path], decode: bool = True, workers: int = 4) -> dict[Path, str]:
-    """Map each unusable path to its problem, checking `paths` in parallel with progress."""
+def find_bad_images(paths: list[Path], decode: bool = True, workers: int = 4,
+                    show_progress: bool = True) -> dict[Path, str]:
+    """Map each unusable path to its problem, checking `paths` in parallel (with progress unless told not to)."""
     bad: dict[Path, str] = {}
-    with ThreadPoolExecutor(max_workers=workers) as pool, Progress(len(paths), "checking images", "img") as bar:
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            Progress(len(paths), "checking images", "img", enabled=show_progress) as bar:
         for path, problem in zip(paths, pool.map(lambda p: image_problem(p, decode), paths)):
             if problem is not None:
                 bad[path] = problem

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -21,14 +22,18 @@ from cpcl.utils.runtime import autocast
 def extract_image_features(
     model: CLIP, paths: Sequence[Path], transform: ImageTransformConfig, batch_size: int,
     workers: int, device: torch.device, dtype: torch.dtype | None, desc: str = "image features",
+    progress: Progress | None = None,
 ) -> torch.Tensor:
-    """[N, D] float32 on the CPU, L2-normalised, row i = paths[i]."""
+    """[N, D] float32 on the CPU, L2-normalised, row i = paths[i].
+
+    Progress goes to `progress` when given (a caller's bar over several calls), else to a bar of its own.
+    """
     model.eval()
     size = model.config.image.image_size
     dataset = ImageDataset(paths, partial(eval_transform, size=size, cfg=transform))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     out = torch.empty(len(paths), model.config.embed_dim)
-    with Progress(len(paths), desc, "img") as bar:
+    with contextlib.nullcontext(progress) if progress is not None else Progress(len(paths), desc, "img") as bar:
         for index, images in loader:
             with autocast(device, dtype):
                 feats = model.encode_image(images.to(device))

@@ -19,3 +19,7 @@ class ConfigError(CpclError):
 
 class CheckpointError(CpclError):
     """A model checkpoint is missing, unreadable, or does not match the model it is loaded into."""
+
+
+class SearchIndexError(CpclError):
+    """A search index directory is missing, malformed, or does not match the model it is used with."""
