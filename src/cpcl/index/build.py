@@ -1,0 +1,120 @@
+"""Building an index and adding to it: embed the gallery's images that are not indexed yet, a shard at a time.
+
+`build_index` starts an index (or continues an interrupted one: whole shards survive any
+stop, and the images they hold are not embedded again); `add_to_index` embeds images new to
+an existing one. Both go through `sync`, which reports unreadable files instead of stopping,
+and (re)trains the IVF index when the gallery is large enough for one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cpcl.index.backends import backend_name, make_backend
+from cpcl.index.config import IndexConfig
+from cpcl.index.encoder import Encoder
+from cpcl.index.gallery import list_images, read_sidecar
+from cpcl.index.store import MANIFEST, IndexStore, Manifest
+from cpcl.utils.errors import SearchIndexError
+from cpcl.utils.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncReport:
+    """What one build or add did."""
+
+    added: int = 0  # images embedded in this run
+    already: int = 0  # images found already indexed (skipped)
+    unreadable: dict[str, str] = field(default_factory=dict)  # relative path -> problem
+    total: int = 0  # rows in the index afterwards
+    backend: str = "exact"  # the backend searches will use
+
+
+def _new_manifest(encoder: Encoder, root: Path, config: IndexConfig) -> Manifest:
+    return Manifest(checkpoint_path=str(encoder.checkpoint), checkpoint_sha256=encoder.sha256,
+                    model=encoder.model_config(), preprocessing=encoder.preprocessing(),
+                    gallery_root=str(root), settings=asdict(config), dim=encoder.dim)
+
+
+def _records(paths: list[str], sidecar: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"path": path, **sidecar.get(path, {})} for path in paths]
+
+
+def sync(store: IndexStore, encoder: Encoder, paths: list[str], sidecar: dict[str, dict[str, Any]],
+         batch_size: int, workers: int) -> SyncReport:
+    """Embed those of `paths` (relative to the gallery root) not yet in `store`, one shard at a time."""
+    manifest = store.manifest
+    indexed = {record["path"] for record in store.read_records()}
+    manifest.count, manifest.complete = len(indexed), False
+    store.write_manifest()
+    todo = [path for path in paths if path not in indexed]
+    report = SyncReport(already=len(paths) - len(todo))
+    missing = set(sidecar) - set(paths) - indexed
+    if missing:
+        log.warning("%d metadata rows name no image of the gallery, first: %s", len(missing), sorted(missing)[0])
+    shard_size = manifest.config.shard_size
+    with Progress(len(todo), "embedding images", "img") as bar:
+        for start in range(0, len(todo), shard_size):
+            chunk = todo[start:start + shard_size]
+            feats, bad = encoder.images([manifest.root / path for path in chunk], batch_size, workers, bar)
+            bad_rel = {path.relative_to(manifest.root).as_posix(): problem for path, problem in bad.items()}
+            good = [path for path in chunk if path not in bad_rel]
+            if good:
+                store.append_shard(feats, _records(good, sidecar))
+            report.added += len(good)
+            report.unreadable.update(bad_rel)
+    store.write_unreadable(report.unreadable)
+    report.total, report.backend = manifest.count, backend_name(manifest.count, manifest.config)
+    if report.backend == "ivf" and report.added:
+        embeddings, _ = store.read()
+        make_backend("ivf", embeddings, manifest.config).save(store.ivf_path)
+    manifest.complete = True
+    store.write_manifest()
+    return report
+
+
+def build_index(encoder: Encoder, images: Path, out: Path, metadata: Path | None, config: IndexConfig,
+                batch_size: int, workers: int) -> SyncReport:
+    """Index every image below `images` into the new directory `out`, or continue an interrupted build there.
+
+    Continuing needs the same gallery, checkpoint and settings; anything else is refused.
+    """
+    root = images.expanduser().resolve()
+    if not root.is_dir():
+        raise SearchIndexError(f"--images {images}: not a folder")
+    sidecar = read_sidecar(metadata, root) if metadata else {}
+    paths = list_images(root)
+    if not paths:
+        raise SearchIndexError(f"no image files under {root} (looked for jpg, png, bmp, gif, webp, tif)")
+    if (out / MANIFEST).exists():
+        store = IndexStore.open(out)
+        encoder.check(store.manifest, out)
+        if store.manifest.root != root or store.manifest.config != config:
+            raise SearchIndexError(f"{out} holds an index of {store.manifest.root} with settings "
+                                   f"{store.manifest.settings}; give another --out, or the same gallery and "
+                                   f"settings to continue it")
+        log.info("continuing the index in %s", out)
+    else:
+        store = IndexStore.create(out, _new_manifest(encoder, root, config))
+    return sync(store, encoder, paths, sidecar, batch_size, workers)
+
+
+def add_to_index(encoder: Encoder, index: Path, under: list[Path], metadata: Path | None,
+                 batch_size: int, workers: int) -> SyncReport:
+    """Embed the images new to the index: below the given files / folders of its gallery, or the whole gallery."""
+    store = IndexStore.open(index)
+    encoder.check(store.manifest, index)
+    root = store.manifest.root
+    if not root.is_dir():
+        raise SearchIndexError(f"the gallery {root} of {index} is gone; an index cannot move away from its images")
+    sidecar = read_sidecar(metadata, root) if metadata else {}
+    resolved = [path.expanduser().resolve() for path in under]
+    outside = [path for path in resolved if path != root and root not in path.parents]
+    if outside:
+        raise SearchIndexError(f"{outside[0]} is outside the gallery {root} of {index}; copy it in first")
+    return sync(store, encoder, list_images(root, under), sidecar, batch_size, workers)

@@ -1,0 +1,147 @@
+"""The model side of an index: embeds gallery images and queries, and proves it is the model the index was built with.
+
+An index is only meaningful with the exact weights and preprocessing that made it, so opening
+a model for an existing index compares the checkpoint's sha256, the model config and the
+preprocessing with the manifest and refuses a mismatch in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from cpcl.data.check import find_bad_images
+from cpcl.data.tokenizer import default_tokenizer
+from cpcl.data.transforms import ImageTransformConfig, eval_transform
+from cpcl.evaluation.features import extract_image_features
+from cpcl.index.store import Manifest, sha256_of
+from cpcl.model.checkpoints import load_clip
+from cpcl.model.clip import CLIP
+from cpcl.utils.errors import SearchIndexError
+from cpcl.utils.progress import Progress
+from cpcl.utils.runtime import autocast, resolve_device, resolve_precision
+
+log = logging.getLogger(__name__)
+
+RESIZE = "bicubic"  # eval_transform's resize filter, recorded in the manifest
+
+
+class Encoder:
+    """A loaded CLIP with its preprocessing: images and texts in, L2-normalised [N, D] float32 out.
+
+    Safe to call from several threads: model calls are serialised by a lock (on a CPU they
+    would only compete for the same cores).
+    """
+
+    def __init__(self, model: CLIP, checkpoint: Path, sha256: str, device: torch.device,
+                 dtype: torch.dtype | None, transform: ImageTransformConfig | None = None):
+        self.model = model.eval()
+        self.checkpoint = checkpoint
+        self.sha256 = sha256
+        self.device = device
+        self.dtype = dtype
+        self.transform = transform or ImageTransformConfig()
+        self._tokenizer = default_tokenizer()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, checkpoint: Path, image_size: tuple[int, int] | None = None, device: str = "auto",
+             precision: str = "auto", sha256: str | None = None) -> Encoder:
+        """Read a checkpoint (any format `cpcl.model.checkpoints` reads) for indexing or search."""
+        checkpoint = Path(checkpoint).expanduser().resolve()
+        torch_device = resolve_device(device)
+        model, _ = load_clip(checkpoint, image_size, device=torch_device)
+        return cls(model, checkpoint, sha256 or sha256_of(checkpoint), torch_device,
+                   resolve_precision(precision, torch_device))
+
+    @classmethod
+    def for_index(cls, manifest: Manifest, index: Path, checkpoint: Path | None = None, device: str = "auto",
+                  precision: str = "auto") -> Encoder:
+        """The model `index` was built with, at its image size, checked against its manifest.
+
+        `checkpoint` overrides the manifest's path (the file moved); it must hash the same.
+        """
+        path = Path(checkpoint) if checkpoint else Path(manifest.checkpoint_path)
+        if not path.exists():
+            raise SearchIndexError(f"checkpoint {path} (the one {index} was built with) is missing; "
+                                   f"pass --checkpoint with where it is now")
+        sha256 = sha256_of(path)
+        _check_sha256(sha256, path, manifest, index)  # before loading: a wrong file is refused at once
+        encoder = cls.load(path, tuple(manifest.preprocessing["image_size"]), device, precision, sha256)
+        encoder.check(manifest, index)
+        return encoder
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.embed_dim
+
+    def preprocessing(self) -> dict[str, Any]:
+        """What the manifest records about preprocessing (compared on every load)."""
+        return {"image_size": list(self.model.config.image.image_size), "resize": RESIZE,
+                "mean": list(self.transform.mean), "std": list(self.transform.std)}
+
+    def model_config(self) -> dict[str, Any]:
+        """asdict(ClipConfig) as JSON would give it back (tuples as lists)."""
+        return json.loads(json.dumps(asdict(self.model.config)))
+
+    def check(self, manifest: Manifest, index: Path) -> None:
+        """Refuse (SearchIndexError) a model that is not the one `manifest` was built with."""
+        _check_sha256(self.sha256, self.checkpoint, manifest, index)
+        if self.model_config() != manifest.model:
+            diff = sorted(k for k in set(manifest.model) | set(self.model_config())
+                          if manifest.model.get(k) != self.model_config().get(k))
+            raise SearchIndexError(f"{index}: the model config differs from the index's in {', '.join(diff)}; "
+                                   f"build a new index")
+        if self.preprocessing() != manifest.preprocessing:
+            raise SearchIndexError(f"{index}: preprocessing {manifest.preprocessing} was used to build it, "
+                                   f"this model uses {self.preprocessing()}; build a new index")
+
+    def images(self, paths: list[Path], batch_size: int, workers: int,
+               progress: Progress | None = None) -> tuple[np.ndarray, dict[Path, str]]:
+        """(embeddings [M, D] of the readable paths, in order; unreadable path -> problem)."""
+        bad = find_bad_images(paths, show_progress=False)
+        good = [path for path in paths if path not in bad]
+        if not good:
+            return np.empty((0, self.dim), dtype=np.float32), bad
+        with self._lock:
+            feats = extract_image_features(self.model, good, self.transform, batch_size, workers, self.device,
+                                           self.dtype, progress=progress)
+        if progress is not None:
+            progress.update(len(bad))
+        return feats.numpy(), bad
+
+    @torch.no_grad()
+    def pil_images(self, images: list[Image.Image]) -> np.ndarray:
+        """RGB PIL images -> [Q, D] (query by example)."""
+        size = self.model.config.image.image_size
+        pixels = torch.stack([eval_transform(image.convert("RGB"), size, self.transform) for image in images])
+        with self._lock, autocast(self.device, self.dtype):
+            feats = self.model.encode_image(pixels.to(self.device))
+        return F.normalize(feats.float(), dim=1).cpu().numpy()
+
+    @torch.no_grad()
+    def texts(self, texts: list[str]) -> np.ndarray:
+        """Sentences -> [Q, D] (longer ones are cut at the model's context length, as in training)."""
+        tokens = self._tokenizer.tokenize(texts, self.model.config.text.context_length)
+        with self._lock, autocast(self.device, self.dtype):
+            feats = self.model.encode_text(tokens.to(self.device))
+        return F.normalize(feats.float(), dim=1).cpu().numpy()
+
+
+
+def _check_sha256(sha256: str, checkpoint: Path, manifest: Manifest, index: Path) -> None:
+    """SearchIndexError unless `sha256` (of `checkpoint`) is the one `manifest` records."""
+    if sha256 != manifest.checkpoint_sha256:
+        raise SearchIndexError(
+            f"{index} was built with checkpoint {manifest.checkpoint_path} (sha256 "
+            f"{manifest.checkpoint_sha256[:12]}), but {checkpoint} has sha256 {sha256[:12]}; "
+            f"use the checkpoint the index was built with, or build a new index")

@@ -1,0 +1,195 @@
+"""The index directory: manifest, embeddings and records in shards, the unreadable-file list, the IVF file.
+
+    INDEX/manifest.json        what the index was built with (see `Manifest`); written atomically
+    INDEX/shards/NNNNNN.npy    embeddings of one shard, [M, D] float32, L2-normalised
+    INDEX/shards/NNNNNN.jsonl  its records, one JSON object a row: {"path": relative path, metadata...}
+    INDEX/unreadable.jsonl     files the last build or add could not read: {"path", "problem"}
+    INDEX/ivf.faiss            the trained IVF index, for galleries large enough to use it
+
+A shard is written as .npy first and .jsonl second, each through a temporary file and a
+rename, so a shard counts once its .jsonl exists: an interrupted build leaves whole shards
+only, and building again continues after them. Row i of the index is row i of the shards in
+order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpcl import __version__
+from cpcl.index.config import IndexConfig
+from cpcl.utils.errors import SearchIndexError
+
+log = logging.getLogger(__name__)
+
+INDEX_FORMAT = "cpcl-index"  # value of the manifest's "format" field
+INDEX_VERSION = 1  # newest index layout this code reads and the one it writes
+MANIFEST = "manifest.json"
+SHARDS = "shards"
+UNREADABLE = "unreadable.jsonl"
+IVF_FILE = "ivf.faiss"
+HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a checkpoint
+
+
+@dataclass
+class Manifest:
+    """What an index was built from; searching checks the model against it."""
+
+    checkpoint_path: str  # absolute path of the checkpoint the embeddings came from
+    checkpoint_sha256: str  # its content hash (a directory: the hash of its files)
+    model: dict[str, Any]  # asdict(ClipConfig) of the model at the index's image size
+    preprocessing: dict[str, Any]  # {"image_size": [H, W], "resize": "bicubic", "mean": [...], "std": [...]}
+    gallery_root: str  # absolute path of the folder records are relative to
+    settings: dict[str, Any] = field(default_factory=lambda: asdict(IndexConfig()))  # asdict(IndexConfig)
+    count: int = 0  # rows in the index
+    dim: int = 0  # embedding size
+    complete: bool = False  # False while a build or add is running (or was interrupted)
+    cpcl_version: str = __version__  # cpcl that wrote the index
+    format: str = INDEX_FORMAT
+    version: int = INDEX_VERSION
+
+    @property
+    def config(self) -> IndexConfig:
+        return IndexConfig(**self.settings)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.gallery_root)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes, or of a directory's files (relative name and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as stream:
+            while chunk := stream.read(HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonl(rows: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+
+
+class IndexStore:
+    """Reads and writes one index directory (see the module docstring)."""
+
+    def __init__(self, directory: Path, manifest: Manifest):
+        self.directory = Path(directory)
+        self.manifest = manifest
+
+    @classmethod
+    def create(cls, directory: Path, manifest: Manifest) -> IndexStore:
+        """Start a new index in `directory` (created; must not hold an index already)."""
+        directory = Path(directory)
+        if (directory / MANIFEST).exists():
+            raise SearchIndexError(f"{directory} already holds an index")
+        (directory / SHARDS).mkdir(parents=True, exist_ok=True)
+        store = cls(directory, manifest)
+        store.write_manifest()
+        return store
+
+    @classmethod
+    def open(cls, directory: Path) -> IndexStore:
+        """An existing index; SearchIndexError when `directory` holds none or one of another format."""
+        directory = Path(directory)
+        path = directory / MANIFEST
+        if not path.is_file():
+            raise SearchIndexError(f"{directory} is not a cpcl index (no {MANIFEST}); make one with cpcl index build")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SearchIndexError(f"{path} cannot be read: {err}") from None
+        if not isinstance(raw, dict) or raw.get("format") != INDEX_FORMAT:
+            raise SearchIndexError(f"{path} is not a cpcl index manifest (format {raw.get('format')!r})")
+        if raw.get("version", 0) > INDEX_VERSION:
+            raise SearchIndexError(f"{path} is index version {raw['version']}, newer than this cpcl reads "
+                                   f"({INDEX_VERSION}); upgrade cpcl")
+        try:
+            return cls(directory, Manifest(**raw))
+        except TypeError as err:
+            raise SearchIndexError(f"{path} is malformed: {err}") from None
+
+    def write_manifest(self) -> None:
+        _atomic_write(self.directory / MANIFEST, json.dumps(asdict(self.manifest), indent=2).encode())
+
+    def shards(self) -> list[tuple[Path, Path]]:
+        """(embeddings .npy, records .jsonl) of every complete shard, in order."""
+        folder = self.directory / SHARDS
+        return [(jsonl.with_suffix(".npy"), jsonl) for jsonl in sorted(folder.glob("[0-9]*.jsonl"))]
+
+    def read_records(self) -> list[dict[str, Any]]:
+        """Every record, in row order."""
+        records: list[dict[str, Any]] = []
+        for _, jsonl in self.shards():
+            records.extend(json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines())
+        return records
+
+    def read(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """(embeddings [N, D] float32, records [N]) in row order; SearchIndexError on a damaged shard."""
+        arrays, records = [], []
+        for npy, jsonl in self.shards():
+            rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+            try:
+                array = np.load(npy)
+            except (OSError, ValueError) as err:
+                raise SearchIndexError(f"{npy} cannot be read ({err}); delete it and {jsonl.name}, then "
+                                       f"run cpcl index build again") from None
+            if array.ndim != 2 or len(array) != len(rows):
+                raise SearchIndexError(f"{npy} holds {array.shape} embeddings for {len(rows)} records in "
+                                       f"{jsonl.name}; delete both and run cpcl index build again")
+            arrays.append(array)
+            records.extend(rows)
+        dim = self.manifest.dim or int(self.manifest.model.get("embed_dim", 0))
+        embeddings = np.concatenate(arrays) if arrays else np.empty((0, dim), dtype=np.float32)
+        return np.ascontiguousarray(embeddings, dtype=np.float32), records
+
+    def append_shard(self, embeddings: np.ndarray, records: list[dict[str, Any]]) -> None:
+        """Add one shard: embeddings [M, D] float32 with their M records."""
+        if len(embeddings) != len(records):
+            raise ValueError(f"{len(embeddings)} embeddings for {len(records)} records")
+        done = self.shards()
+        number = int(done[-1][1].stem) + 1 if done else 0
+        folder = self.directory / SHARDS
+        folder.mkdir(parents=True, exist_ok=True)
+        npy, jsonl = folder / f"{number:06d}.npy", folder / f"{number:06d}.jsonl"
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{npy.name}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as stream:
+            np.save(stream, np.ascontiguousarray(embeddings, dtype=np.float32))
+        os.replace(tmp, npy)
+        _atomic_write(jsonl, _jsonl(records))
+        self.manifest.count += len(records)
+        self.manifest.dim = int(embeddings.shape[1])
+
+    def write_unreadable(self, problems: dict[str, str]) -> None:
+        """Record the files the latest run could not read (relative path -> problem)."""
+        _atomic_write(self.directory / UNREADABLE,
+                      _jsonl([{"path": path, "problem": problem} for path, problem in sorted(problems.items())]))
+
+    @property
+    def ivf_path(self) -> Path:
+        return self.directory / IVF_FILE

@@ -1,0 +1,211 @@
+"""The search index: backends against brute force, build / resume / add, unreadable files, manifest checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cpcl.cli import main
+from cpcl.data.transforms import ImageTransformConfig, eval_transform, load_rgb
+from cpcl.index.backends import INDEX_BACKENDS, ExactBackend, IVFBackend, make_backend
+from cpcl.index.config import IndexConfig
+from cpcl.index.encoder import Encoder
+from cpcl.index.search import Searcher
+from cpcl.index.store import IndexStore, sha256_of
+from cpcl.model.checkpoints import load_clip
+from cpcl.utils.errors import ConfigError
+from search_support import write_checkpoint, write_crop, write_gallery
+
+
+def clustered(n: int, dim: int = 16, centres: int = 10, seed: int = 0) -> np.ndarray:
+    """[n, dim] unit rows around `centres` random directions."""
+    rng = np.random.default_rng(seed)
+    mu = rng.standard_normal((centres, dim))
+    x = mu[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute_force(gallery: np.ndarray, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+    """Reference top-k by inner product: (scores, ids), ids of disallowed rows never returned."""
+    sims = queries @ gallery.T
+    if allowed is not None:
+        sims[:, ~allowed] = -np.inf
+    ids = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, ids, axis=1), ids
+
+
+def test_exact_backend_matches_brute_force_with_and_without_a_filter():
+    gallery, queries = clustered(500), clustered(20, seed=1)
+    backend = ExactBackend(gallery, IndexConfig())
+    scores, ids = backend.search(queries, 7)
+    want_scores, want_ids = brute_force(gallery, queries, 7)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+    assert (ids == want_ids).mean() > 0.99  # float ties may swap neighbours
+    allowed = np.zeros(500, dtype=bool)
+    allowed[::7] = True
+    scores, ids = backend.search(queries, 7, allowed)
+    assert allowed[ids].all()
+    np.testing.assert_allclose(scores, brute_force(gallery, queries, 7, allowed)[0], atol=1e-5)
+
+
+def test_filter_with_fewer_rows_than_k_leaves_empty_slots():
+    gallery = clustered(50)
+    allowed = np.zeros(50, dtype=bool)
+    allowed[[3, 9]] = True
+    scores, ids = ExactBackend(gallery, IndexConfig()).search(gallery[:1], 5, allowed)
+    assert sorted(ids[0, :2]) == [3, 9] and (ids[0, 2:] == -1).all() and np.isneginf(scores[0, 2:]).all()
+
+
+def test_ivf_agrees_with_exact_on_small_data():
+    gallery, queries = clustered(2000), clustered(50, seed=1)
+    exact_ids = ExactBackend(gallery, IndexConfig()).search(queries, 10)[1]
+    every_list = IVFBackend(gallery, IndexConfig(nlist=8, nprobe=8))  # visits every list: exact
+    assert every_list.index.nlist == 8
+    np.testing.assert_array_equal(np.sort(every_list.search(queries, 10)[1]), np.sort(exact_ids))
+    some_lists = IVFBackend(gallery, IndexConfig(nlist=16, nprobe=4))
+    found = some_lists.search(queries, 10)[1]
+    recall = np.mean([len(np.intersect1d(f, e)) / 10 for f, e in zip(found, exact_ids)])
+    assert recall >= 0.8  # a quarter of the lists visited: approximate, but mostly right
+
+
+def test_ivf_is_saved_and_reused_only_when_it_matches(tmp_path):
+    gallery = clustered(400)
+    config = IndexConfig(nlist=4, nprobe=2)
+    make_backend("ivf", gallery, config).save(tmp_path / "ivf.faiss")
+    reused = make_backend("ivf", gallery, config, saved=tmp_path / "ivf.faiss")
+    assert reused.index.ntotal == 400 and reused.index.nprobe == 2
+    retrained = make_backend("ivf", clustered(500), config, saved=tmp_path / "ivf.faiss")
+    assert retrained.index.ntotal == 500
+
+
+def test_unknown_backend_and_bad_settings_name_the_valid_ones():
+    assert set(INDEX_BACKENDS) == {"exact", "ivf"}
+    with pytest.raises(ConfigError, match="valid: exact, ivf"):
+        make_backend("hnsw", clustered(10), IndexConfig())
+    with pytest.raises(ConfigError, match="nprobe"):
+        IndexConfig(nprobe=0)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """(gallery root, checkpoint, good relative paths)."""
+    root = tmp_path_factory.mktemp("gallery")
+    paths = write_gallery(root / "imgs")
+    return root / "imgs", write_checkpoint(root / "tiny.pt"), paths
+
+
+def build(gallery, out: Path, *extra: str) -> int:
+    root, checkpoint, _ = gallery
+    return main(["index", "build", "--checkpoint", str(checkpoint), "--images", str(root), "--out", str(out),
+                 "--metadata", str(root / "meta.csv"), "--device", "cpu", "--precision", "fp32", "--workers", "0",
+                 "--batch-size", "5", *extra])
+
+
+def test_build_embeds_every_image_and_reports_unreadable_ones(gallery, tmp_path, capsys):
+    root, checkpoint, paths = gallery
+    assert build(gallery, tmp_path / "idx") == 0
+    out = capsys.readouterr().out
+    assert "12 images embedded" in out and "1 files could not be read" in out and "broken.jpg" in out
+    store = IndexStore.open(tmp_path / "idx")
+    manifest = store.manifest
+    assert manifest.complete and manifest.count == 12 and manifest.dim == 32
+    assert manifest.checkpoint_sha256 == sha256_of(checkpoint) and manifest.cpcl_version
+    assert manifest.preprocessing["image_size"] == [32, 16] and manifest.gallery_root == str(root.resolve())
+    embeddings, records = store.read()
+    assert [r["path"] for r in records] == paths  # relative, sorted, no hidden / non-image / broken files
+    assert records[0]["camera"] == "c1" and records[0]["time"] == "2024-05-01T08:00:00" and records[0]["note"] == "n0"
+    unreadable = [json.loads(line) for line in (tmp_path / "idx" / "unreadable.jsonl").read_text().splitlines()]
+    assert [u["path"] for u in unreadable] == ["c1/broken.jpg"]
+    model, _ = load_clip(checkpoint, (32, 16))
+    pixels = torch.stack([eval_transform(load_rgb(root / p), (32, 16), ImageTransformConfig()) for p in paths])
+    with torch.no_grad():
+        want = F.normalize(model.encode_image(pixels), dim=1).numpy()
+    np.testing.assert_allclose(embeddings, want, atol=1e-5)
+
+
+def test_interrupted_build_resumes_without_embedding_again(gallery, tmp_path, monkeypatch):
+    assert build(gallery, tmp_path / "whole", "--shard-size", "4") == 0
+    calls: list[int] = []
+    original = Encoder.images
+
+    def interrupted(self, paths, *args, **kwargs):
+        calls.append(len(paths))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, paths, *args, **kwargs)
+
+    monkeypatch.setattr(Encoder, "images", interrupted)
+    assert build(gallery, tmp_path / "idx", "--shard-size", "4") == 130
+    store = IndexStore.open(tmp_path / "idx")
+    assert not store.manifest.complete and len(store.shards()) == 1
+    monkeypatch.setattr(Encoder, "images", original)
+    embedded: list[int] = []
+    monkeypatch.setattr(Encoder, "images", lambda self, paths, *a, **kw: (embedded.append(len(paths)),
+                                                                          original(self, paths, *a, **kw))[1])
+    assert build(gallery, tmp_path / "idx", "--shard-size", "4") == 0
+    assert sum(embedded) == 13 - 4  # 12 good + 1 broken, minus the first shard
+    resumed, whole = IndexStore.open(tmp_path / "idx"), IndexStore.open(tmp_path / "whole")
+    assert resumed.manifest.complete and resumed.manifest.count == 12
+    np.testing.assert_array_equal(resumed.read()[0], whole.read()[0])
+    assert resumed.read()[1] == whole.read()[1]
+
+
+def test_add_embeds_only_new_images(gallery, tmp_path, capsys):
+    root, _, _ = gallery
+    assert build(gallery, tmp_path / "idx") == 0
+    write_crop(root / "c4" / "new0.png", 100)
+    write_crop(root / "c4" / "new1.jpg", 101)
+    try:
+        assert main(["index", "add", "--index", str(tmp_path / "idx"), "--workers", "0", "--device", "cpu"]) == 0
+        assert "2 images embedded, 12 already indexed, 14 in the index" in capsys.readouterr().out
+        store = IndexStore.open(tmp_path / "idx")
+        assert store.manifest.count == 14 and store.read()[0].shape == (14, 32)
+        assert main(["index", "add", "--index", str(tmp_path / "idx"), str(tmp_path), "--device", "cpu"]) == 2
+        assert "outside the gallery" in capsys.readouterr().err
+    finally:
+        for name in ("new0.png", "new1.jpg"):
+            (root / "c4" / name).unlink()
+        (root / "c4").rmdir()
+
+
+def test_a_mismatched_checkpoint_is_refused(gallery, tmp_path, capsys):
+    assert build(gallery, tmp_path / "idx") == 0
+    other = write_checkpoint(tmp_path / "other.pt", seed=1)
+    code = main(["search", "--index", str(tmp_path / "idx"), "a man", "--checkpoint", str(other), "--device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and err.startswith("cpcl search: error:") and "sha256" in err and "built with" in err
+    root, _, _ = gallery
+    code = main(["index", "build", "--checkpoint", str(other), "--images", str(root), "--out", str(tmp_path / "idx")])
+    assert code == 2 and "sha256" in capsys.readouterr().err
+
+
+def test_manifest_of_another_model_config_or_format_is_refused(gallery, tmp_path, capsys):
+    assert build(gallery, tmp_path / "idx") == 0
+    manifest_file = tmp_path / "idx" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["model"]["embed_dim"] = 64
+    manifest_file.write_text(json.dumps(manifest))
+    assert main(["search", "--index", str(tmp_path / "idx"), "a man", "--device", "cpu"]) == 2
+    assert "embed_dim" in capsys.readouterr().err
+    manifest["version"] = 99
+    manifest_file.write_text(json.dumps(manifest))
+    assert main(["search", "--index", str(tmp_path / "idx"), "a man"]) == 2
+    assert "upgrade cpcl" in capsys.readouterr().err
+    assert main(["search", "--index", str(tmp_path), "a man"]) == 2
+    assert "not a cpcl index" in capsys.readouterr().err
+
+
+def test_large_gallery_setting_uses_ivf_with_the_same_results(gallery, tmp_path):
+    assert build(gallery, tmp_path / "exact") == 0
+    assert build(gallery, tmp_path / "ivf", "--ivf-threshold", "10", "--nlist", "2", "--nprobe", "2") == 0
+    assert (tmp_path / "ivf" / "ivf.faiss").is_file() and not (tmp_path / "exact" / "ivf.faiss").exists()
+    exact = Searcher.open(tmp_path / "exact", device="cpu", precision="fp32")
+    ivf = Searcher.open(tmp_path / "ivf", device="cpu", precision="fp32")
+    assert (exact.backend.name, ivf.backend.name) == ("exact", "ivf")
+    for text in ("a woman in a red coat", "a man with a backpack"):
+        assert [h.path for h in exact.search_text(text, 5)] == [h.path for h in ivf.search_text(text, 5)]
