@@ -1,0 +1,1 @@
+"""The search web page and JSON API (`cpcl serve`). Imports the index layer only, never the training engine."""

@@ -1,0 +1,142 @@
+"""The search web app: a page and a JSON API (FastAPI, OpenAPI at /openapi.json) over one loaded index.
+
+`create_app(searcher)` builds the app around an open `cpcl.index.Searcher`; nothing is loaded
+at import time. Safe by construction: images are served only when their path is a record of
+the index *and* resolves inside the gallery root; queries, k, filters and uploads are bounded;
+bad requests get a 4xx with a one-line `detail`; responses carry a strict content security
+policy (the page uses no inline script and builds its DOM from text, never from HTML).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import resources
+from urllib.parse import quote
+
+from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from PIL import Image, UnidentifiedImageError
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from cpcl import __version__
+from cpcl.index.search import Filters, Hit, Searcher
+from cpcl.utils.errors import CpclError
+from cpcl.web.limits import (MAX_FIELD_CHARS, MAX_FILTER_VALUES, MAX_IMAGE_PIXELS, MAX_K, MAX_UPLOAD_BYTES,
+                             BodyLimit, InfoResponse, SearchRequest, SearchResponse, security_headers)
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")  # Host headers accepted when bound to loopback
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the page starts with, and which Host headers the app answers."""
+
+    default_k: int = 12  # results asked for when a request does not say
+    min_score: float = 0.2  # the page's starting score threshold
+    allowed_hosts: tuple[str, ...] = ("*",)  # Host header values accepted (cpcl serve: loopback names on loopback)
+
+
+def _results(hits: list[Hit]) -> list[dict]:
+    return [{**hit.to_dict(), "url": "/gallery/" + quote(hit.path)} for hit in hits]
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _filters(cameras: list[str], time_from: str | None, time_to: str | None) -> Filters:
+    try:
+        return Filters.parse(cameras, time_from, time_to)
+    except CpclError as err:
+        raise HTTPException(status_code=422, detail=str(err)) from None
+
+
+def _read_upload(image: UploadFile) -> Image.Image:
+    """The uploaded example image, decoded; 413 / 415 / 400 for too large, not an image, broken."""
+    data = image.file.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise HTTPException(status_code=413, detail=f"image larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    if not data:
+        raise HTTPException(status_code=400, detail="the uploaded image is empty")
+    try:
+        picture = Image.open(io.BytesIO(data))
+        if picture.width * picture.height > MAX_IMAGE_PIXELS:
+            raise HTTPException(status_code=413, detail=f"image larger than {MAX_IMAGE_PIXELS:,} pixels")
+        picture.load()
+    except UnidentifiedImageError:
+        raise HTTPException(status_code=415, detail="the upload is not an image PIL can read "
+                                                    "(use JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise HTTPException(status_code=400, detail=f"the uploaded image is broken: {err}") from None
+    return picture
+
+
+def create_app(searcher: Searcher, config: WebConfig = WebConfig()) -> FastAPI:
+    """The app serving `searcher` (an open index with its model)."""
+    app = FastAPI(title="cpcl search", version=__version__,
+                  description="Text-based person search over an indexed gallery: by sentence or by example image.")
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
+    app.middleware("http")(security_headers)
+    app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES + 64 * 1024)
+    static = resources.files("cpcl.web") / "static"
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    root = searcher.root.resolve()
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/api/info", response_model=InfoResponse, summary="The index: size, filters it offers, limits")
+    def info() -> dict:
+        times = searcher.time_range()
+        return {"count": searcher.count, "backend": searcher.backend.name, "cameras": searcher.camera_names(),
+                "time_range": [_iso(t) for t in times] if times else None, "default_k": config.default_k,
+                "min_score": config.min_score}
+
+    @app.post("/api/search", response_model=SearchResponse, summary="Search by a sentence")
+    def search_text(request: SearchRequest) -> dict:
+        filters = _filters(request.cameras, request.time_from, request.time_to)
+        k = request.k or config.default_k
+        try:
+            hits = searcher.search_text(request.text, k, request.min_score, filters)
+        except CpclError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from None
+        return {"results": _results(hits), "count": len(hits)}
+
+    @app.post("/api/search/image", response_model=SearchResponse, summary="Search by an example image")
+    def search_image(image: UploadFile = File(..., description=f"JPEG / PNG / WebP, at most {MAX_UPLOAD_BYTES} bytes"),
+                     k: int | None = Form(None, ge=1, le=MAX_K), min_score: float | None = Form(None, ge=-1.0, le=1.0),
+                     cameras: list[str] = Form([], max_length=MAX_FILTER_VALUES),
+                     time_from: str | None = Form(None, max_length=MAX_FIELD_CHARS),
+                     time_to: str | None = Form(None, max_length=MAX_FIELD_CHARS)) -> dict:
+        k = k or config.default_k
+        filters = _filters(cameras, time_from, time_to)
+        picture = _read_upload(image)
+        try:
+            hits = searcher.search_image(picture, k, min_score, filters)
+        except CpclError as err:
+            raise HTTPException(status_code=422, detail=str(err)) from None
+        return {"results": _results(hits), "count": len(hits)}
+
+    @app.get("/gallery/{path:path}", summary="A gallery image (only images of the index, only inside its root)")
+    def gallery_image(path: str) -> FileResponse:
+        file = (root / path).resolve()
+        if searcher.row_of(path) is None or not file.is_relative_to(root) or not file.is_file():
+            raise HTTPException(status_code=404, detail="no such image in the gallery")
+        return FileResponse(file, headers={"Cache-Control": "private, max-age=3600"})
+
+    return app
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """Run `app` with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+

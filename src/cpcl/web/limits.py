@@ -1,0 +1,142 @@
+"""What the web API accepts and answers (pydantic models, so OpenAPI states every bound) and the
+middleware that bounds request bodies and sets security headers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request, Response
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+MAX_QUERY_CHARS = 300  # longest sentence accepted (CLIP reads 77 tokens, about 60 words, anyway)
+MAX_K = 100  # most results one query returns
+MAX_UPLOAD_BYTES = 5 * 2**20  # largest example image accepted
+MAX_IMAGE_PIXELS = 25_000_000  # largest example image accepted, in pixels (decompression bombs)
+MAX_FILTER_VALUES = 64  # most cameras one filter names
+MAX_FIELD_CHARS = 64  # longest camera name or time accepted in a filter
+CSP = ("default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; object-src 'none'; "
+       "base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
+NO_CSP_PREFIXES = ("/docs", "/redoc")  # FastAPI's API explorers load their own scripts
+
+
+class SearchRequest(BaseModel):
+    """A search by sentence, with optional result count, score floor and metadata filters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what the person looks like")
+    k: int | None = Field(None, ge=1, le=MAX_K, description="results to return (default: the server's)")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="leave out results scoring below this")
+    cameras: list[str] = Field([], max_length=MAX_FILTER_VALUES, description="only these cameras (empty: any)")
+    time_from: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or after "
+                                  "(ISO 8601 or seconds)")
+    time_to: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or before")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, text: str) -> str:
+        if not text.strip():
+            raise ValueError("the search text is blank")
+        return text
+
+    @field_validator("cameras")
+    @classmethod
+    def _short_names(cls, cameras: list[str]) -> list[str]:
+        if any(len(name) > MAX_FIELD_CHARS for name in cameras):
+            raise ValueError(f"camera names are at most {MAX_FIELD_CHARS} characters")
+        return cameras
+
+
+class Result(BaseModel):
+    rank: int = Field(description="1 = best")
+    score: float = Field(description="cosine similarity, -1..1")
+    path: str = Field(description="path relative to the gallery root")
+    url: str = Field(description="where the image is served")
+    metadata: dict[str, Any] = Field(description="camera, time and any other sidecar fields")
+
+
+class SearchResponse(BaseModel):
+    count: int
+    results: list[Result]
+
+
+class Limits(BaseModel):
+    max_k: int = MAX_K
+    max_query_chars: int = MAX_QUERY_CHARS
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+
+
+class InfoResponse(BaseModel):
+    count: int = Field(description="images in the index")
+    backend: str = Field(description="exact or ivf")
+    cameras: list[str] = Field(description="camera names in the metadata (empty: no camera filter)")
+    time_range: list[str] | None = Field(description="earliest and latest time in the metadata (UTC)")
+    default_k: int
+    min_score: float = Field(description="the page's starting score threshold")
+    limits: Limits = Limits()
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413, whether announced by Content-Length or not."""
+
+    def __init__(self, app: ASGIApp, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            await self._reject(send)
+            return
+        received = 0
+        too_large = started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                too_large = True
+                raise _TooLarge
+            return message
+
+        async def guarded_send(message: Message) -> None:  # the app's answer to a cut-off body becomes 413
+            nonlocal started
+            if too_large:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._reject(send)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _TooLarge:
+            if not started:
+                await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = f'{{"detail":"request body larger than {self.limit} bytes"}}'.encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    """Raised inside the app's receive when the body passes the limit."""
+
+
+async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """No sniffing, no framing, no referrer; a strict content security policy outside the API explorers."""
+    response = await call_next(request)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    if not request.url.path.startswith(NO_CSP_PREFIXES):
+        response.headers["Content-Security-Policy"] = CSP
+    return response

@@ -1,0 +1,173 @@
+// cpcl search page: asks the JSON API, builds the result grid from text (never from HTML).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { results: [], lastQuery: null, imageFile: null, limits: null };
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = !message;
+}
+
+function detailOf(body, status) {
+  // FastAPI answers {"detail": "..."} or, for validation errors, {"detail": [{"msg": ..., "loc": [...]}]}.
+  if (body && typeof body.detail === "string") return body.detail;
+  if (body && Array.isArray(body.detail) && body.detail.length) {
+    const first = body.detail[0];
+    return `${(first.loc || []).slice(-1)[0] || "request"}: ${first.msg}`;
+  }
+  return `request failed (HTTP ${status})`;
+}
+
+function filters() {
+  const cameras = Array.from(document.querySelectorAll("#camera-list input:checked")).map((box) => box.value);
+  return { cameras, time_from: $("time-from").value || null, time_to: $("time-to").value || null };
+}
+
+function render() {
+  const threshold = Number($("threshold").value);
+  $("threshold-value").textContent = threshold.toFixed(2);
+  const grid = $("results");
+  grid.replaceChildren();
+  if (state.lastQuery === null) return;
+  const shown = state.results.filter((hit) => hit.score >= threshold);
+  $("no-match").hidden = shown.length > 0;
+  $("status").textContent = `${state.results.length} results for ${state.lastQuery}; ${shown.length} at or above ${threshold.toFixed(2)}`;
+  for (const hit of shown) {
+    const card = element("figure", "card");
+    card.dataset.path = hit.path;
+    card.dataset.score = String(hit.score);
+    const img = element("img");
+    img.src = hit.url;
+    img.alt = hit.path;
+    img.loading = "lazy";
+    const caption = element("figcaption");
+    const top = element("div", "top");
+    top.append(element("span", "rank", `#${hit.rank}`), element("span", "score", hit.score.toFixed(3)));
+    const bar = element("div", "bar");
+    bar.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
+    caption.append(top, bar, element("div", "path", hit.path));
+    const meta = Object.entries(hit.metadata).map(([key, value]) => `${key} ${value}`).join(" · ");
+    if (meta) caption.append(element("div", "meta", meta));
+    card.append(img, caption);
+    grid.append(card);
+  }
+}
+
+async function run(request, label) {
+  showError("");
+  $("status").textContent = "searching…";
+  $("search-button").disabled = true;
+  try {
+    const response = await fetch(request.url, request.init);
+    const body = await response.json().catch(() => null);
+    if (!response.ok) throw new Error(detailOf(body, response.status));
+    state.results = body.results;
+    state.lastQuery = label;
+  } catch (err) {
+    state.results = [];
+    state.lastQuery = null;
+    $("status").textContent = "";
+    $("no-match").hidden = true;
+    showError(err.message);
+  } finally {
+    $("search-button").disabled = false;
+    render();
+  }
+}
+
+function searchText() {
+  const text = $("query").value.trim();
+  if (!text) return;
+  clearImage(false);
+  const payload = { text, k: Number($("k").value), ...filters() };
+  run({ url: "/api/search", init: { method: "POST", headers: { "Content-Type": "application/json" },
+                                   body: JSON.stringify(payload) } }, `“${text}”`);
+}
+
+function searchImage() {
+  const file = state.imageFile;
+  if (!file) return;
+  if (state.limits && file.size > state.limits.max_upload_bytes) {
+    showError(`the image is larger than ${Math.round(state.limits.max_upload_bytes / 2 ** 20)} MiB`);
+    return;
+  }
+  const form = new FormData();
+  form.append("image", file);
+  form.append("k", $("k").value);
+  const chosen = filters();
+  for (const camera of chosen.cameras) form.append("cameras", camera);
+  if (chosen.time_from) form.append("time_from", chosen.time_from);
+  if (chosen.time_to) form.append("time_to", chosen.time_to);
+  run({ url: "/api/search/image", init: { method: "POST", body: form } }, `the image ${file.name}`);
+}
+
+function clearImage(rerender) {
+  if (state.imageFile && $("query-preview").src) URL.revokeObjectURL($("query-preview").src);
+  state.imageFile = null;
+  $("image-input").value = "";
+  $("query-image").hidden = true;
+  if (rerender) { state.results = []; state.lastQuery = null; $("no-match").hidden = true; $("status").textContent = ""; render(); }
+}
+
+function again() {
+  if (state.imageFile) searchImage(); else if ($("query").value.trim()) searchText();
+}
+
+async function loadInfo() {
+  try {
+    const response = await fetch("/api/info");
+    const info = await response.json();
+    state.limits = info.limits;
+    $("gallery-info").textContent = `${info.count.toLocaleString()} images indexed (${info.backend} search)`;
+    $("threshold").value = info.min_score;
+    $("k").value = [6, 12, 24, 48, 96].includes(info.default_k) ? String(info.default_k) : "12";
+    if (info.cameras.length) {
+      $("camera-filter").hidden = false;
+      for (const name of info.cameras) {
+        const label = element("label", "camera");
+        const box = element("input");
+        box.type = "checkbox";
+        box.value = name;
+        box.addEventListener("change", again);
+        label.append(box, document.createTextNode(` ${name}`));
+        $("camera-list").append(label);
+      }
+    }
+    if (info.time_range) {
+      $("time-filter").hidden = false;
+      for (const id of ["time-from", "time-to"]) {
+        $(id).min = info.time_range[0];
+        $(id).max = info.time_range[1];
+        $(id).addEventListener("change", again);
+      }
+    }
+    render();
+  } catch (err) {
+    showError(`cannot read the index: ${err.message}`);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("search-form").addEventListener("submit", (event) => { event.preventDefault(); searchText(); });
+  $("threshold").addEventListener("input", render);
+  $("k").addEventListener("change", again);
+  $("image-input").addEventListener("change", () => {
+    const file = $("image-input").files[0];
+    if (!file) return;
+    clearImage(false);
+    state.imageFile = file;
+    $("query-preview").src = URL.createObjectURL(file);
+    $("query-image").hidden = false;
+    searchImage();
+  });
+  $("clear-image").addEventListener("click", () => clearImage(true));
+  loadInfo();
+});
