@@ -209,3 +209,22 @@ def test_large_gallery_setting_uses_ivf_with_the_same_results(gallery, tmp_path)
     assert (exact.backend.name, ivf.backend.name) == ("exact", "ivf")
     for text in ("a woman in a red coat", "a man with a backpack"):
         assert [h.path for h in exact.search_text(text, 5)] == [h.path for h in ivf.search_text(text, 5)]
+
+
+def test_a_corrected_sidecar_updates_metadata_without_embedding_again(gallery, tmp_path, capsys, monkeypatch):
+    root, _, paths = gallery
+    assert build(gallery, tmp_path / "idx") == 0
+    embeddings = IndexStore.open(tmp_path / "idx").read()[0]
+    sidecar = tmp_path / "fix.jsonl"
+    sidecar.write_text(json.dumps({"path": paths[0], "camera": "c9", "time": 5}) + "\n")
+
+    def only_the_broken_file(self, files, *args, **kwargs):  # an unreadable file is tried again on every run
+        assert [f.name for f in files] == ["broken.jpg"], "indexed images embedded again"
+        return np.empty((0, 32), np.float32), {files[0]: "unreadable"}
+
+    monkeypatch.setattr(Encoder, "images", only_the_broken_file)
+    assert main(["index", "add", "--index", str(tmp_path / "idx"), "--metadata", str(sidecar), "--device", "cpu"]) == 0
+    assert "metadata of 1 indexed images updated" in capsys.readouterr().out
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.read_records()[0] == {"path": paths[0], "camera": "c9", "time": 5}
+    assert store.read_records()[1]["camera"] == "c1" and np.array_equal(store.read()[0], embeddings)

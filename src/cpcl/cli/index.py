@@ -43,7 +43,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _summary(report, index: Path) -> None:
     """Print what a build or add did, naming the first unreadable files."""
     print(f"{index}: {report.added} images embedded, {report.already} already indexed, "
-          f"{report.total} in the index ({report.backend} search)")
+          f"{report.total} in the index ({report.backend} search)"
+          + (f"; metadata of {report.relabelled} indexed images updated" if report.relabelled else ""))
     if report.unreadable:
         listed = "; ".join(f"{path} ({problem})" for path, problem in list(report.unreadable.items())[:MAX_LISTED])
         print(f"{len(report.unreadable)} files could not be read and were left out (all in "

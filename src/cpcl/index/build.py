@@ -30,6 +30,7 @@ class SyncReport:
 
     added: int = 0  # images embedded in this run
     already: int = 0  # images found already indexed (skipped)
+    relabelled: int = 0  # indexed images whose metadata the sidecar changed
     unreadable: dict[str, str] = field(default_factory=dict)  # relative path -> problem
     total: int = 0  # rows in the index afterwards
     backend: str = "exact"  # the backend searches will use
@@ -47,13 +48,17 @@ def _records(paths: list[str], sidecar: dict[str, dict[str, Any]]) -> list[dict[
 
 def sync(store: IndexStore, encoder: Encoder, paths: list[str], sidecar: dict[str, dict[str, Any]],
          batch_size: int, workers: int) -> SyncReport:
-    """Embed those of `paths` (relative to the gallery root) not yet in `store`, one shard at a time."""
+    """Embed those of `paths` (relative to the gallery root) not yet in `store`, one shard at a time.
+
+    Indexed images that `sidecar` names get its metadata (so a corrected sidecar needs no new embedding).
+    """
     manifest = store.manifest
     indexed = {record["path"] for record in store.read_records()}
     manifest.count, manifest.complete = len(indexed), False
     store.write_manifest()
     todo = [path for path in paths if path not in indexed]
     report = SyncReport(already=len(paths) - len(todo))
+    report.relabelled = store.update_metadata(sidecar) if sidecar and indexed else 0
     missing = set(sidecar) - set(paths) - indexed
     if missing:
         log.warning("%d metadata rows name no image of the gallery, first: %s", len(missing), sorted(missing)[0])

@@ -149,6 +149,21 @@ class IndexStore:
             records.extend(json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines())
         return records
 
+    def update_metadata(self, sidecar: dict[str, dict[str, Any]]) -> int:
+        """Set the metadata of indexed paths named in `sidecar` (replacing theirs); returns how many changed.
+
+        Only shards with a changed record are rewritten (atomically, like any shard file).
+        """
+        changed = 0
+        for _, jsonl in self.shards():
+            records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+            updated = [{"path": r["path"], **sidecar[r["path"]]} if r["path"] in sidecar else r for r in records]
+            differing = sum(old != new for old, new in zip(records, updated))
+            if differing:
+                _atomic_write(jsonl, _jsonl(updated))
+                changed += differing
+        return changed
+
     def read(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """(embeddings [N, D] float32, records [N]) in row order; SearchIndexError on a damaged shard."""
         arrays, records = [], []
