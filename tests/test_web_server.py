@@ -119,7 +119,7 @@ def test_uploading_an_example_image_and_filtering_by_camera(page, server):
     assert page.locator("#query-image").is_visible()
     page.check("#camera-list input[value='c3']")
     expect(page.locator("#status")).to_contain_text("4 results")  # c3 holds 4 of the 12 images
-    assert all("camera c3" in text for text in page.locator("#results .card .meta").all_inner_texts())
+    assert all("camera c3" in text for text in page.locator("#results .card").all_inner_texts())
     page.uncheck("#camera-list input[value='c3']")
     page.click("#clear-image")
 

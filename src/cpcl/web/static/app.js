@@ -54,8 +54,10 @@ function render() {
     const bar = element("div", "bar");
     bar.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
     caption.append(top, bar, element("div", "path", hit.path));
-    const meta = Object.entries(hit.metadata).map(([key, value]) => `${key} ${value}`).join(" · ");
-    if (meta) caption.append(element("div", "meta", meta));
+    for (const [key, value] of Object.entries(hit.metadata)) {
+      const text = key === "time" ? String(value).replace("T", " ") : String(value);
+      caption.append(element("div", "meta", `${key} ${text}`));
+    }
     card.append(img, caption);
     grid.append(card);
   }
