@@ -183,6 +183,7 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     (["--images-per-id", "4", "2"], "MIN <= MAX"),
     (["--pretrain", "--pairs", "0"], "pretrain_pairs must be >= 1"),
     (["--captions-per-image", "0"], "captions_per_image must be >= 1"),
+    (["--wrong-adjective-rate", "1.5"], "wrong_adjective_rate must be a probability"),
 ])
 def test_cli_bad_options_exit_with_one_line(tmp_path, capsys, extra, message):
     assert main(["synth", str(tmp_path)] + extra) == 2

@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="mean share of visible attributes one caption names")
     parser.add_argument("--captions-per-image", metavar="N", type=int, default=DEFAULTS.captions_per_image,
                         help="independent captions per benchmark image")
+    parser.add_argument("--wrong-adjective-rate", metavar="P", type=float, default=DEFAULTS.wrong_adjective_rate,
+                        help="per-caption probability that one colour is named wrongly")
     parser.add_argument("--typo-rate", metavar="P", type=float, default=DEFAULTS.typo_rate,
                         help="per-word typo probability")
     parser.add_argument("--occlusion-prob", metavar="P", type=float, default=DEFAULTS.occlusion_prob,
@@ -58,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         ids_train=args.ids_train, ids_val=args.ids_val, ids_test=args.ids_test,
         images_per_id=tuple(args.images_per_id), height=args.size[0], width=args.size[1],
         near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
-        captions_per_image=args.captions_per_image,
+        captions_per_image=args.captions_per_image, wrong_adjective_rate=args.wrong_adjective_rate,
         typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
         pretrain_pairs=args.pairs, seed=args.seed, workers=args.workers,
     )
