@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,22 @@ def write_config(path: Path, root: Path, **sections) -> Path:
     return path
 
 
+def interrupt_second_epoch(monkeypatch: pytest.MonkeyPatch) -> Callable:
+    """Make the engine's second epoch raise KeyboardInterrupt, as if the process died mid-epoch;
+    returns the real train_one_epoch."""
+    real_epoch = train_module.train_one_epoch
+    calls = {"n": 0}
+
+    def killed_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
+    return real_epoch
+
+
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
     return write_tiny_cuhk(tmp_path_factory.mktemp("data"), {"train": 10, "val": 3, "test": 3})
@@ -97,16 +114,7 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_root, tmp_path, m
     assert main(["train", "-c", str(config), "--out", str(tmp_path / "full")]) == 0
     expected = json.loads((tmp_path / "full" / "results.json").read_text())
 
-    real_epoch = train_module.train_one_epoch
-    calls = {"n": 0}
-
-    def killed_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt  # as if the process died mid-epoch
-        return real_epoch(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
+    real_epoch = interrupt_second_epoch(monkeypatch)
     assert main(["train", "-c", str(config), "--out", str(tmp_path / "cut")]) == 130
     assert not (tmp_path / "cut" / "results.json").exists()
     monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)

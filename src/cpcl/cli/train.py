@@ -1,10 +1,16 @@
-"""`cpcl train` and `cpcl pretrain`: run the training engine from a config."""
+"""`cpcl train` and `cpcl pretrain`: run the training engine from a config.
+
+Under torchrun (`torchrun --nproc-per-node N -m cpcl train ...`) every process runs this
+command; the launcher's RANK / WORLD_SIZE / LOCAL_RANK make it one rank of a distributed run.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
+from typing import Any
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -20,15 +26,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--out", type=Path, help="run directory (config.yaml, metrics.jsonl, checkpoints)")
         parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
                             help="continue an interrupted run from RUN_DIR/last.pt with its saved config")
-        parser.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="print the resolved distributed settings (world size, rank, backend, device, "
+                            "per-rank and global batch, lr) and the resolved config, and exit")
         parser.set_defaults(func=run_train, pretrain=name == "pretrain")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from cpcl.engine.distributed import launch_settings
+    from cpcl.engine.train import run_training
+    from cpcl.utils.config import to_dict
+    from cpcl.utils.distributed import detect_world, rank_device
+
+    world = detect_world()
+    if not world.is_main:  # under torchrun, rank 0 alone logs progress
+        logging.getLogger().setLevel(logging.WARNING)
+    cfg, run_dir, resume = resolve_run(args)
+    if args.dry_run:
+        settings = launch_settings(cfg, world, rank_device(cfg.device, world))
+        print(json.dumps({"distributed": settings, "config": to_dict(cfg)}, indent=2))
+        return 0
+    results = run_training(cfg, run_dir, resume=resume, world=world)
+    if world.is_main:
+        print(json.dumps(results.get("test", {}), indent=2))
+        print(f"run written to {run_dir}")
+    return 0
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[Any, Path, bool]:
+    """(config, run directory, resume?) from the command line: --resume reads the run's config."""
     from cpcl.configs import resolve_config_path
     from cpcl.engine.config import TrainConfig
-    from cpcl.engine.train import run_training
-    from cpcl.utils.config import load_config, to_dict
+    from cpcl.utils.config import load_config
     from cpcl.utils.errors import ConfigError
 
     if args.resume is not None:
@@ -45,10 +74,4 @@ def run_train(args: argparse.Namespace) -> int:
         run_dir, resume = args.out, False
     if args.pretrain and cfg.method != "itc":
         raise ConfigError(f"pretrain trains with method=itc; this config says method={cfg.method}")
-    if args.dry_run:
-        print(json.dumps(to_dict(cfg), indent=2))
-        return 0
-    results = run_training(cfg, run_dir, resume=resume)
-    print(json.dumps(results.get("test", {}), indent=2))
-    print(f"run written to {run_dir}")
-    return 0
+    return cfg, run_dir, resume

@@ -42,8 +42,8 @@ class EvalSection:
 @dataclass(frozen=True)
 class OptimSection:
     epochs: int = 60  # training epochs
-    batch_size: int = 64  # pairs per step
-    lr: float = 1e-5  # Adam learning rate after warm-up
+    batch_size: int = 64  # pairs per step: the global batch, split evenly over torchrun's processes
+    lr: float = 1e-5  # Adam learning rate after warm-up (for the global batch; never rescaled by world size)
     weight_decay: float = 4e-5  # Adam weight decay
     warmup_epochs: int = 5  # linear warm-up epochs, from warmup_start_factor * lr
     warmup_start_factor: float = 0.1  # lr multiplier at the first step

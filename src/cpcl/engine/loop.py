@@ -8,19 +8,25 @@ from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader
 
 from cpcl.engine.config import OptimSection
 from cpcl.model.clip import CLIP
+from cpcl.utils.distributed import World, all_gather_cat, gather_with_grad
 from cpcl.utils.progress import Progress
 from cpcl.utils.runtime import autocast
 
 
 class Objective(Protocol):
+    uses_logit_scale: bool  # whether losses() reads the logit scale (an ITC term)
+
     def losses(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor,
-               image_index: torch.Tensor, logit_scale: torch.Tensor) -> dict[str, torch.Tensor]: ...
+               image_index: torch.Tensor, logit_scale: torch.Tensor | None) -> dict[str, torch.Tensor]: ...
 
     def after_step(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor) -> None: ...
+
+    def memory_banks(self) -> list[torch.Tensor]: ...
 
 
 def lr_factor(progress: float, cfg: OptimSection) -> float:
@@ -38,12 +44,46 @@ def build_optimizer(model: CLIP, cfg: OptimSection) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+class PairEncoder(nn.Module):
+    """Both towers as one forward, so DistributedDataParallel sees every step (it hooks forward)."""
+
+    def __init__(self, model: CLIP, device: torch.device, dtype: torch.dtype | None):
+        super().__init__()
+        self.model, self.device, self.dtype = model, device, dtype
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor,
+                with_scale: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """images [b, 3, H, W], tokens [b, L] -> L2-normalised image and text features [b, D], and
+        the clamped logit scale when the objective uses it (else None: it gets no gradient)."""
+        with autocast(self.device, self.dtype):
+            image_raw, text_raw = self.model.encode_image(images), self.model.encode_text(tokens)
+        image_feats = F.normalize(image_raw.float(), dim=1)
+        text_feats = F.normalize(text_raw.float(), dim=1)
+        if not with_scale:
+            return image_feats, text_feats, None
+        return image_feats, text_feats, self.model.logit_scale.exp().clamp(max=self.model.config.max_logit_scale)
+
+
+def gather_batch(image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor,
+                 image_index: torch.Tensor, world: World) -> tuple[torch.Tensor, ...]:
+    """The global batch from every rank's slice, in rank order (features keep their gradient to
+    this rank's rows); the slice itself for a single process."""
+    if world.size == 1:
+        return image_feats, text_feats, index, image_index
+    dim = image_feats.shape[1]
+    feats = gather_with_grad(torch.cat([image_feats, text_feats], 1), world)  # [B, 2D]
+    indices = all_gather_cat(torch.stack([index, image_index], 1), world)  # [B, 2]
+    return feats[:, :dim], feats[:, dim:], indices[:, 0], indices[:, 1]
+
+
 def train_one_epoch(
-    model: CLIP, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
-    epoch: int, cfg: OptimSection, device: torch.device, dtype: torch.dtype | None,
+    encoder: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
+    epoch: int, cfg: OptimSection, device: torch.device, world: World,
 ) -> dict[str, float]:
-    """Run one epoch; returns mean loss terms, "loss" (their sum) and the last lr."""
-    model.train()
+    """Run one epoch of `encoder` (a PairEncoder, DDP-wrapped in a distributed run); returns mean
+    loss terms, "loss" (their sum) and the last lr. Every rank computes the loss of the global
+    batch, so the terms are the same on every rank."""
+    encoder.train()
     sums: dict[str, float] = defaultdict(float)
     steps = len(loader)
     lr = cfg.lr
@@ -54,17 +94,15 @@ def train_one_epoch(
                 group["lr"] = lr
             images, tokens = batch["image"].to(device), batch["tokens"].to(device)
             index, image_index = batch["index"].to(device), batch["image_index"].to(device)
-            with autocast(device, dtype):
-                image_raw, text_raw = model.encode_image(images), model.encode_text(tokens)
-            image_feats = F.normalize(image_raw.float(), dim=1)
-            text_feats = F.normalize(text_raw.float(), dim=1)
-            scale = model.logit_scale.exp().clamp(max=model.config.max_logit_scale)
+            image_feats, text_feats, scale = encoder(images, tokens, objective.uses_logit_scale)
+            image_feats, text_feats, index, image_index = gather_batch(
+                image_feats, text_feats, index, image_index, world)
             terms = objective.losses(image_feats, text_feats, index, image_index, scale)
             loss = torch.stack(list(terms.values())).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
             optimizer.step()
             objective.after_step(image_feats.detach(), text_feats.detach(), index)
             for name, value in terms.items():

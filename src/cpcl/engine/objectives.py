@@ -18,12 +18,18 @@ from cpcl.memory import PrototypeMemory
 class ItcObjective:
     """Instance-level symmetric InfoNCE with the model's learned logit scale."""
 
+    uses_logit_scale = True  # the scale is learned through this loss
+
     def losses(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor,
-               image_index: torch.Tensor, logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+               image_index: torch.Tensor, logit_scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
         return itc_loss(image_feats, text_feats, logit_scale, image_index)
 
     def after_step(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor) -> None:
         """Nothing to update."""
+
+    def memory_banks(self) -> list[torch.Tensor]:
+        """No memories."""
+        return []
 
 
 class CpclObjective:
@@ -33,6 +39,7 @@ class CpclObjective:
                  cfg: CpclSection, device: torch.device):
         """labels: per-pair pseudo labels; image_feats / text_feats: [P, D] per pair (step 1)."""
         self.cfg = cfg
+        self.uses_logit_scale = cfg.itc_weight > 0  # only the optional ITC term reads the scale
         self.image_labels = labels.image.to(device)
         self.text_labels = labels.text.to(device)
         dim = image_feats.shape[1]
@@ -42,7 +49,7 @@ class CpclObjective:
         self.text_memory.reset(text_feats.to(device), self.text_labels)
 
     def losses(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor,
-               image_index: torch.Tensor, logit_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+               image_index: torch.Tensor, logit_scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         yv, yt = self.image_labels[index], self.text_labels[index]
         terms = {name: cfg.pcm_weight * value for name, value in pcm_losses(
@@ -62,3 +69,7 @@ class CpclObjective:
         if self.cfg.memory_update == "on":
             self.image_memory.update(image_feats, self.image_labels[index])
             self.text_memory.update(text_feats, self.text_labels[index])
+
+    def memory_banks(self) -> list[torch.Tensor]:
+        """The image and text prototype banks [K_v, D], [K_t, D] (buffers, updated in place)."""
+        return [self.image_memory.prototypes, self.text_memory.prototypes]

@@ -1,7 +1,8 @@
 """Batch samplers over training pairs (METHOD.md step 6: `sampler: random | pk`).
 
 Both are deterministic for a seed; the engine passes seed + epoch so each epoch differs and
-a resumed run replays the same batches.
+a resumed run replays the same batches. In a distributed run every rank draws the same global
+batches and takes its slice of each (DistributedBatchSampler).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Iterator
 
 import torch
 from torch.utils.data import Sampler
+
+from cpcl.utils.distributed import World
 
 
 class RandomBatchSampler(Sampler[list[int]]):
@@ -62,3 +65,34 @@ class PKBatchSampler(Sampler[list[int]]):
                     pick = pairs[torch.randint(len(pairs), (k,), generator=gen)]
                 batch.extend(pick.tolist())
             yield batch
+
+
+class DistributedBatchSampler(Sampler[list[int]]):
+    """This rank's slice of every global batch of `batches`: items [r * b, (r + 1) * b) with
+    b = batch / world size. Ranks' slices are disjoint and together cover each global batch, in
+    rank order; the epoch's seed is the wrapped sampler's, so every epoch differs."""
+
+    def __init__(self, batches: Sampler[list[int]], world: World):
+        self.batches, self.world = batches, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, size = self.world.rank, self.world.size
+        for batch in self.batches:
+            if len(batch) % size:
+                raise ValueError(f"a batch of {len(batch)} pairs does not split over {size} ranks")
+            per_rank = len(batch) // size
+            yield batch[rank * per_rank:(rank + 1) * per_rank]
+
+
+def epoch_sampler(num_pairs: int, batch_size: int, group_labels: torch.Tensor | None, pk_instances: int,
+                  seed: int, world: World) -> Sampler[list[int]]:
+    """This rank's batches for an epoch seeded `seed`: P x K over `group_labels` when given (the pk
+    sampler), else random pairs; split over the ranks in a distributed run."""
+    if group_labels is not None:
+        batches: Sampler[list[int]] = PKBatchSampler(group_labels, batch_size, pk_instances, seed)
+    else:
+        batches = RandomBatchSampler(num_pairs, batch_size, seed)
+    return batches if world.size == 1 else DistributedBatchSampler(batches, world)

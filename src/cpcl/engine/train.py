@@ -4,6 +4,9 @@ train -> evaluate -> log -> checkpoint (METHOD.md, One epoch), then the final te
 Run dir: config.yaml (resolved), metrics.jsonl (one record per epoch), last.pt (model +
 optimiser + progress, for --resume), best.pt (selected on val, or the last epoch where the
 data has no val split), results.json ({"test": {"best": {...}, "last": {...}}, ...}).
+
+Under torchrun every rank runs this file's loop on its slice of each global batch; what is
+shared, sharded or rank 0's alone is said in cpcl.engine.distributed.
 """
 
 from __future__ import annotations
@@ -26,17 +29,21 @@ from cpcl.data.records import SplitData
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import train_transform
 from cpcl.engine.config import TrainConfig
-from cpcl.engine.loop import build_optimizer, train_one_epoch
+from cpcl.engine.distributed import check_world, config_header, extract_sharded, launch_settings, wrap_model
+from cpcl.engine.loop import PairEncoder, build_optimizer, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
-from cpcl.engine.pseudo_labels import cluster_pairs, oracle_cluster_quality, oracle_pair_labels
-from cpcl.engine.samplers import PKBatchSampler, RandomBatchSampler
+from cpcl.engine.pseudo_labels import PairLabels, cluster_pairs, oracle_cluster_quality, oracle_pair_labels
+from cpcl.engine.rundir import append_record, drop_records_from, load_last, save_last
+from cpcl.engine.samplers import epoch_sampler
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.model.checkpoints import load_clip, read_checkpoint, save_clip
 from cpcl.model.clip import CLIP, clip_preset
 from cpcl.utils.config import load_config, save_config
-from cpcl.utils.errors import CheckpointError, DataError
-from cpcl.utils.runtime import resolve_device, resolve_precision, seed_everything
+from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
+                                    rank_seed, tensor_digest)
+from cpcl.utils.errors import DataError
+from cpcl.utils.runtime import resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -93,31 +100,76 @@ def make_loader(cfg: TrainConfig, data: RunData, batch_sampler: torch.utils.data
                       persistent_workers=False)
 
 
-def epoch_objective(cfg: TrainConfig, model: CLIP, data: RunData, epoch: int, device: torch.device,
-                    dtype: torch.dtype | None, record: dict) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
-    """Steps 1-4 for this epoch: the objective, and the labels a pk sampler groups by (or None)."""
-    if cfg.method == "itc" or epoch < cfg.cpcl.itc_warmup_epochs:
-        return ItcObjective(), None
-    start = time.perf_counter()
+def itc_epoch(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether `epoch` trains plain ITC (method itc, or an ITC warm-up epoch before clustering)."""
+    return cfg.method == "itc" or epoch < cfg.cpcl.itc_warmup_epochs
+
+
+@dataclass
+class Run:
+    """A run's runtime state on this rank."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    world: World  # this process's rank and the world size
+    device: torch.device
+    dtype: torch.dtype | None  # autocast dtype, None for fp32
+    data: RunData
+    model: CLIP  # the bare model (checkpoints, extraction, evaluation)
+    optimizer: torch.optim.Optimizer
+    encoder: torch.nn.Module  # what trains: PairEncoder(model), DDP-wrapped when distributed
+    progress: dict  # epoch (done), best_epoch, best_r1, best_val: saved in last.pt
+
+
+def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """Step 1: image features [N_img, D] and caption features [P, D], in dataset order on every
+    rank, each rank extracting its shard."""
+    cfg, data, batch = run.cfg, run.data, run.cfg.eval.batch_size
     paths = [image.path for image in data.train.images]
-    image_feats = extract_image_features(model, paths, cfg.augment, cfg.eval.batch_size, cfg.data.workers,
-                                         device, dtype, desc="train images")
-    text_feats = extract_text_features(model, data.tokens, cfg.eval.batch_size, device, dtype, desc="train captions")
-    record["time_extract"] = time.perf_counter() - start
-    start = time.perf_counter()
+    image_feats = extract_sharded(
+        lambda start, stop: extract_image_features(run.model, paths[start:stop], cfg.augment, batch, cfg.data.workers,
+                                                   run.device, run.dtype, desc="train images"),
+        len(paths), batch, run.world, run.device)
+    text_feats = extract_sharded(
+        lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
+                                                  desc="train captions"),
+        len(data.tokens), batch, run.world, run.device)
+    return image_feats, text_feats
+
+
+def pseudo_labels(cfg: TrainConfig, data: RunData, image_feats: torch.Tensor, text_feats: torch.Tensor,
+                  record: dict) -> PairLabels:
+    """Steps 2-3 (or the oracle's true ids), with the `oracle_` diagnostics where ids exist."""
     oracle_ids = oracle_pair_person_ids(data.train)
     if cfg.method == "oracle":
         if oracle_ids is None:
             raise DataError("method=oracle needs person ids in the training data; this data has none")
-        labels = oracle_pair_labels(oracle_ids)
-    else:
-        labels = cluster_pairs(image_feats, text_feats, data.image_index, cfg.cluster, cfg.cpcl)
-        if oracle_ids is not None:
-            record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
-            record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))
+        return oracle_pair_labels(oracle_ids)
+    labels = cluster_pairs(image_feats, text_feats, data.image_index, cfg.cluster, cfg.cpcl)
+    if oracle_ids is not None:
+        record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
+        record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))
+    return labels
+
+
+def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
+    """Steps 1-4 for this epoch: the objective, and the labels a pk sampler groups by (or None).
+    Labels come from rank 0; the memories start from rank 0's."""
+    cfg, world = run.cfg, run.world
+    if itc_epoch(cfg, epoch):
+        return ItcObjective(), None
+    start = time.perf_counter()
+    image_feats, text_feats = train_features(run)
+    record["time_extract"] = time.perf_counter() - start
+    start = time.perf_counter()
+    labels = pseudo_labels(cfg, run.data, image_feats, text_feats, record) if world.is_main else None
+    labels = broadcast_object(labels, world)
     record["time_cluster"] = time.perf_counter() - start
     record.update(labels.stats)
-    objective = CpclObjective(labels, image_feats[data.image_index], text_feats, cfg.cpcl, device)
+    record["labels_digest"] = tensor_digest(labels.image, labels.text)
+    objective = CpclObjective(labels, image_feats[run.data.image_index], text_feats, cfg.cpcl, run.device)
+    for bank in objective.memory_banks():
+        broadcast_(bank, world)
     return objective, labels.image
 
 
@@ -128,48 +180,18 @@ def evaluate(cfg: TrainConfig, model: CLIP, data: RunData, name: str, device: to
                           device, dtype, name=name)
 
 
-def save_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer, progress: dict) -> None:
-    save_clip(run_dir / "last.pt", model, model.config,
-              extra={"run": {**progress, "optimizer": optimizer.state_dict()}})
-
-
-def load_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore model and optimiser from last.pt; returns the saved progress record."""
-    path = run_dir / "last.pt"
-    if not path.is_file():
-        raise CheckpointError(f"cannot resume: {path} does not exist (the run saved no epoch yet)")
-    checkpoint = read_checkpoint(path)
-    model.load_state_dict(checkpoint.state_dict, strict=True)
-    progress = dict(checkpoint.extra["run"])
-    optimizer.load_state_dict(progress.pop("optimizer"))
-    return progress
-
-
-def append_record(run_dir: Path, record: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as stream:
-        stream.write(json.dumps(record) + "\n")
-
-
-def drop_records_from(run_dir: Path, epoch: int) -> None:
-    """Keep metrics.jsonl records of epochs before `epoch` (a resumed run rewrites the rest)."""
-    path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] < epoch]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
-def final_results(cfg: TrainConfig, model: CLIP, data: RunData, run_dir: Path, progress: dict,
-                  device: torch.device, dtype: torch.dtype | None) -> dict:
+def final_results(run: Run) -> dict:
     """Test metrics of the last and the best checkpoint; written to results.json."""
+    cfg, model, data, run_dir, progress = run.cfg, run.model, run.data, run.run_dir, run.progress
     results: dict = {"method": cfg.method, "epochs": progress["epoch"],
                      "selected_on": "val" if "val" in data.evals else "last",
                      "best_epoch": progress.get("best_epoch")}
     if "test" in data.evals:
-        last = evaluate(cfg, model, data, "test", device, dtype)
+        last = evaluate(cfg, model, data, "test", run.device, run.dtype)
         best = last
         if progress.get("best_epoch") not in (None, progress["epoch"] - 1) and (run_dir / "best.pt").is_file():
             model.load_state_dict(read_checkpoint(run_dir / "best.pt").state_dict, strict=True)
-            best = evaluate(cfg, model, data, "test", device, dtype)
+            best = evaluate(cfg, model, data, "test", run.device, run.dtype)
         results["test"] = {"best": best, "last": last}
     if "best_val" in progress:
         results["val"] = {"best": progress["best_val"]}
@@ -177,17 +199,20 @@ def final_results(cfg: TrainConfig, model: CLIP, data: RunData, run_dir: Path, p
     return results
 
 
-def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
-    """Train (or, for method zero_shot, only evaluate) into `run_dir`; returns results.json's dict."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, device: torch.device) -> Run:
+    """Config and metrics files (rank 0), data, model, optimiser, progress (from last.pt when
+    resuming, on every rank) and the encoder that trains."""
     dtype = resolve_precision(cfg.precision, device)
+    settings = launch_settings(cfg, world, device)
     seed_everything(cfg.seed)
-    if not resume:
-        save_config(cfg, run_dir / "config.yaml")
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            save_config(cfg, run_dir / "config.yaml", header=config_header(settings))
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     log.info("run %s: method %s on %s, precision %s", run_dir, cfg.method, device, dtype or "fp32")
+    if world.size > 1:
+        log.info("distributed: %s", ", ".join(f"{k} {v}" for k, v in settings.items() if k != "lr_scaling"))
     data = load_run_data(cfg)
     model = build_model(cfg, device)
     optimizer = build_optimizer(model, cfg.optim)
@@ -195,41 +220,81 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict:
     if resume:
         progress = load_last(run_dir, model, optimizer)
         log.info("resuming %s at epoch %d", run_dir, progress["epoch"] + 1)
-    drop_records_from(run_dir, progress["epoch"])
-    epochs = 0 if cfg.method == "zero_shot" else cfg.optim.epochs
-    for epoch in range(progress["epoch"], epochs):
-        seed_everything(cfg.seed + epoch)
-        record: dict = {"epoch": epoch, "method": cfg.method}
-        objective, group_labels = epoch_objective(cfg, model, data, epoch, device, dtype, record)
-        if cfg.cpcl.sampler == "pk" and group_labels is not None:
-            sampler = PKBatchSampler(group_labels, cfg.optim.batch_size, cfg.cpcl.pk_instances, cfg.seed + epoch)
-        else:
-            sampler = RandomBatchSampler(len(data.tokens), cfg.optim.batch_size, cfg.seed + epoch)
+    if world.is_main:
+        drop_records_from(run_dir, progress["epoch"])
+    find_unused = cfg.method != "itc" and cfg.cpcl.itc_weight == 0  # the logit scale then idles in CPCL epochs
+    encoder = wrap_model(PairEncoder(model, device, dtype), world, device, find_unused)
+    return Run(cfg, run_dir, world, device, dtype, data, model, optimizer, encoder, progress)
+
+
+def train_epoch(run: Run, epoch: int) -> dict:
+    """Steps 1-5 of one epoch on every rank; returns the epoch's record (rank 0's is logged)."""
+    cfg, world = run.cfg, run.world
+    seed_everything(rank_seed(cfg.seed + epoch, world.rank))
+    record: dict = {"epoch": epoch, "method": cfg.method, "world_size": world.size}
+    objective, group_labels = epoch_objective(run, epoch, record)
+    sampler = epoch_sampler(len(run.data.tokens), cfg.optim.batch_size,
+                            group_labels if cfg.cpcl.sampler == "pk" else None, cfg.cpcl.pk_instances,
+                            cfg.seed + epoch, world)
+    start = time.perf_counter()
+    record.update(train_one_epoch(run.encoder, make_loader(cfg, run.data, sampler), run.optimizer, objective,
+                                  epoch, cfg.optim, run.device, world))
+    record["time_train"] = time.perf_counter() - start
+    if banks := objective.memory_banks():
+        record["memory_digests"] = gather_objects(tensor_digest(*banks), world)
+    return record
+
+
+def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: dict) -> None:
+    """Val metrics into the record and best.pt when val R1 improves (rank 0)."""
+    cfg, data, progress = run.cfg, run.data, run.progress
+    if "val" in data.evals and ((epoch + 1) % cfg.eval.every == 0 or last_epoch):
         start = time.perf_counter()
-        record.update(train_one_epoch(model, make_loader(cfg, data, sampler), optimizer, objective,
-                                      epoch, cfg.optim, device, dtype))
-        record["time_train"] = time.perf_counter() - start
-        progress["epoch"] = epoch + 1
-        last_epoch = epoch + 1 == epochs
-        if "val" in data.evals and ((epoch + 1) % cfg.eval.every == 0 or last_epoch):
-            start = time.perf_counter()
-            val = evaluate(cfg, model, data, "val", device, dtype)
-            record.update({f"val_{k}": v for k, v in val.items()})
-            record["time_eval"] = time.perf_counter() - start
-            if val["R1"] > progress["best_r1"]:
-                progress.update(best_r1=val["R1"], best_epoch=epoch, best_val=val)
-                save_clip(run_dir / "best.pt", model, model.config, extra={"epoch": epoch, "val": val})
-        elif "val" not in data.evals:
-            progress["best_epoch"] = epoch
-        append_record(run_dir, record)
-        save_last(run_dir, model, optimizer, progress)
-        log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
-                                                      if isinstance(v, float) and k.endswith(("loss", "R1"))))
-    if epochs == 0:
-        save_clip(run_dir / "last.pt", model, model.config, extra={"run": {**progress}})
-    if "val" not in data.evals or progress["best_epoch"] is None:
-        save_clip(run_dir / "best.pt", model, model.config, extra={"epoch": progress["best_epoch"]})
-    return final_results(cfg, model, data, run_dir, progress, device, dtype)
+        val = evaluate(cfg, run.model, data, "val", run.device, run.dtype)
+        record.update({f"val_{k}": v for k, v in val.items()})
+        record["time_eval"] = time.perf_counter() - start
+        if val["R1"] > progress["best_r1"]:
+            progress.update(best_r1=val["R1"], best_epoch=epoch, best_val=val)
+            save_clip(run.run_dir / "best.pt", run.model, run.model.config, extra={"epoch": epoch, "val": val})
+    elif "val" not in data.evals:
+        progress["best_epoch"] = epoch
+
+
+def finish_run(run: Run, epochs: int) -> dict:
+    """The final checkpoints and results.json (rank 0); every rank returns rank 0's results."""
+    results = None
+    if run.world.is_main:
+        model, progress = run.model, run.progress
+        if epochs == 0:
+            save_clip(run.run_dir / "last.pt", model, model.config, extra={"run": {**progress}})
+        if "val" not in run.data.evals or progress["best_epoch"] is None:
+            save_clip(run.run_dir / "best.pt", model, model.config, extra={"epoch": progress["best_epoch"]})
+        results = final_results(run)
+    return broadcast_object(results, run.world)
+
+
+def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: World | None = None) -> dict:
+    """Train (or, for method zero_shot, only evaluate) into `run_dir`; returns results.json's dict.
+
+    world: this process's rank in a torchrun launch (None: a single process). Every rank runs
+    this; rank 0 alone evaluates, logs records and writes the run directory.
+    """
+    world = world or World()
+    device = rank_device(cfg.device, world)
+    check_world(cfg, world)
+    with process_group(world, device):
+        run = start_run(cfg, Path(run_dir), resume, world, device)
+        epochs = 0 if cfg.method == "zero_shot" else cfg.optim.epochs
+        for epoch in range(run.progress["epoch"], epochs):
+            record = train_epoch(run, epoch)
+            run.progress["epoch"] = epoch + 1
+            if world.is_main:
+                evaluate_epoch(run, epoch, epoch + 1 == epochs, record)
+                append_record(run.run_dir, record)
+                save_last(run.run_dir, run.model, run.optimizer, run.progress)
+            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
+                                                          if isinstance(v, float) and k.endswith(("loss", "R1"))))
+        return finish_run(run, epochs)
 
 
 def run_config(config: str, run_dir: Path, overrides: list[str]) -> float:

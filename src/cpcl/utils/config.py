@@ -161,6 +161,8 @@ def load_config(cls: type[T], path: Path | None, overrides: Sequence[str] = ()) 
     return build(cls, apply_overrides(data, overrides))
 
 
-def save_config(config: Any, path: Path) -> None:
-    """Write the resolved config as YAML (every field, defaults included)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+def save_config(config: Any, path: Path, header: str = "") -> None:
+    """Write the resolved config as YAML (every field, defaults included), after `header`'s lines
+    as YAML comments."""
+    comments = "".join(f"# {line}\n" for line in header.splitlines())
+    Path(path).write_text(comments + yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

@@ -1,12 +1,14 @@
 """Progress reporting for long loops, without a third-party dependency.
 
 On an interactive terminal a single status line is redrawn in place on stderr; otherwise
-(CI, pipes, log files) a log record is written about every 10% so logs stay short.
+(CI, pipes, log files) a log record is written about every 10% so logs stay short. In a torchrun
+launch only rank 0 reports.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -32,7 +34,7 @@ class Progress:
         self.total = total
         self.desc = desc
         self.unit = unit
-        self.enabled = enabled
+        self.enabled = enabled and os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone
         self.count = 0
         self._interactive = sys.stderr.isatty()
         self._start = time.perf_counter()
