@@ -4,7 +4,8 @@ Embeddings are L2-normalised, so inner product is cosine similarity: scores lie 
 backend answers `search(queries [Q, D], k, allowed)` with (scores [Q, k], ids [Q, k]) in
 descending score order; a slot without a result (fewer than k allowed rows) has id -1 and score
 -inf. `allowed` ([N] bool, or None for all) restricts the search to rows that pass a metadata
-filter, inside faiss (an ID selector): the k best passing rows come back, not a filtered top-k.
+filter, inside faiss (an ID selector): the best passing rows come back (IVF: among the lists it
+visits), not a top-k filtered afterwards.
 """
 
 from __future__ import annotations
