@@ -85,7 +85,7 @@ def test_typing_a_query_shows_the_result_grid(page, server):
     _, searcher = server
     page.fill("#query", "a woman in a red coat with a black backpack")
     page.press("#query", "Enter")
-    page.wait_for_selector("#results .card")
+    expect(page.locator("#status")).to_contain_text("a red coat")
     cards = page.locator("#results .card")
     assert cards.count() == 6 and page.locator("#no-match").is_hidden()
     scores = [float(cards.nth(i).get_attribute("data-score")) for i in range(6)]
@@ -100,7 +100,7 @@ def test_typing_a_query_shows_the_result_grid(page, server):
 def test_threshold_hides_weak_matches_and_says_no_match(page):
     page.fill("#query", "a man with a backpack")
     page.press("#query", "Enter")
-    page.wait_for_selector("#results .card")
+    expect(page.locator("#status")).to_contain_text("a man with a backpack")  # the new results, not the last ones
     scores = sorted(float(s) for s in page.locator("#results .card").evaluate_all("cs => cs.map(c => c.dataset.score)"))
     middle = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2
     page.eval_on_selector("#threshold", "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", middle)
