@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,9 @@ def test_loopback_server_refuses_other_host_names(searcher):
     client = TestClient(create_app(searcher, WebConfig(allowed_hosts=LOOPBACK_HOSTS)), base_url="http://127.0.0.1")
     assert client.get("/api/info").status_code == 200
     assert client.get("/api/info", headers={"Host": "attacker.example"}).status_code == 400
+
+
+def test_the_web_app_never_imports_the_training_engine():
+    code = "import sys, cpcl.web.app; print(sorted(m for m in sys.modules if m.startswith('cpcl.engine')))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
