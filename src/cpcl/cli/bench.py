@@ -14,7 +14,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Writes OUT/results.json (per method and seed) and OUT/table.md (mean and spread over "
                     "seeds, CPCL/oracle, CPCL-ITC, oracle-ITC). An interrupted benchmark resumes: finished runs "
                     "are kept.")
-    quality.add_argument("--preset", default="fast", help="fast (CI-sized) | standard (the synthpedes.yaml scale)")
+    quality.add_argument("--preset", default="fast", help="fast (CI-sized, minutes) | standard (the demo's scale, under an hour on 2 cores)")
     quality.add_argument("--seeds", type=int, default=2, metavar="N",
                          help="seeds 0..N-1 of each baseline (zero_shot, itc, cpcl, oracle)")
     quality.add_argument("--ablation-seeds", type=int, default=1, metavar="M",
