@@ -25,7 +25,7 @@ def test_quality_bench_writes_results_and_table_and_resumes(tmp_path, capsys):
     assert set(results["methods"]) == {"itc", "cpcl", "oplm_off", "oracle"}
     assert set(results["methods"]["cpcl"]) == {"0", "1"}
     assert set(results["methods"]["oplm_off"]) == {"0"}  # ablations: --ablation-seeds, default 1
-    assert {"R1", "R5", "R10", "mAP", "mINP", "seconds"} <= set(results["methods"]["oracle"]["1"])
+    assert {"R1", "R5", "R10", "mAP", "mINP", "val_R1", "seconds"} <= set(results["methods"]["oracle"]["1"])
     table = (tmp_path / "table.md").read_text()
     assert "| cpcl | 2 |" in table and "| oplm_off | 1 |" in table and "CPCL R1 / oracle R1" in table and "oracle R1 - ITC R1" in table
     capsys.readouterr()
@@ -46,12 +46,13 @@ def test_unknown_method_or_preset_is_one_line(tmp_path, capsys):
 
 def test_table_means_spreads_and_ratios():
     results = {"preset": "x", "methods": {
-        "itc": {"0": {"R1": 10.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 5},
-                "1": {"R1": 12.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 7}},
+        "itc": {"0": {"R1": 10.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "val_R1": 20.0, "seconds": 5},
+                "1": {"R1": 12.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "val_R1": 22.0, "seconds": 7}},
         "cpcl": {"0": {"R1": 18.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 9}},
         "oracle": {"0": {"R1": 20.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 9}}}}
     table = quality_table(results)
-    assert "| itc | 2 | 11.00 ± 1.41 |" in table
+    assert "| itc | 2 | 11.00 ± 1.41 |" in table and "| 21.00 ± 1.41 | 6 |" in table
+    assert "| cpcl | 1 | 18.00 | 1.00 | 1.00 | 1.00 | 1.00 | - | 9 |" in table  # no val: a dash
     assert "CPCL R1 / oracle R1: 0.900" in table
     assert "CPCL R1 - ITC R1: +7.00 points" in table
     assert "oracle R1 - ITC R1 (room the benchmark leaves): +9.00" in table
