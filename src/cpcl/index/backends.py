@@ -19,6 +19,7 @@ import numpy as np
 
 from cpcl.index.config import IndexConfig
 from cpcl.utils.errors import ConfigError
+from cpcl.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +129,7 @@ class IVFBackend:
 
     def save(self, path: Path) -> None:
         """Write the trained index to `path` (temporary file, then rename)."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        faiss.write_index(self.index, str(tmp))
-        tmp.replace(path)
+        atomic_write(path, lambda stream: faiss.write_index(self.index, faiss.PyCallbackIOWriter(stream.write)))
 
 
 INDEX_BACKENDS: dict[str, type] = {"exact": ExactBackend, "ivf": IVFBackend}

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 from cpcl import __version__
 from cpcl.index.config import IndexConfig
 from cpcl.utils.errors import SearchIndexError
+from cpcl.utils.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -79,16 +78,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda stream: stream.write(data))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -135,7 +130,7 @@ class IndexStore:
             raise SearchIndexError(f"{path} is malformed: {err}") from None
 
     def write_manifest(self) -> None:
-        _atomic_write(self.directory / MANIFEST, json.dumps(asdict(self.manifest), indent=2).encode())
+        _write_bytes(self.directory / MANIFEST, json.dumps(asdict(self.manifest), indent=2).encode())
 
     def shards(self) -> list[tuple[Path, Path]]:
         """(embeddings .npy, records .jsonl) of every complete shard, in order."""
@@ -146,7 +141,7 @@ class IndexStore:
         """Every record, in row order."""
         records: list[dict[str, Any]] = []
         for _, jsonl in self.shards():
-            records.extend(json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines())
+            records.extend(_read_jsonl(jsonl))
         return records
 
     def update_metadata(self, sidecar: dict[str, dict[str, Any]]) -> int:
@@ -156,11 +151,11 @@ class IndexStore:
         """
         changed = 0
         for _, jsonl in self.shards():
-            records = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+            records = _read_jsonl(jsonl)
             updated = [{"path": r["path"], **sidecar[r["path"]]} if r["path"] in sidecar else r for r in records]
             differing = sum(old != new for old, new in zip(records, updated))
             if differing:
-                _atomic_write(jsonl, _jsonl(updated))
+                _write_bytes(jsonl, _jsonl(updated))
                 changed += differing
         return changed
 
@@ -168,7 +163,7 @@ class IndexStore:
         """(embeddings [N, D] float32, records [N]) in row order; SearchIndexError on a damaged shard."""
         arrays, records = [], []
         for npy, jsonl in self.shards():
-            rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+            rows = _read_jsonl(jsonl)
             try:
                 array = np.load(npy)
             except (OSError, ValueError) as err:
@@ -190,19 +185,15 @@ class IndexStore:
         done = self.shards()
         number = int(done[-1][1].stem) + 1 if done else 0
         folder = self.directory / SHARDS
-        folder.mkdir(parents=True, exist_ok=True)
         npy, jsonl = folder / f"{number:06d}.npy", folder / f"{number:06d}.jsonl"
-        handle, tmp = tempfile.mkstemp(dir=folder, prefix=f".{npy.name}.", suffix=".tmp")
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, np.ascontiguousarray(embeddings, dtype=np.float32))
-        os.replace(tmp, npy)
-        _atomic_write(jsonl, _jsonl(records))
+        atomic_write(npy, lambda stream: np.save(stream, np.ascontiguousarray(embeddings, dtype=np.float32)))
+        _write_bytes(jsonl, _jsonl(records))
         self.manifest.count += len(records)
         self.manifest.dim = int(embeddings.shape[1])
 
     def write_unreadable(self, problems: dict[str, str]) -> None:
         """Record the files the latest run could not read (relative path -> problem)."""
-        _atomic_write(self.directory / UNREADABLE,
+        _write_bytes(self.directory / UNREADABLE,
                       _jsonl([{"path": path, "problem": problem} for path, problem in sorted(problems.items())]))
 
     @property

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import Tensor, nn
 from cpcl.model.clip import CLIP, ClipConfig, TextConfig, VisionConfig
 from cpcl.model.hf import hf_to_openai, hf_tower_settings, is_hf_layout, read_hf_config, read_hf_directory
 from cpcl.utils.errors import CheckpointError, ConfigError
+from cpcl.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -125,32 +125,8 @@ def save_clip(path: str | Path, model: nn.Module, config: ClipConfig,
         "extra": extra,
     }
     path = Path(path)
-    atomic_torch_save(payload, path)
+    atomic_write(path, partial(torch.save, payload))
     return path
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    """`torch.save` to a temporary file next to `path`, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(obj, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def resize_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:

@@ -26,6 +26,7 @@ from cpcl.synth.config import SPLIT_NAMES, SynthConfig
 from cpcl.synth.render import render_image
 from cpcl.synth.scene import sample_scene
 from cpcl.utils.errors import CpclError
+from cpcl.utils.files import atomic_write
 from cpcl.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -141,9 +142,7 @@ def _prepare(root: Path, overwrite: bool, annotation: str) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def write_synthpedes(out_dir: Path, cfg: SynthConfig, overwrite: bool = False) -> dict:
