@@ -96,9 +96,9 @@ class Encoder:
     def check(self, manifest: Manifest, index: Path) -> None:
         """Refuse (SearchIndexError) a model that is not the one `manifest` was built with."""
         _check_sha256(self.sha256, self.checkpoint, manifest, index)
-        if self.model_config() != manifest.model:
-            diff = sorted(k for k in set(manifest.model) | set(self.model_config())
-                          if manifest.model.get(k) != self.model_config().get(k))
+        model = self.model_config()
+        if model != manifest.model:
+            diff = sorted(k for k in set(manifest.model) | set(model) if manifest.model.get(k) != model.get(k))
             raise SearchIndexError(f"{index}: the model config differs from the index's in {', '.join(diff)}; "
                                    f"build a new index")
         if self.preprocessing() != manifest.preprocessing:
@@ -135,7 +135,6 @@ class Encoder:
         with self._lock, autocast(self.device, self.dtype):
             feats = self.model.encode_text(tokens.to(self.device))
         return F.normalize(feats.float(), dim=1).cpu().numpy()
-
 
 
 def _check_sha256(sha256: str, checkpoint: Path, manifest: Manifest, index: Path) -> None:

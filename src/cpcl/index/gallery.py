@@ -24,7 +24,6 @@ from cpcl.utils.errors import DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-FILTER_FIELDS = ("camera", "time")  # metadata fields search can filter on
 
 
 def list_images(root: Path, under: Iterable[Path] = ()) -> list[str]:

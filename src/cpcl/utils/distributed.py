@@ -126,13 +126,15 @@ def gather_shards(local: torch.Tensor, counts: Sequence[int], world: World, devi
     return merge_shards(blocks, counts).to(local.device)
 
 
-def all_gather_cat(local: torch.Tensor, world: World) -> torch.Tensor:
-    """[b, ...] of each rank -> [size * b, ...], rank order, no gradient; same b on all ranks."""
-    if world.size == 1:
-        return local
-    parts = [torch.empty_like(local) for _ in range(world.size)]
+def _all_gather(local: torch.Tensor, size: int) -> torch.Tensor:
+    parts = [torch.empty_like(local) for _ in range(size)]
     dist.all_gather(parts, local.contiguous())
     return torch.cat(parts)
+
+
+def all_gather_cat(local: torch.Tensor, world: World) -> torch.Tensor:
+    """[b, ...] of each rank -> [size * b, ...], rank order, no gradient; same b on all ranks."""
+    return local if world.size == 1 else _all_gather(local, world.size)
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -143,9 +145,7 @@ class _GatherWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, local: torch.Tensor, rank: int, size: int) -> torch.Tensor:
         ctx.rank, ctx.size, ctx.rows = rank, size, local.shape[0]
-        parts = [torch.empty_like(local) for _ in range(size)]
-        dist.all_gather(parts, local.contiguous())
-        return torch.cat(parts)
+        return _all_gather(local, size)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:

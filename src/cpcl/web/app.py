@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
@@ -55,6 +56,15 @@ def _filters(cameras: list[str], time_from: str | None, time_to: str | None) -> 
         return Filters.parse(cameras, time_from, time_to)
     except CpclError as err:
         raise HTTPException(status_code=422, detail=str(err)) from None
+
+
+def _answer(search: Callable[[], list[Hit]]) -> dict:
+    """The response to a search; 422 with the error's line when the query cannot be answered."""
+    try:
+        hits = search()
+    except CpclError as err:
+        raise HTTPException(status_code=422, detail=str(err)) from None
+    return {"results": _results(hits), "count": len(hits)}
 
 
 def _read_upload(image: UploadFile) -> Image.Image:
@@ -103,11 +113,7 @@ def create_app(searcher: Searcher, config: WebConfig = WebConfig()) -> FastAPI:
     def search_text(request: SearchRequest) -> dict:
         filters = _filters(request.cameras, request.time_from, request.time_to)
         k = request.k or config.default_k
-        try:
-            hits = searcher.search_text(request.text, k, request.min_score, filters)
-        except CpclError as err:
-            raise HTTPException(status_code=422, detail=str(err)) from None
-        return {"results": _results(hits), "count": len(hits)}
+        return _answer(lambda: searcher.search_text(request.text, k, request.min_score, filters))
 
     @app.post("/api/search/image", response_model=SearchResponse, summary="Search by an example image")
     def search_image(image: UploadFile = File(..., description=f"JPEG / PNG / WebP, at most {MAX_UPLOAD_BYTES} bytes"),
@@ -118,11 +124,7 @@ def create_app(searcher: Searcher, config: WebConfig = WebConfig()) -> FastAPI:
         k = k or config.default_k
         filters = _filters(cameras, time_from, time_to)
         picture = _read_upload(image)
-        try:
-            hits = searcher.search_image(picture, k, min_score, filters)
-        except CpclError as err:
-            raise HTTPException(status_code=422, detail=str(err)) from None
-        return {"results": _results(hits), "count": len(hits)}
+        return _answer(lambda: searcher.search_image(picture, k, min_score, filters))
 
     @app.get("/gallery/{path:path}", summary="A gallery image (only images of the index, only inside its root)")
     def gallery_image(path: str) -> FileResponse:
