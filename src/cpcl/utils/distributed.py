@@ -88,6 +88,7 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
     dist.init_process_group(backend_for(device), rank=world.rank, world_size=world.size)
     try:
         yield
+        dist.barrier()  # no rank tears its group down while another is still in the last collective
     finally:
         dist.destroy_process_group()
 
