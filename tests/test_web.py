@@ -106,6 +106,8 @@ def test_bad_uploads_are_4xx_with_a_reason(client, searcher):
         ({"image": ("q.png", good[:60], "image/png")}, {}, 400, "broken"),
         ({"image": ("q.png", good, "image/png")}, {"k": "0"}, 422, "greater than or equal to 1"),
         ({}, {"k": "3"}, 422, "Field required"),
+        ({"image": ("q.png", good, "image/png")}, {"cameras": ["c1", "x" * 65]}, 422, "at most 64 characters"),
+        ({"image": ("q.png", good, "image/png")}, {"time_from": "yesterday"}, 422, "is not a time"),
     ]
     for files, data, status, message in cases:
         response = client.post("/api/search/image", files=files or None, data=data)

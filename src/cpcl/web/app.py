@@ -52,6 +52,9 @@ def _iso(seconds: float) -> str:
 
 
 def _filters(cameras: list[str], time_from: str | None, time_to: str | None) -> Filters:
+    """The metadata filters of a request (both search endpoints); 422 with the reason when they are bad."""
+    if any(len(name) > MAX_FIELD_CHARS for name in cameras):
+        raise HTTPException(status_code=422, detail=f"camera names are at most {MAX_FIELD_CHARS} characters")
     try:
         return Filters.parse(cameras, time_from, time_to)
     except CpclError as err:

@@ -29,7 +29,8 @@ class SearchRequest(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what the person looks like")
     k: int | None = Field(None, ge=1, le=MAX_K, description="results to return (default: the server's)")
     min_score: float | None = Field(None, ge=-1.0, le=1.0, description="leave out results scoring below this")
-    cameras: list[str] = Field([], max_length=MAX_FILTER_VALUES, description="only these cameras (empty: any)")
+    cameras: list[str] = Field([], max_length=MAX_FILTER_VALUES, description="only these cameras (empty: any; "
+                               f"names of at most {MAX_FIELD_CHARS} characters)")
     time_from: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or after "
                                   "(ISO 8601 or seconds)")
     time_to: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or before")
@@ -40,13 +41,6 @@ class SearchRequest(BaseModel):
         if not text.strip():
             raise ValueError("the search text is blank")
         return text
-
-    @field_validator("cameras")
-    @classmethod
-    def _short_names(cls, cameras: list[str]) -> list[str]:
-        if any(len(name) > MAX_FIELD_CHARS for name in cameras):
-            raise ValueError(f"camera names are at most {MAX_FIELD_CHARS} characters")
-        return cameras
 
 
 class Result(BaseModel):
