@@ -14,7 +14,8 @@ from PIL import Image
 
 from cpcl.cli import main
 from cpcl.index.search import Searcher
-from cpcl.web.app import LOOPBACK_HOSTS, WebConfig, create_app
+from cpcl.web.app import create_app
+from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
 from cpcl.web.limits import MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES
 from search_support import write_checkpoint, write_gallery
 

@@ -21,7 +21,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from cpcl.cli import main
 from cpcl.index.search import Searcher
-from cpcl.web.app import LOOPBACK_HOSTS, WebConfig, create_app
+from cpcl.web.app import create_app
+from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
 from search_support import write_checkpoint, write_gallery
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

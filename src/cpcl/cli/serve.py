@@ -7,6 +7,7 @@ import ipaddress
 import logging
 
 from cpcl.cli.search import search_arguments
+from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: this machine only; 0.0.0.0 opens it to the network)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument("-k", type=int, default=12, help="results a query returns when it does not say")
-    serve.add_argument("--min-score", type=float, default=0.2, help="the page's starting score threshold")
+    serve.add_argument("-k", type=int, default=WebConfig.default_k, help="results a query returns when it does not say (default: %(default)s)")
+    serve.add_argument("--min-score", type=float, default=WebConfig.min_score,
+                       help="the page's starting score threshold (default: %(default)s)")
     search_arguments(serve)
     serve.set_defaults(func=run_serve)
 
@@ -35,7 +37,7 @@ def is_loopback(host: str) -> bool:
 def run_serve(args: argparse.Namespace) -> int:
     from cpcl.index.search import Searcher
     from cpcl.utils.errors import CpclError
-    from cpcl.web.app import LOOPBACK_HOSTS, WebConfig, create_app, serve
+    from cpcl.web.app import create_app, serve
     from cpcl.web.limits import MAX_K
 
     if not 1 <= args.k <= MAX_K:

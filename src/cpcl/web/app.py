@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import quote
@@ -26,21 +25,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from cpcl import __version__
 from cpcl.index.search import Filters, Hit, Searcher
 from cpcl.utils.errors import CpclError
+from cpcl.web.config import WebConfig
 from cpcl.web.limits import (MAX_FIELD_CHARS, MAX_FILTER_VALUES, MAX_IMAGE_PIXELS, MAX_K, MAX_UPLOAD_BYTES,
                              BodyLimit, InfoResponse, SearchRequest, SearchResponse, security_headers)
 
 log = logging.getLogger(__name__)
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")  # Host headers accepted when bound to loopback
-
-
-@dataclass(frozen=True)
-class WebConfig:
-    """What the page starts with, and which Host headers the app answers."""
-
-    default_k: int = 12  # results asked for when a request does not say
-    min_score: float = 0.2  # the page's starting score threshold
-    allowed_hosts: tuple[str, ...] = ("*",)  # Host header values accepted (cpcl serve: loopback names on loopback)
 
 
 def _results(hits: list[Hit]) -> list[dict]:
@@ -90,8 +79,9 @@ def _read_upload(image: UploadFile) -> Image.Image:
     return picture
 
 
-def create_app(searcher: Searcher, config: WebConfig = WebConfig()) -> FastAPI:
-    """The app serving `searcher` (an open index with its model)."""
+def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
+    """The app serving `searcher` (an open index with its model); `config` defaults to `WebConfig()`."""
+    config = config or WebConfig()
     app = FastAPI(title="cpcl search", version=__version__,
                   description="Text-based person search over an indexed gallery: by sentence or by example image.")
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
