@@ -16,7 +16,7 @@ class SynthConfig:
     ids_test: int = 100  # identities in the test split
     images_per_id: tuple[int, int] = (4, 6)  # inclusive range of images drawn per benchmark identity
     pretrain_images_per_id: tuple[int, int] = (1, 2)  # inclusive range of images per pretraining identity
-    pretrain_pairs: int = 16000  # image-caption pairs of the pretraining corpus
+    pretrain_pairs: int = 64000  # image-caption pairs of the pretraining corpus
     height: int = 128  # image height in pixels (CUHK-PEDES crops are tall and narrow)
     width: int = 48  # image width in pixels
     render_scale: int = 2  # supersampling factor: draw at this multiple, then downsample with antialiasing
