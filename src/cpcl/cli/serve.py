@@ -17,7 +17,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default: this machine only; 0.0.0.0 opens it to the network)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on")
-    serve.add_argument("-k", type=int, default=WebConfig.default_k, help="results a query returns when it does not say (default: %(default)s)")
+    serve.add_argument("-k", type=int, default=WebConfig.default_k,
+                       help="results a query returns when it does not say (default: %(default)s)")
     serve.add_argument("--min-score", type=float, default=WebConfig.min_score,
                        help="the page's starting score threshold (default: %(default)s)")
     search_arguments(serve)
