@@ -16,6 +16,7 @@ from torch import nn
 
 from cpcl.model import (CLIP, ClipConfig, TextConfig, VisionConfig, load_clip, read_checkpoint,
                         resize_pos_embed, save_clip)
+from cpcl.model.torchscript import read_torchscript_weights
 from cpcl.utils.errors import CheckpointError
 
 VOCAB = 1000  # small vocabulary keeps the files small; EOT is its largest id
@@ -100,12 +101,95 @@ def test_openai_torchscript_archive(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")  # jit deprecation, tracer warnings on shape checks
         traced = torch.jit.trace(archive_module, sample_inputs(config)[0][:1])
         torch.jit.save(traced, str(tmp_path / "ViT-test.pt"))
-        archive_keys = set(torch.jit.load(str(tmp_path / "ViT-test.pt")).state_dict())
-    assert archive_keys == set(model.state_dict()) | {"input_resolution", "context_length", "vocab_size"}
+        reference = torch.jit.load(str(tmp_path / "ViT-test.pt")).state_dict()
+    assert set(reference) == set(model.state_dict()) | {"input_resolution", "context_length", "vocab_size"}
+    weights = read_torchscript_weights(tmp_path / "ViT-test.pt")  # read as data, no torch.jit
+    assert list(weights) == list(reference)
+    for key, value in reference.items():
+        assert weights[key].dtype == value.dtype and torch.equal(weights[key], value), key
     checkpoint = read_checkpoint(tmp_path / "ViT-test.pt")
     assert checkpoint.source == "openai-jit"
     loaded, _ = load_clip(tmp_path / "ViT-test.pt")
     assert_same_embeddings(model, loaded, config)
+
+
+class Payload(nn.Module):
+    """A module whose TorchScript __setstate__ creates a file: what a crafted archive runs on load."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(2))
+        self.marker = marker
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[torch.Tensor, str, bool]:
+        return self.weight, self.marker, self.training
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[torch.Tensor, str, bool]) -> None:
+        self.marker = state[1]
+        self.training = state[2]
+        self.weight = state[0] + 0 * torch.from_file(self.marker, True, 2)  # shared=True creates the file
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
+class Carrier(nn.Module):
+    """OpenAI-looking weights with the payload hidden in a child module."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(4, 2)
+        self.payload = Payload(marker)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.payload(x)
+
+
+def test_crafted_torchscript_archive_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.script(Carrier(str(marker))), str(tmp_path / "ViT-B-16.pt"))
+        marker.unlink(missing_ok=True)
+        torch.jit.load(str(tmp_path / "ViT-B-16.pt"))  # what torch.jit.load does with it
+    assert marker.exists(), "the crafted archive no longer runs its payload under torch.jit.load"
+    marker.unlink()
+    for load in (read_checkpoint, load_clip):
+        with pytest.raises(CheckpointError, match="custom state"):
+            load(tmp_path / "ViT-B-16.pt")
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize("damage", ["tensor_byte", "truncate"])
+def test_damaged_cpcl_checkpoint_is_refused_with_its_name(tmp_path: Path, damage: str) -> None:
+    config = openai_like_config()
+    target = save_clip(tmp_path / "best.pt", make_model(config), config, extra={"epoch": 1})
+    raw = bytearray(target.read_bytes())
+    if damage == "tensor_byte":  # one flipped bit inside the largest tensor's bytes
+        weight = make_model(config).token_embedding.weight.detach().numpy().tobytes()
+        at = raw.find(weight[:64]) + 1000
+        assert at > 1000
+        raw[at] ^= 0x10
+    else:
+        raw = raw[: len(raw) // 2]
+    target.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="best.pt" + (" is damaged" if damage == "tensor_byte" else "")):
+        read_checkpoint(target)
+
+
+def test_version_1_cpcl_checkpoint_loads_with_a_warning(tmp_path: Path, caplog) -> None:
+    config = openai_like_config()
+    model = make_model(config)
+    save_clip(tmp_path / "old.pt", model, config)
+    raw = torch.load(tmp_path / "old.pt", weights_only=True)
+    raw["version"] = 1
+    del raw["digest"]
+    torch.save(raw, tmp_path / "old.pt")
+    loaded, _ = load_clip(tmp_path / "old.pt")
+    assert_same_embeddings(model, loaded, config)
+    assert "without a digest" in caplog.text
 
 
 def test_fp16_openai_weights_are_loaded_as_float32(tmp_path: Path) -> None:
@@ -237,7 +321,7 @@ def test_cpcl_round_trip_atomic_and_weights_only(tmp_path: Path) -> None:
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     raw = torch.load(target, weights_only=True)
-    assert raw["format"] == "cpcl-clip" and raw["version"] == 1
+    assert raw["format"] == "cpcl-clip" and raw["version"] == 2 and len(raw["digest"]) == 64
     assert raw["config"]["image"]["image_size"] == (32, 16)
     checkpoint = read_checkpoint(target)
     assert checkpoint.source == "cpcl" and checkpoint.extra["metrics"] == {"r1": 0.5}

@@ -8,10 +8,11 @@ the requested context length, and the weights are loaded strictly.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import re
-import warnings
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -26,13 +27,14 @@ from torch import Tensor, nn
 
 from cpcl.model.clip import CLIP, ClipConfig, TextConfig, VisionConfig
 from cpcl.model.hf import hf_to_openai, hf_tower_settings, is_hf_layout, read_hf_config, read_hf_directory
+from cpcl.model.torchscript import read_torchscript_weights
 from cpcl.utils.errors import CheckpointError, ConfigError
 from cpcl.utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
 CPCL_FORMAT = "cpcl-clip"  # value of the "format" field of cpcl checkpoints
-CPCL_VERSION = 1  # newest cpcl checkpoint version this code reads and the one it writes
+CPCL_VERSION = 2  # newest cpcl checkpoint version this code reads and the one it writes (2: with "digest")
 OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI archives
 OPENAI_HEAD_DIM = 64  # OpenAI CLIP: heads = width // 64 (heads are not stored in the weights)
 MAX_NAMED_KEYS = 5  # mismatched keys named in an error message
@@ -56,7 +58,8 @@ class ClipCheckpoint:
 def read_checkpoint(path: str | Path) -> ClipCheckpoint:
     """Read any supported checkpoint without building a model.
 
-    Files: a TorchScript archive (OpenAI's `ViT-B-16.pt`, read via `.state_dict()`), a
+    Files: a TorchScript archive (OpenAI's `ViT-B-16.pt`, its weights read as data by
+    `cpcl.model.torchscript`, none of its code run), a
     `torch.save` state dict (possibly under "state_dict", possibly with "module." prefixes,
     OpenAI or HF key names), a `.safetensors` file, or a cpcl checkpoint (`save_clip`).
     Directories: a Hugging Face `save_pretrained` CLIP (config.json + weights).
@@ -113,7 +116,8 @@ def save_clip(path: str | Path, model: nn.Module, config: ClipConfig,
     """Write a cpcl checkpoint atomically (temporary file in the same folder, then rename).
 
     The file holds plain types only, so `torch.load(weights_only=True)` reads it:
-    {"format", "version", "config": asdict(config), "state_dict", "extra"}.
+    {"format", "version", "config": asdict(config), "state_dict", "extra", "digest"}; "digest" is
+    `payload_digest` of the rest, checked when the file is read.
     """
     extra = dict(extra or {})
     _check_plain(extra, "extra")
@@ -124,6 +128,7 @@ def save_clip(path: str | Path, model: nn.Module, config: ClipConfig,
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "extra": extra,
     }
+    payload["digest"] = payload_digest(payload["config"], payload["state_dict"], extra)
     path = Path(path)
     atomic_write(path, partial(torch.save, payload))
     return path
@@ -240,13 +245,7 @@ def _read_file(path: Path) -> tuple[Any, str]:
         except Exception as err:  # safetensors raises several types on corrupt files
             raise CheckpointError(f"cannot read {path}: {err}") from err
     if _is_torchscript(path):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                archive = torch.jit.load(str(path), map_location="cpu")
-        except Exception as err:  # torch.jit raises RuntimeError and others on bad archives
-            raise CheckpointError(f"cannot read TorchScript archive {path}: {err}") from err
-        return dict(archive.state_dict()), "openai-jit"
+        return read_torchscript_weights(path), "openai-jit"
     try:
         return torch.load(path, map_location="cpu", weights_only=True), "openai"
     except Exception as err:  # unpickling errors for non-plain objects, zip/EOF errors when corrupt
@@ -306,7 +305,39 @@ def _from_cpcl(raw: Mapping[str, Any], path: Path) -> ClipCheckpoint:
     except (ConfigError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid model config: {err}") from err
     state_dict = _unwrap(raw.get("state_dict"), path)
-    return ClipCheckpoint(state_dict, config, "cpcl", path, dict(raw.get("extra") or {}))
+    extra = dict(raw.get("extra") or {})
+    if version >= 2:
+        recorded = raw.get("digest")
+        if not isinstance(recorded, str) or recorded != payload_digest(raw["config"], state_dict, extra):
+            raise CheckpointError(f"{path} is damaged: its tensors do not match the digest recorded when it was "
+                                  f"saved (a flipped or truncated byte); restore the file or use another one")
+    else:
+        logger.warning("%s: a version-1 cpcl checkpoint, saved without a digest; damage cannot be detected", path)
+    return ClipCheckpoint(state_dict, config, "cpcl", path, extra)
+
+
+def payload_digest(config: Mapping[str, Any], state_dict: Mapping[str, Tensor], extra: Mapping[str, Any]) -> str:
+    """SHA-256 of a cpcl checkpoint's config, and of every tensor (name, dtype, shape, bytes) in
+    its state dict and its `extra`, in key order."""
+    sha = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+
+    def visit(obj: Any, where: str) -> None:
+        if isinstance(obj, Tensor):
+            flat = obj.detach().cpu().contiguous().reshape(-1)
+            sha.update(f"{where}|{flat.dtype}|{tuple(obj.shape)}|".encode())
+            sha.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        elif isinstance(obj, Mapping):
+            for key in sorted(obj, key=str):
+                visit(obj[key], f"{where}/{key}")
+        elif isinstance(obj, (list, tuple)):
+            for i, item in enumerate(obj):
+                visit(item, f"{where}/{i}")
+        else:
+            sha.update(f"{where}={obj!r};".encode())
+
+    visit(dict(state_dict), "state_dict")
+    visit(dict(extra), "extra")
+    return sha.hexdigest()
 
 
 def _check_plain(obj: Any, where: str) -> None:
