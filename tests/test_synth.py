@@ -16,11 +16,12 @@ from cpcl.synth import (SynthConfig, diff_groups, plan_benchmark, plan_pretrain,
                         render_preview_grid, sample_identity, sample_scene, write_caption,
                         write_pretrain_corpus, write_synthpedes)
 from cpcl.synth.captions import visible_attributes
+from cpcl.synth.config import SHAPES
 from cpcl.synth.writer import tokenize
 from cpcl.utils.errors import CpclError
 
-SMALL = SynthConfig(ids_train=6, ids_val=2, ids_test=3, images_per_id=(2, 3), height=64, width=24,
-                    seed=3, workers=1)
+SMALL = SynthConfig(ids_train=6, ids_val=2, ids_test=3, images_per_id=(2, 3), images_per_id_mean=None,
+                    height=64, width=24, seed=3, workers=1)
 KEYS = ["split", "captions", "file_path", "processed_tokens", "id"]
 
 
@@ -157,12 +158,44 @@ def test_pretrain_corpus_is_jsonl_and_disjoint_from_the_benchmark(tmp_path):
 @pytest.mark.parametrize("fields,message", [
     ({"ids_train": -1}, "ids_train must be >= 0"),
     ({"images_per_id": (5, 3)}, "1 <= MIN <= MAX"),
+    ({"images_per_id": (4, 6)}, "images_per_id_mean must lie in images_per_id 4..6, got 3.1"),
     ({"caption_coverage": 0.0}, "caption_coverage"),
     ({"height": 8}, "at least 32x16"),
 ])
 def test_bad_config_raises_a_clear_error(fields, message):
     with pytest.raises(CpclError, match=message):
         SynthConfig(**fields)
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_shapes_follow_the_real_datasets(shape):
+    like = SHAPES[shape]
+    cfg = SynthConfig.shaped(shape, ids_train=3000, ids_val=0, ids_test=0)
+    counts = np.array([person.n_images for person in plan_benchmark(cfg)])
+    lo, hi = like.images_per_id
+    assert counts.min() >= lo and counts.max() <= hi
+    assert abs(counts.mean() - like.images_per_id_mean) < 0.1
+    assert cfg.captions_per_image == like.captions_per_image
+
+
+def test_default_benchmark_is_shaped_like_cuhk_pedes():
+    cuhk = SHAPES["cuhk-pedes"]
+    assert (SynthConfig().images_per_id, SynthConfig().images_per_id_mean, SynthConfig().captions_per_image) \
+        == (cuhk.images_per_id, cuhk.images_per_id_mean, cuhk.captions_per_image)
+
+
+@pytest.mark.parametrize("options,images,captions", [
+    (["--shape", "rstpreid"], {5}, {2}),
+    (["--shape", "icfg-pedes", "--images-per-id", "2", "3"], {2, 3}, {1}),
+    (["--images-per-id", "2", "2", "--captions-per-image", "3"], {2}, {3}),
+])
+def test_cli_shape_and_its_overrides(tmp_path, options, images, captions):
+    args = ["synth", str(tmp_path), "--ids-train", "3", "--ids-val", "0", "--ids-test", "0",
+            "--size", "64", "24", "--workers", "1"]
+    assert main(args + options) == 0
+    records = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
+    per_id = np.unique([r["id"] for r in records], return_counts=True)[1]
+    assert set(per_id.tolist()) <= images and {len(r["captions"]) for r in records} == captions
 
 
 def test_cli_writes_and_reports(tmp_path, capsys):

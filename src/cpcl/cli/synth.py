@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from cpcl.synth.config import SynthConfig
+from cpcl.synth.config import DEFAULT_SHAPE, SHAPES, SynthConfig
 from cpcl.utils.errors import CpclError
 
 DEFAULTS = SynthConfig()
@@ -24,8 +24,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--ids-test", metavar="N", type=int, default=DEFAULTS.ids_test, help="test identities")
     parser.add_argument("--seed", metavar="S", type=int, default=DEFAULTS.seed,
                         help="master seed (same seed, same bytes)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=DEFAULT_SHAPE,
+                        help="images per person and captions per image as in this real dataset "
+                             "(cuhk-pedes: 1 + Poisson(2.1) images, at most 10, 2 captions; icfg-pedes: "
+                             "2 + Poisson(9.2), at most 30, 1 caption; rstpreid: 5 images, 2 captions)")
     parser.add_argument("--images-per-id", type=int, nargs=2, metavar=("MIN", "MAX"),
-                        default=list(DEFAULTS.images_per_id), help="images per identity, inclusive range")
+                        help="images per identity, inclusive range (replaces the shape's; uniform "
+                             "unless --images-per-id-mean is given)")
+    parser.add_argument("--images-per-id-mean", metavar="M", type=float,
+                        help="mean images per identity: MIN + Poisson(M - MIN), capped at MAX")
     parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=[DEFAULTS.height, DEFAULTS.width],
                         help="image height and width")
     parser.add_argument("--workers", metavar="N", type=int, default=DEFAULTS.workers, help="rendering processes")
@@ -34,8 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="share of identities that are near-duplicates (hard negatives)")
     parser.add_argument("--caption-coverage", metavar="F", type=float, default=DEFAULTS.caption_coverage,
                         help="mean share of visible attributes one caption names")
-    parser.add_argument("--captions-per-image", metavar="N", type=int, default=DEFAULTS.captions_per_image,
-                        help="independent captions per benchmark image")
+    parser.add_argument("--captions-per-image", metavar="N", type=int,
+                        help="independent captions per benchmark image (replaces the shape's)")
     parser.add_argument("--wrong-adjective-rate", metavar="P", type=float, default=DEFAULTS.wrong_adjective_rate,
                         help="per-caption probability that one colour is named wrongly")
     parser.add_argument("--typo-rate", metavar="P", type=float, default=DEFAULTS.typo_rate,
@@ -56,11 +63,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SynthConfig:
     """The validated `SynthConfig` the options describe (raises ConfigError on a bad value)."""
-    return SynthConfig(
+    shape: dict = {}
+    if args.images_per_id is not None:
+        shape.update(images_per_id=tuple(args.images_per_id), images_per_id_mean=None)
+    if args.images_per_id_mean is not None:
+        shape["images_per_id_mean"] = args.images_per_id_mean
+    if args.captions_per_image is not None:
+        shape["captions_per_image"] = args.captions_per_image
+    return SynthConfig.shaped(
+        args.shape, **shape,
         ids_train=args.ids_train, ids_val=args.ids_val, ids_test=args.ids_test,
-        images_per_id=tuple(args.images_per_id), height=args.size[0], width=args.size[1],
+        height=args.size[0], width=args.size[1],
         near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
-        captions_per_image=args.captions_per_image, wrong_adjective_rate=args.wrong_adjective_rate,
+        wrong_adjective_rate=args.wrong_adjective_rate,
         typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
         pretrain_pairs=args.pairs, seed=args.seed, workers=args.workers,
     )

@@ -10,18 +10,40 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
+class DatasetShape:
+    """How many images a person has and how many captions an image has, as in a real dataset."""
+
+    images_per_id: tuple[int, int]  # inclusive range of images per identity
+    images_per_id_mean: float  # mean images per identity: MIN + Poisson(mean - MIN), capped at MAX
+    captions_per_image: int  # captions written per image
+
+
+# Train-split statistics of the real datasets (README, SynthPedes; METHOD.md's sizes): CUHK-PEDES
+# 34,054 images of 11,003 ids (3.1 a person), 2 captions each; ICFG-PEDES 34,674 of 3,102 (11.2),
+# 1 caption each; RSTPReid 18,505 of 3,701 (5 each), 2 captions each.
+SHAPES = {
+    "cuhk-pedes": DatasetShape((1, 10), 3.1, 2),
+    "icfg-pedes": DatasetShape((2, 30), 11.2, 1),
+    "rstpreid": DatasetShape((5, 5), 5.0, 2),
+}
+DEFAULT_SHAPE = "cuhk-pedes"
+
+
+@dataclass(frozen=True)
 class SynthConfig:
     ids_train: int = 500  # identities in the train split
     ids_val: int = 100  # identities in the val split
     ids_test: int = 100  # identities in the test split
-    images_per_id: tuple[int, int] = (4, 6)  # inclusive range of images drawn per benchmark identity
+    images_per_id: tuple[int, int] = SHAPES[DEFAULT_SHAPE].images_per_id  # inclusive range, images per identity
+    images_per_id_mean: float | None = SHAPES[DEFAULT_SHAPE].images_per_id_mean  # MIN + Poisson(mean - MIN),
+    # capped at MAX; None: uniform over MIN..MAX
     pretrain_images_per_id: tuple[int, int] = (1, 2)  # inclusive range of images per pretraining identity
-    pretrain_pairs: int = 64000  # image-caption pairs of the pretraining corpus
+    pretrain_pairs: int = 256000  # image-caption pairs of the pretraining corpus
     height: int = 128  # image height in pixels (CUHK-PEDES crops are tall and narrow)
     width: int = 48  # image width in pixels
     render_scale: int = 2  # supersampling factor: draw at this multiple, then downsample with antialiasing
     near_duplicate_fraction: float = 0.25  # share of identities copying an earlier one, 1-2 attributes changed
-    captions_per_image: int = 2  # independent captions written per benchmark image
+    captions_per_image: int = SHAPES[DEFAULT_SHAPE].captions_per_image  # independent captions per benchmark image
     caption_coverage: float = 0.6  # mean share of an image's mentionable attributes that one caption names
     view_mention_rate: float = 0.3  # probability that a caption says the viewpoint ("seen from behind")
     typo_rate: float = 0.008  # per-word probability of a typo (swapped, dropped or doubled letter)
@@ -40,6 +62,9 @@ class SynthConfig:
             lo, hi = getattr(self, name)
             if lo < 1 or hi < lo:
                 raise ConfigError(f"{name} must be MIN MAX with 1 <= MIN <= MAX, got {lo} {hi}")
+        lo, hi = self.images_per_id
+        if self.images_per_id_mean is not None and not lo <= self.images_per_id_mean <= hi:
+            raise ConfigError(f"images_per_id_mean must lie in images_per_id {lo}..{hi}, got {self.images_per_id_mean}")
         if self.pretrain_pairs < 1:
             raise ConfigError(f"pretrain_pairs must be >= 1, got {self.pretrain_pairs}")
         if self.height < 32 or self.width < 16:
@@ -61,6 +86,16 @@ class SynthConfig:
             raise ConfigError(f"workers must be >= 1, got {self.workers}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
+
+    @classmethod
+    def shaped(cls, shape: str, **fields) -> SynthConfig:
+        """The config with a real dataset's images per person and captions per image (`fields` override)."""
+        if shape not in SHAPES:
+            raise ConfigError(f"unknown dataset shape {shape!r}; choose one of {', '.join(SHAPES)}")
+        like = SHAPES[shape]
+        base = {"images_per_id": like.images_per_id, "images_per_id_mean": like.images_per_id_mean,
+                "captions_per_image": like.captions_per_image}
+        return cls(**{**base, **fields})
 
     def ids_per_split(self) -> dict[str, int]:
         """Identities asked for, per split name."""

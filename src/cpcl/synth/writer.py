@@ -71,10 +71,18 @@ def _is_near_duplicate(index: int, fraction: float) -> bool:
     return index > 0 and math.floor((index + 1) * fraction + 1e-9) > math.floor(index * fraction + 1e-9)
 
 
+def draw_image_count(rng: np.random.Generator, cfg: SynthConfig) -> int:
+    """Images of one benchmark identity: MIN + Poisson(mean - MIN) capped at MAX, or uniform
+    over MIN..MAX when the config gives no mean."""
+    lo, hi = cfg.images_per_id
+    if cfg.images_per_id_mean is None:
+        return int(rng.integers(lo, hi + 1))
+    return min(hi, lo + int(rng.poisson(cfg.images_per_id_mean - lo)))
+
+
 def _plan_split(cfg: SynthConfig, split: str, count: int, taken: set[tuple]) -> list[tuple[Identity, int, int | None]]:
     """(identity, images, near-duplicate source) for the first `count` identities of `split`."""
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, SPLIT_CODES[split]]))
-    lo, hi = cfg.images_per_id
     planned: list[tuple[Identity, int, int | None]] = []
     for index in range(count):
         source = int(rng.integers(index)) if _is_near_duplicate(index, cfg.near_duplicate_fraction) else None
@@ -83,7 +91,7 @@ def _plan_split(cfg: SynthConfig, split: str, count: int, taken: set[tuple]) -> 
             if ident.signature() not in taken:
                 break
         taken.add(ident.signature())
-        planned.append((ident, int(rng.integers(lo, hi + 1)), source))
+        planned.append((ident, draw_image_count(rng, cfg), source))
     return planned
 
 
