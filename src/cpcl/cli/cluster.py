@@ -21,7 +21,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--k2", type=int, help="query-expansion neighbours (1: none)")
     parser.add_argument("--eps", type=float, help="DBSCAN radius on the Jaccard distance")
     parser.add_argument("--min-samples", type=int, help="DBSCAN core-point size")
-    parser.add_argument("--knn", metavar="BACKEND", help="nearest-neighbour search: flat (exact) or hnsw (approximate)")
+    parser.add_argument("--convention", choices=["cluster_contrast", "zhong"],
+                        help="neighbour lists: cluster_contrast (k1 members, self included: the field's code; "
+                             "default) or zhong (k1 + 1: Zhong et al.'s re-ranking)")
+    parser.add_argument("--knn", metavar="BACKEND",
+                        help="nearest-neighbour search: flat (exact, torch), faiss_flat (exact, faiss) or hnsw "
+                             "(approximate)")
+    parser.add_argument("--knn-device", metavar="DEVICE",
+                        help="where the flat search runs: auto (a GPU if there is one), cpu, cuda or cuda:N")
     parser.add_argument("--json", action="store_true",
                         help='print {"clusters", "outliers", "seconds", "peak_mb"} as JSON')
     parser.set_defaults(func=run_cluster)
@@ -58,8 +65,9 @@ def run_cluster(args: argparse.Namespace) -> int:
     from cpcl.clustering import ClusterConfig, FeatureError, JaccardOptions, cluster_features
     from cpcl.utils.errors import DataError
 
-    given = {name: getattr(args, name) for name in ("k1", "k2", "eps", "min_samples")}
-    search = JaccardOptions() if args.knn is None else JaccardOptions(knn_backend=args.knn)
+    given = {name: getattr(args, name) for name in ("k1", "k2", "eps", "min_samples", "convention")}
+    search_given = {"knn_backend": args.knn, "knn_device": args.knn_device}
+    search = JaccardOptions(**{k: v for k, v in search_given.items() if v is not None})
     cfg = ClusterConfig(**{k: v for k, v in given.items() if v is not None}, search=search)
     feats = load_features(args.features, args.key)
     try:

@@ -12,15 +12,17 @@ from cpcl.clustering.dbscan import (
     relabel_consecutive,
 )
 from cpcl.clustering.jaccard import (
+    CONVENTIONS,
     JaccardOptions,
     expanded_weights,
     jaccard_distance_sparse,
     sparse_jaccard,
 )
-from cpcl.clustering.knn import KNN_BACKENDS, FeatureError, check_features, nearest_neighbours
+from cpcl.clustering.knn import KNN_BACKENDS, FeatureError, check_features, knn_device, nearest_neighbours
 
 __all__ = [
     "CLUSTERERS",
+    "CONVENTIONS",
     "KNN_BACKENDS",
     "ClusterConfig",
     "ClusterResult",
@@ -31,6 +33,7 @@ __all__ = [
     "dbscan_precomputed",
     "expanded_weights",
     "jaccard_distance_sparse",
+    "knn_device",
     "nearest_neighbours",
     "relabel_consecutive",
     "sparse_jaccard",

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,9 +23,10 @@ from cpcl.clustering.jaccard import (
     JaccardOptions,
     check_jaccard_params,
     expanded_weights,
+    neighbourhoods,
     sparse_jaccard,
 )
-from cpcl.clustering.knn import check_features, nearest_neighbours
+from cpcl.clustering.knn import check_features, knn_device, nearest_neighbours
 from cpcl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,10 +40,12 @@ class ClusterConfig:
     k2: int = 6  # query-expansion neighbours, the point itself included (1 = no expansion)
     eps: float = 0.6  # DBSCAN radius on the Jaccard distance, 0 < eps < 1
     min_samples: int = 4  # DBSCAN core-point threshold, the point itself included
+    convention: Literal["cluster_contrast", "zhong"] = "cluster_contrast"  # neighbour lists: cluster-contrast-reid's k1 members, self included (the field's code), or zhong: k1 + 1 (Zhong et al.'s re-ranking)
     search: JaccardOptions = field(default_factory=JaccardOptions)  # how J is computed (not J)
 
     def __post_init__(self) -> None:
         check_jaccard_params(self.k1, self.k2, self.eps)
+        neighbourhoods(self.convention, self.k1, self.k2)  # ConfigError for an unknown name
         if self.eps <= 0:
             raise ConfigError(f"eps: expected 0 < eps < 1, got {self.eps}")
         if int(self.min_samples) != self.min_samples or self.min_samples < 1:
@@ -104,10 +108,12 @@ def cluster_features(feats: object, cfg: ClusterConfig) -> ClusterResult:
     in the same order). Raises FeatureError for non-finite, wrongly shaped or unnormalised input.
     """
     start = time.perf_counter()
+    device = knn_device(feats, cfg.search.knn_device)
     x = check_features(feats, cfg.search.norm_tol)
-    rank, sims = nearest_neighbours(x, max(cfg.k1 + 1, cfg.k2), cfg.search.knn_backend, cfg.search)
+    depth = neighbourhoods(cfg.convention, cfg.k1, cfg.k2).depth
+    rank, sims = nearest_neighbours(x, depth, cfg.search.knn_backend, cfg.search, device)
     t_knn = time.perf_counter()
-    vq = expanded_weights(x, rank, sims, cfg.k1, cfg.k2)
+    vq = expanded_weights(x, rank, sims, cfg.k1, cfg.k2, convention=cfg.convention)
     del rank, sims
     dist = sparse_jaccard(vq, cfg.eps, cfg.search)
     del vq

@@ -1,10 +1,17 @@
 """Sparse k-reciprocal Jaccard distance (METHOD.md step 2), never an N x N dense matrix.
 
-Definition (d(i, j) = 2 - 2 x_i . x_j on L2-normalised features; rank = `knn.nearest_neighbours`):
-  N(i, k) = rank[i, :k+1];  R(i, k) = {j in N(i, k) : i in N(j, k)}  (symmetric, i in R(i, k)).
-  E(i) = R(i, k1), grown by R(c, round(k1/2)) for each c in R(i, k1) whose set shares more than
+Definition (d(i, j) = 2 - 2 x_i . x_j on L2-normalised features; rank = `knn.nearest_neighbours`,
+whose row i starts with i itself):
+  N(i, k1) = rank[i, :a], N(i, kh) = rank[i, :b] with kh = round(k1/2), and query expansion over
+  rank[i, :c]; (a, b, c) depend on the convention (`CONVENTIONS`):
+    cluster_contrast (default): a = k1, b = kh + 1, c = min(k2, k1): cluster-contrast-reid's
+      `compute_jaccard_distance` (CMMT, ICPG, CLPC), whose kNN search returns k1 points, self
+      included, so its lists hold k1 columns;
+    zhong: a = k1 + 1, b = kh + 1, c = k2: Zhong et al.'s re-ranking code (full ranking).
+  R(i, k) = {j in N(i, k) : i in N(j, k)}  (symmetric, i in R(i, k)).
+  E(i) = R(i, k1), grown by R(c, kh) for each c in R(i, k1) whose set shares more than
   2/3 of its members with R(i, k1).  V[i, j] = softmax over j in E(i) of -d(i, j).
-  V'[i] = mean of V[rank[i, :k2]] (query expansion; k2 = 1 leaves V unchanged).
+  V'[i] = mean of V[rank[i, :c]] (query expansion; c = 1 leaves V unchanged).
   m(i, j) = sum_k min(V'[i, k], V'[j, k]);  J(i, j) = max(0, 1 - m / (2 - m)).
 
 Only pairs with J <= max_distance are kept, i.e. m >= tau = 2(1 - eps) / (2 - eps). They are found
@@ -20,13 +27,15 @@ verified exactly, block by block, against a dense copy of the block's rows.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
-from cpcl.clustering.knn import KNN_BACKENDS, check_features, nearest_neighbours
+from cpcl.clustering.knn import KNN_BACKENDS, check_features, knn_device, nearest_neighbours
 from cpcl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -37,10 +46,13 @@ _SIM_CHUNK = 65536  # pairs whose feature dot product is computed at once (memor
 
 @dataclass(frozen=True)
 class JaccardOptions:
-    """How the sparse Jaccard distance is computed. With the exact kNN backend ("flat") none
-    of these change the result, only speed and memory; "hnsw" trades exactness for speed."""
+    """How the sparse Jaccard distance is computed. With an exact kNN backend ("flat",
+    "faiss_flat") none of these change the result beyond float rounding, only speed and memory;
+    "hnsw" trades exactness for speed."""
 
-    knn_backend: str = "flat"  # "flat": exact faiss IndexFlatIP; "hnsw": approximate HNSW graph
+    knn_backend: str = "flat"  # "flat": exact, torch fp32 blocks; "faiss_flat": exact faiss IndexFlatIP; "hnsw": approximate
+    knn_device: str = "auto"  # where "flat" runs: auto (a CUDA tensor's device, else the first GPU, else cpu) | cpu | cuda[:N]
+    knn_block: int = 4096  # points per block of the "flat" kNN (memory: two block x block fp32 tiles)
     hnsw_m: int = 32  # HNSW graph degree (hnsw backend only)
     hnsw_ef_construction: int = 200  # HNSW build-time beam width (hnsw backend only)
     hnsw_ef_search: int = 128  # HNSW query-time beam width, raised to k if smaller (hnsw only)
@@ -58,12 +70,19 @@ class JaccardOptions:
             raise ConfigError(
                 f"prefix_fraction: expected 0 <= value <= 1, got {self.prefix_fraction}"
             )
-        positive = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "row_chunk", "verify_rows")
+        positive = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "row_chunk", "verify_rows",
+                    "knn_block")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")
         if not self.norm_tol > 0:
             raise ConfigError(f"norm_tol: expected a positive float, got {self.norm_tol}")
+        if self.knn_device != "auto":
+            try:
+                torch.device(self.knn_device)
+            except RuntimeError:
+                raise ConfigError(f"knn_device: {self.knn_device!r} is not valid; use auto, cpu, cuda "
+                                  "or cuda:N") from None
 
 
 def check_jaccard_params(k1: int, k2: int, max_distance: float) -> None:
@@ -79,13 +98,42 @@ def check_jaccard_params(k1: int, k2: int, max_distance: float) -> None:
         raise ConfigError(f"eps / max_distance: expected 0 <= value < 1, got {max_distance}")
 
 
-def reciprocal_sets(rank: np.ndarray, k: int) -> sp.csr_matrix:
+@dataclass(frozen=True)
+class Neighbourhoods:
+    """Sizes of the ranking prefixes the distance reads; each counts the point itself."""
+
+    near: int  # members of N(i, k1)
+    half: int  # members of N(i, round(k1/2))
+    expansion: int  # rows averaged by query expansion (1: none)
+
+    @property
+    def depth(self) -> int:
+        """Ranking entries needed per point."""
+        return max(self.near, self.half, self.expansion)
+
+
+# convention name -> neighbourhood sizes for (k1, k2); the module docstring defines both.
+CONVENTIONS: dict[str, Callable[[int, int], Neighbourhoods]] = {
+    "cluster_contrast": lambda k1, k2: Neighbourhoods(k1, round(k1 / 2) + 1, min(k2, k1)),
+    "zhong": lambda k1, k2: Neighbourhoods(k1 + 1, round(k1 / 2) + 1, k2),
+}
+
+
+def neighbourhoods(convention: str, k1: int, k2: int) -> Neighbourhoods:
+    """The sizes `convention` (a key of CONVENTIONS) gives to k1, k2; ConfigError if unknown."""
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"convention: unknown {convention!r}; valid: {sorted(CONVENTIONS)}")
+    return CONVENTIONS[convention](k1, k2)
+
+
+def reciprocal_sets(rank: np.ndarray, members: int) -> sp.csr_matrix:
     """R(., k) as a symmetric 0/1 pattern: [N, N] int32 CSR, R[i, j] = 1 iff j in R(i, k).
 
-    rank: [N, K] house-ordered neighbour lists (rank[:, 0] = arange(N)); uses rank[:, :k+1].
+    rank: [N, K] house-ordered neighbour lists (rank[:, 0] = arange(N)); N(i, k) is
+    rank[i, :members], the point itself included.
     """
     n = rank.shape[0]
-    cols = rank[:, : k + 1]
+    cols = rank[:, :members]
     width = cols.shape[1]
     near = sp.csr_matrix(
         (np.ones(cols.size, np.int32), cols.ravel(), np.arange(0, n * width + 1, width)),
@@ -94,17 +142,17 @@ def reciprocal_sets(rank: np.ndarray, k: int) -> sp.csr_matrix:
     return near.multiply(near.T).tocsr()
 
 
-def expanded_sets(rank: np.ndarray, k1: int) -> sp.csr_matrix:
+def expanded_sets(rank: np.ndarray, sizes: Neighbourhoods) -> sp.csr_matrix:
     """E(i) for every i as a 0/1 pattern: [N, N] int32 CSR with sorted indices.
 
     E(i) = R(i, k1) plus R(c, kh), kh = round(k1/2), for each c in R(i, k1) with
     3 |R(c, kh) & R(i, k1)| > 2 |R(c, kh)| (integer form of "> 2/3", no float rounding).
     """
-    r1 = reciprocal_sets(rank, k1)
-    rh = reciprocal_sets(rank, int(round(k1 / 2)))
+    r1 = reciprocal_sets(rank, sizes.near)
+    rh = reciprocal_sets(rank, sizes.half)
     shared = (r1 @ rh).multiply(r1).tocsr()  # [i, c] = |R(i, k1) & R(c, kh)| as rh is symmetric
-    sizes = np.diff(rh.indptr)
-    shared.data = (3 * shared.data > 2 * sizes[shared.indices]).astype(np.int32)
+    sizes_h = np.diff(rh.indptr)
+    shared.data = (3 * shared.data > 2 * sizes_h[shared.indices]).astype(np.int32)
     shared.eliminate_zeros()
     grown = (r1 + shared @ rh).tocsr()
     grown.data[:] = 1
@@ -135,21 +183,22 @@ def _pair_sims(
 
 
 def expanded_weights(
-    feats: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, k2: int
+    feats: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, k2: int, *, convention: str
 ) -> sp.csr_matrix:
     """V' of the module docstring: [N, N] float64 CSR, sorted indices, every row sums to 1.
 
     feats: [N, D] float32 L2-normalised; rank, sims: [N, K] from `nearest_neighbours`, K >=
-    min(N, max(k1 + 1, k2)).
+    min(N, neighbourhoods(convention, k1, k2).depth).
     """
     n = rank.shape[0]
-    pattern = expanded_sets(rank, k1)
+    sizes = neighbourhoods(convention, k1, k2)
+    pattern = expanded_sets(rank, sizes)
     rows = np.repeat(np.arange(n), np.diff(pattern.indptr))
     sim = _pair_sims(feats, rows, pattern.indices, rank, sims, _SIM_CHUNK)
     weight = np.exp(2.0 * sim - 2.0)  # exp(-d), d = 2 - 2 x_i . x_j
     weight /= np.repeat(np.add.reduceat(weight, pattern.indptr[:-1]), np.diff(pattern.indptr))
     v = sp.csr_matrix((weight, pattern.indices, pattern.indptr), shape=(n, n))
-    width = min(k2, rank.shape[1])
+    width = min(sizes.expansion, rank.shape[1])
     if width <= 1:
         return v
     indptr = np.arange(0, n * width + 1, width)
@@ -294,16 +343,21 @@ def sparse_jaccard(vq: sp.csr_matrix, max_distance: float, opts: JaccardOptions)
 
 
 def jaccard_distance_sparse(
-    feats: object, k1: int, k2: int, max_distance: float, opts: JaccardOptions | None = None
+    feats: object, k1: int, k2: int, max_distance: float, opts: JaccardOptions | None = None, *,
+    convention: str,
 ) -> sp.csr_matrix:
     """k-reciprocal Jaccard distance of L2-normalised features, pairs with J <= max_distance.
 
     feats: [N, D] numpy array or torch tensor, L2-normalised (FeatureError otherwise).
-    Returns a symmetric [N, N] float64 CSR (sorted indices): every pair with J <= max_distance
-    stored, diagonal included as explicit zeros; absent pairs have J > max_distance.
+    convention: a key of CONVENTIONS. Returns a symmetric [N, N] float64 CSR (sorted indices):
+    every pair with J <= max_distance stored, diagonal included as explicit zeros; absent pairs
+    have J > max_distance.
     """
     opts = opts or JaccardOptions()
     check_jaccard_params(k1, k2, max_distance)
+    depth = neighbourhoods(convention, k1, k2).depth
+    device = knn_device(feats, opts.knn_device)
     x = check_features(feats, opts.norm_tol)
-    rank, sims = nearest_neighbours(x, max(k1 + 1, k2), opts.knn_backend, opts)
-    return sparse_jaccard(expanded_weights(x, rank, sims, k1, k2), max_distance, opts)
+    rank, sims = nearest_neighbours(x, depth, opts.knn_backend, opts, device)
+    vq = expanded_weights(x, rank, sims, k1, k2, convention=convention)
+    return sparse_jaccard(vq, max_distance, opts)
