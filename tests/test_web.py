@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageFile
 
 from cpcl.cli import main
 from cpcl.index.search import Searcher
+from cpcl.web import uploads
 from cpcl.web.app import create_app
 from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
 from cpcl.web.limits import MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES
+from cpcl.web.server import server_config
 from search_support import write_checkpoint, write_gallery
 
 TEXT = "a man in a blue jacket with a backpack"
@@ -139,6 +147,7 @@ def test_uploads_over_the_limit_are_refused_with_413(client):
     "/gallery/c1/..%2f..%2fsecret.txt",
     "/gallery/%2Fetc%2Fpasswd", "/gallery//etc/passwd", "/gallery/meta.csv", "/gallery/.thumbs/hidden.png",
     "/gallery/c1/broken.jpg", "/gallery/notes.txt", "/gallery/", "/gallery/c1",
+    "/gallery/c1/%00.png", "/gallery/%00", "/gallery/c1%00/../../secret.txt", "/gallery/" + "a" * 300 + ".png",
 ])
 def test_only_indexed_images_inside_the_root_are_served(client, url):
     response = client.get(url)
@@ -169,3 +178,182 @@ def test_the_web_app_never_imports_the_training_engine():
     code = "import sys, cpcl.web.app; print(sorted(m for m in sys.modules if m.startswith('cpcl.engine')))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("path", ["c1/\x00.png", "c1/" + "a" * 300 + ".png", "c1/" + "a" * 5000])
+def test_an_indexed_path_the_file_system_refuses_is_404(searcher, path):
+    """A path that passes the index check but makes the OS raise (NUL byte, a name over 255 bytes) is 404, not 500."""
+    searcher._paths[path] = 0  # as if it had been indexed
+    try:
+        response = TestClient(create_app(searcher)).get("/gallery/" + path.replace("\x00", "%00"))
+        assert response.status_code == 404 and response.json() == {"detail": "no such image in the gallery"}
+    finally:
+        del searcher._paths[path]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ('{"text": "a man", "min_score": NaN}', "finite number"),
+    ('{"text": "a man", "min_score": Infinity}', "finite number"),
+    ('{"text": "a man", "min_score": -Infinity}', "finite number"),
+    ('{"text": "a man", "k": 1e400}', "valid integer"),
+    ('{"text": "a \\ud800 man"}', "unicode"),
+    ('{"text": "a man", "cameras": ["c1", "\\udfff"]}', "lone surrogate (U+DFFF)"),
+    ('{"text": "a man", "time_from": "\\ud800"}', "unicode"),
+    ('{"text": "a man", "time_from": "nan"}', "is not a time"),
+    ('{"text": "a man", "time_to": "-inf"}', "is not a time"),
+    ('{"text": "a man", "k": true}', "valid integer"),
+    ('{"text": "a man", "k": 2.0}', "valid integer"),
+    ('{"text": "a man", "k": "2"}', "valid integer"),
+    ('{"text": "a man", "min_score": true}', "valid number"),
+    ('{"text": 5}', "valid string"),
+])
+def test_non_finite_numbers_lone_surrogates_and_loose_types_are_422(client, raw, message):
+    response = client.post("/api/search", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 422 and message in response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) or all("input" not in error for error in detail)  # the input is not echoed
+
+
+def test_strict_fields_still_take_plain_json_numbers(client):
+    body = client.post("/api/search", json={"text": TEXT, "k": 3, "min_score": -1}).json()
+    assert body["count"] == 3
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"k": "true"}, "valid integer"), ({"min_score": "nan"}, "finite number"), ({"min_score": "inf"}, "finite number"),
+    ({"time_from": "nan"}, "is not a time"),
+])
+def test_upload_form_fields_are_strict_too(client, searcher, data, message):
+    good = png_bytes(searcher.root / searcher.records[0]["path"])
+    response = client.post("/api/search/image", files={"image": ("q.png", good, "image/png")}, data=data)
+    assert response.status_code == 422 and message in response.text
+
+
+def declared_image(size: tuple[int, int], fmt: str) -> bytes:
+    """A small file declaring a large image (one flat colour: it compresses to almost nothing)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (120, 80, 40)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt, decoded_at_most", [("JPEG", 5000 // 4), ("PNG", 5000)])
+def test_large_uploads_are_decoded_reduced(client, searcher, monkeypatch, fmt, decoded_at_most):
+    """JPEG is decoded scaled (draft), every format is shrunk by whole factors before it reaches the model."""
+    payload = declared_image((5000, 5000), fmt)
+    loaded, queried = [], []
+    original_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (loaded.append(self.size), original_load(self))[1])
+    original_search = searcher.search_image
+    monkeypatch.setattr(searcher, "search_image",
+                        lambda picture, *a: (queried.append(picture.size), original_search(picture, *a))[1])
+    response = client.post("/api/search/image", files={"image": ("q", payload, "image/" + fmt.lower())})
+    assert response.status_code == 200, response.text
+    assert max(max(size) for size in loaded) <= decoded_at_most
+    height, width = searcher.image_size
+    (got_w, got_h), = queried
+    assert 2 * width <= got_w < 4 * width and 2 * height <= got_h < 4 * height
+
+
+def test_small_uploads_keep_every_pixel():
+    decoder = uploads.UploadDecoder((32, 16), slots=1, wait_s=1.0)
+    picture = Image.effect_noise((16, 40), 64).convert("RGB")
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    upload = type("Upload", (), {"file": io.BytesIO(buffer.getvalue())})()
+    np.testing.assert_array_equal(np.asarray(decoder.decode(upload)), np.asarray(picture))
+
+
+def test_concurrent_decodes_are_bounded_and_a_long_wait_is_503(client, searcher, monkeypatch):
+    inside, most, gate = [0], [0], threading.Event()
+    lock = threading.Lock()
+    original = uploads._shrink
+
+    def slow_shrink(data, target):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        gate.wait(timeout=10)
+        with lock:
+            inside[0] -= 1
+        return original(data, target)
+
+    monkeypatch.setattr(uploads, "_shrink", slow_shrink)
+    good = png_bytes(searcher.root / searcher.records[0]["path"])
+    app = TestClient(create_app(searcher, WebConfig(decode_slots=2, decode_wait_s=0.5)))
+    statuses: list[int] = []
+
+    def upload() -> None:
+        statuses.append(app.post("/api/search/image", files={"image": ("q.png", good, "image/png")}).status_code)
+
+    threads = [threading.Thread(target=upload) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.5)  # two hold the slots, two give up after 0.5 s
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert most[0] == 2 and sorted(statuses) == [200, 200, 503, 503]
+
+
+@pytest.fixture
+def live_server(searcher) -> Iterator[tuple[str, int]]:
+    """(host, port) of uvicorn serving the app with the timed protocol: head 0.5 s, body 1 s, keep-alive 1 s."""
+    config = WebConfig(header_timeout_s=0.5, body_timeout_s=1.0, keep_alive_s=1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(server_config(create_app(searcher, config), "127.0.0.1", 0, config))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield sock.getsockname()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def seconds_until_closed(address: tuple[str, int], sent: bytes, limit: float = 10.0) -> tuple[float, bytes]:
+    """Send `sent`, then read until the server closes the connection: (seconds it took, bytes received)."""
+    with socket.create_connection(address, timeout=limit) as conn:
+        start = time.monotonic()
+        conn.sendall(sent)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+        return time.monotonic() - start, received
+
+
+def test_slow_heads_and_bodies_are_timed_out(live_server):
+    request = b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    elapsed, received = seconds_until_closed(live_server, request)  # the blank line that ends the head never comes
+    assert 0.4 <= elapsed < 5 and received == b""
+    elapsed, received = seconds_until_closed(live_server, b"")  # connects and says nothing
+    assert 0.4 <= elapsed < 5 and received == b""
+    head = (b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n")
+    elapsed, received = seconds_until_closed(live_server, head + b'{"text": ')  # 9 of 100 body bytes
+    assert 0.9 <= elapsed < 6 and b" 200 " not in received
+
+
+def test_a_prompt_request_is_answered_and_the_idle_connection_closed(live_server):
+    elapsed, received = seconds_until_closed(live_server, b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 200 ") and b'"count":12' in received
+    assert 0.9 <= elapsed < 6  # kept alive for keep_alive_s, then closed
+
+
+def test_an_oversized_head_is_refused(live_server):
+    head = b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * (WebConfig.max_header_bytes + 1)
+    _, received = seconds_until_closed(live_server, head)
+    assert received.startswith(b"HTTP/1.1 400 ")
+
+
+def test_web_settings_are_checked():
+    from cpcl.utils.errors import ConfigError
+
+    for bad in ({"decode_slots": 0}, {"header_timeout_s": 0.0}, {"body_timeout_s": float("nan")}, {"min_score": 2.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            WebConfig(**bad)

@@ -23,6 +23,7 @@ from cpcl.cli import main
 from cpcl.index.search import Searcher
 from cpcl.web.app import create_app
 from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
+from cpcl.web.server import server_config
 from search_support import write_checkpoint, write_gallery
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -54,7 +55,9 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Searcher]]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", backlog=CONCURRENT * 2))
+    config = server_config(app, "127.0.0.1", 0, WebConfig())  # the timed protocol and timeouts cpcl serve runs with
+    config.backlog = CONCURRENT * 2
+    uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -38,7 +38,8 @@ def is_loopback(host: str) -> bool:
 def run_serve(args: argparse.Namespace) -> int:
     from cpcl.index.search import Searcher
     from cpcl.utils.errors import CpclError
-    from cpcl.web.app import create_app, serve
+    from cpcl.web.app import create_app
+    from cpcl.web.server import serve
     from cpcl.web.limits import MAX_K
 
     if not 1 <= args.k <= MAX_K:
@@ -54,5 +55,5 @@ def run_serve(args: argparse.Namespace) -> int:
                        allowed_hosts=LOOPBACK_HOSTS if loopback else ("*",))
     print(f"serving {searcher.count} images of {searcher.root} at http://{args.host}:{args.port}/ "
           f"(API description: /docs, /openapi.json); Ctrl-C stops", flush=True)
-    serve(create_app(searcher, config), args.host, args.port)
+    serve(create_app(searcher, config), args.host, args.port, config)
     return 0

@@ -58,15 +58,18 @@ def relative_to_root(path: Path, root: Path) -> str | None:
 
 
 def parse_time(value: Any, where: str = "time") -> float:
-    """Seconds since the epoch from a number or an ISO 8601 date-time (naive = UTC); DataError otherwise."""
+    """Seconds since the epoch from a finite number or an ISO 8601 date-time (naive = UTC); DataError otherwise
+    (NaN and infinities too: no row would compare with them)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if math.isfinite(value):
             return float(value)
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None
+    if seconds is not None and math.isfinite(seconds):
+        return seconds
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -103,6 +103,12 @@ class Searcher:
     def root(self) -> Path:
         return self.manifest.root
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(H, W) the model reads images at."""
+        height, width = self.manifest.preprocessing["image_size"]
+        return int(height), int(width)
+
     def camera_names(self) -> list[str]:
         return sorted(set(self.cameras) - {""})
 

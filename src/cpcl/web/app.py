@@ -2,32 +2,36 @@
 
 `create_app(searcher)` builds the app around an open `cpcl.index.Searcher`; nothing is loaded
 at import time. Safe by construction: images are served only when their path is a record of
-the index *and* resolves inside the gallery root; queries, k, filters and uploads are bounded;
-bad requests get a 4xx with a one-line `detail`; responses carry a strict content security
-policy (the page uses no inline script and builds its DOM from text, never from HTML).
+the index *and* resolves inside the gallery root; queries, k, filters and uploads are bounded
+(numbers strict and finite, text valid Unicode; uploads decoded a few at a time and at reduced
+size, `cpcl.web.uploads`); bad requests get a 4xx with a one-line `detail` (validation errors:
+FastAPI's list, without the input); responses carry a strict content security policy (the page
+uses no inline script and builds its DOM from text, never from HTML). `cpcl.web.server` runs it
+with every timeout set.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import quote
 
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from PIL import Image, UnidentifiedImageError
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from cpcl import __version__
 from cpcl.index.search import Filters, Hit, Searcher
 from cpcl.utils.errors import CpclError
 from cpcl.web.config import WebConfig
-from cpcl.web.limits import (MAX_FIELD_CHARS, MAX_FILTER_VALUES, MAX_IMAGE_PIXELS, MAX_K, MAX_UPLOAD_BYTES,
-                             BodyLimit, InfoResponse, SearchRequest, SearchResponse, security_headers)
+from cpcl.web.limits import (MAX_FIELD_CHARS, MAX_FILTER_VALUES, MAX_K, MAX_UPLOAD_BYTES, BodyLimit, InfoResponse,
+                             SearchRequest, SearchResponse, security_headers)
+from cpcl.web.uploads import UploadDecoder
 
 log = logging.getLogger(__name__)
 
@@ -59,24 +63,12 @@ def _answer(search: Callable[[], list[Hit]]) -> dict:
     return {"results": _results(hits), "count": len(hits)}
 
 
-def _read_upload(image: UploadFile) -> Image.Image:
-    """The uploaded example image, decoded; 413 / 415 / 400 for too large, not an image, broken."""
-    data = image.file.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        raise HTTPException(status_code=413, detail=f"image larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-    if not data:
-        raise HTTPException(status_code=400, detail="the uploaded image is empty")
-    try:
-        picture = Image.open(io.BytesIO(data))
-        if picture.width * picture.height > MAX_IMAGE_PIXELS:
-            raise HTTPException(status_code=413, detail=f"image larger than {MAX_IMAGE_PIXELS:,} pixels")
-        picture.load()
-    except UnidentifiedImageError:
-        raise HTTPException(status_code=415, detail="the upload is not an image PIL can read "
-                                                    "(use JPEG, PNG, WebP, BMP, GIF or TIFF)") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise HTTPException(status_code=400, detail=f"the uploaded image is broken: {err}") from None
-    return picture
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 with FastAPI's list of {loc, msg, type} minus the offending input, which may be anything
+    (NaN, a lone surrogate, megabytes) and is not echoed back."""
+    errors = [{key: value for key, value in error.items() if key not in ("input", "ctx", "url")}
+              for error in exc.errors()]
+    return JSONResponse(status_code=422, content={"detail": jsonable_encoder(errors)})
 
 
 def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
@@ -87,9 +79,11 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     app.middleware("http")(security_headers)
     app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES + 64 * 1024)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     static = resources.files("cpcl.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     root = searcher.root.resolve()
+    decoder = UploadDecoder(searcher.image_size, config.decode_slots, config.decode_wait_s)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -110,28 +104,29 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
 
     @app.post("/api/search/image", response_model=SearchResponse, summary="Search by an example image")
     def search_image(image: UploadFile = File(..., description=f"JPEG / PNG / WebP, at most {MAX_UPLOAD_BYTES} bytes"),
-                     k: int | None = Form(None, ge=1, le=MAX_K), min_score: float | None = Form(None, ge=-1.0, le=1.0),
+                     k: int | None = Form(None, ge=1, le=MAX_K),
+                     min_score: float | None = Form(None, ge=-1.0, le=1.0, allow_inf_nan=False),
                      cameras: list[str] = Form([], max_length=MAX_FILTER_VALUES),
                      time_from: str | None = Form(None, max_length=MAX_FIELD_CHARS),
                      time_to: str | None = Form(None, max_length=MAX_FIELD_CHARS)) -> dict:
         k = k or config.default_k
         filters = _filters(cameras, time_from, time_to)
-        picture = _read_upload(image)
+        picture = decoder.decode(image)
         return _answer(lambda: searcher.search_image(picture, k, min_score, filters))
 
     @app.get("/gallery/{path:path}", summary="A gallery image (only images of the index, only inside its root)")
     def gallery_image(path: str) -> FileResponse:
-        file = (root / path).resolve()
-        if searcher.row_of(path) is None or not file.is_relative_to(root) or not file.is_file():
-            raise HTTPException(status_code=404, detail="no such image in the gallery")
+        missing = HTTPException(status_code=404, detail="no such image in the gallery")
+        if searcher.row_of(path) is None:  # first: only an indexed path is ever looked up on disk
+            raise missing
+        try:
+            file = (root / path).resolve()
+            served = file.is_relative_to(root) and file.is_file()
+        except (OSError, ValueError):  # a NUL byte, a name too long for the file system
+            served = False
+        if not served:
+            raise missing
         return FileResponse(file, headers={"Cache-Control": "private, max-age=3600"})
 
     return app
-
-
-def serve(app: FastAPI, host: str, port: int) -> None:
-    """Run `app` with uvicorn until interrupted."""
-    import uvicorn
-
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
 

@@ -21,14 +21,30 @@ CSP = ("default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src '
 NO_CSP_PREFIXES = ("/docs", "/redoc")  # FastAPI's API explorers load their own scripts
 
 
-class SearchRequest(BaseModel):
-    """A search by sentence, with optional result count, score floor and metadata filters."""
+def readable_text(value: str) -> str:
+    """`value` unchanged; ValueError when it holds a lone surrogate (JSON's \\ud800 escape): text that is
+    not Unicode, which no tokenizer or response can encode."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"the text holds a lone surrogate (U+{ord(value[err.start]):04X}) at character "
+                         f"{err.start}: not valid Unicode") from None
+    return value
 
-    model_config = ConfigDict(extra="forbid")
+
+class SearchRequest(BaseModel):
+    """A search by sentence, with optional result count, score floor and metadata filters.
+
+    Strict: `k` is a JSON integer (not true, 2.5 or "2"); `min_score` a finite number (not NaN,
+    Infinity or true); strings hold no lone surrogates.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     text: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="what the person looks like")
     k: int | None = Field(None, ge=1, le=MAX_K, description="results to return (default: the server's)")
-    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="leave out results scoring below this")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, allow_inf_nan=False,
+                                    description="leave out results scoring below this")
     cameras: list[str] = Field([], max_length=MAX_FILTER_VALUES, description="only these cameras (empty: any; "
                                f"names of at most {MAX_FIELD_CHARS} characters)")
     time_from: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or after "
@@ -41,6 +57,13 @@ class SearchRequest(BaseModel):
         if not text.strip():
             raise ValueError("the search text is blank")
         return text
+
+    @field_validator("cameras")
+    @classmethod
+    def _unicode(cls, cameras: list[str]) -> list[str]:  # strict str fields refuse lone surrogates; list items not
+        for name in cameras:
+            readable_text(name)
+        return cameras
 
 
 class Result(BaseModel):
