@@ -1,14 +1,16 @@
-"""Benchmark the clustering phase: sparse Jaccard + DBSCAN (cpcl.clustering) against a dense
-N x N reference written the way public re-ranking code is (dense float32 distance, V, V_qe and
-Jaccard matrices; loops over rows; an inverted index for the min-sums).
+"""Benchmark the clustering phase: sparse Jaccard + DBSCAN (cpcl.clustering) with each exact kNN
+engine (torch "flat", faiss "faiss_flat"), against a dense N x N reference written the way public
+re-ranking code is (dense float32 distance, V, V_qe and Jaccard matrices; loops over rows; an
+inverted index for the min-sums), in the configured convention (default cluster_contrast).
 
     PYTHONPATH=src python benchmarks/bench_clustering.py
     PYTHONPATH=src python benchmarks/bench_clustering.py --compare 5000 --fast 34000 --repeats 1
 
 Every case runs in a fresh subprocess, so its peak RSS (getrusage of that child) is its own;
 "baseline" is a child that only imports the libraries and builds the features. Times are wall
-clock of the clustering call alone (features excluded), median over --repeats runs, fast and
-dense interleaved. Prints markdown tables.
+clock of the clustering call alone (features excluded), median over --repeats runs, the engines
+and the dense reference interleaved so that they see the same machine load. Prints markdown
+tables.
 """
 
 from __future__ import annotations
@@ -65,15 +67,20 @@ def _k_reciprocal(rank: np.ndarray, i: int, k: int) -> np.ndarray:
     return forward[np.nonzero(backward == i)[0]]
 
 
-def dense_reference(x: np.ndarray, k1: int, k2: int, eps: float, min_samples: int) -> np.ndarray:
-    """Labels from dense N x N float32 matrices, as public k-reciprocal re-ranking code does."""
+def dense_reference(x: np.ndarray, k1: int, k2: int, eps: float, min_samples: int,
+                    convention: str) -> np.ndarray:
+    """Labels from dense N x N float32 matrices, as public k-reciprocal re-ranking code does.
+
+    convention "cluster_contrast": the neighbour lists hold k1 points, self included (its kNN
+    search returns k1); "zhong": a full ranking (k1 + 1 and k2 are all that is read)."""
     import torch
     from sklearn.cluster import DBSCAN
 
     n = len(x)
     xt = torch.from_numpy(x)
     dist = torch.mm(xt, xt.t())  # [N, N] similarity, turned into distance in place below
-    rank = torch.topk(dist, min(n, max(k1 + 1, k2)), dim=1).indices.numpy()
+    width = k1 if convention == "cluster_contrast" else max(k1 + 1, k2)
+    rank = torch.topk(dist, min(n, width), dim=1).indices.numpy()
     dist = dist.mul_(-2.0).add_(2.0).numpy()
     not_first = np.flatnonzero(rank[:, 0] != np.arange(n))  # self first (exact ties only)
     for i in not_first:
@@ -115,19 +122,24 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+ENGINES = ("flat", "faiss_flat")  # exact kNN backends compared: torch, faiss IndexFlatIP
+ENGINE_NAMES = {"flat": "torch", "faiss_flat": "faiss"}
+
+
 def child(method: str, n: int, seed: int, labels_out: Path) -> dict:
     """One case in this (fresh) process; returns times, peak RSS and cluster counts."""
-    from cpcl.clustering import ClusterConfig, cluster_features, relabel_consecutive
+    from cpcl.clustering import ClusterConfig, JaccardOptions, cluster_features, relabel_consecutive
 
     cfg = ClusterConfig()
     x, _ = make_features(n, seed=seed)
     out: dict = {"method": method, "n": n}
-    if method == "fast":
-        res = cluster_features(x, cfg)
+    if method in ENGINES:
+        res = cluster_features(x, ClusterConfig(search=JaccardOptions(knn_backend=method, knn_device="cpu")))
         labels, out["seconds"], out["n_pairs"] = res.labels, res.seconds, res.n_pairs
     elif method == "dense":
         start = time.perf_counter()
-        labels = relabel_consecutive(dense_reference(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples))
+        dense = dense_reference(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, cfg.convention)
+        labels = relabel_consecutive(dense)
         out["seconds"] = {"total": time.perf_counter() - start}
     else:
         labels = np.full(n, -1, np.int64)
@@ -150,66 +162,67 @@ def run_case(method: str, n: int, seed: int) -> tuple[dict, np.ndarray]:
         return record, np.load(labels_path)
 
 
-def median_runs(method: str, n: int, seed: int, repeats: int) -> tuple[dict, np.ndarray]:
-    runs = [run_case(method, n, seed) for _ in range(repeats)]
-    record, labels = runs[0]
-    for key in record["seconds"]:
-        record["seconds"][key] = float(np.median([r["seconds"][key] for r, _ in runs]))
-    record["peak_rss_mb"] = float(np.max([r["peak_rss_mb"] for r, _ in runs]))
-    return record, labels
-
-
 def compare_table(sizes: list[int], seed: int, repeats: int) -> list[str]:
     from sklearn.metrics import adjusted_rand_score
 
-    lines = ["| N | fast s | dense s | speed-up | fast peak RSS MB | dense peak RSS MB | "
-             "baseline RSS MB | ARI | identical | clusters / outliers |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| N | torch s | faiss s | dense s | faiss / torch | dense / torch | torch peak RSS MB | "
+             "faiss peak RSS MB | dense peak RSS MB | baseline RSS MB | labels identical (ARI vs dense) | "
+             "clusters / outliers |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in sizes:
         base, _ = run_case("baseline", n, seed)
-        fast_runs, dense_runs = [], []
-        for _ in range(repeats):  # interleaved, so both see the same machine load
-            fast_runs.append(run_case("fast", n, seed))
-            dense_runs.append(run_case("dense", n, seed))
-        t_fast = float(np.median([r["seconds"]["total"] for r, _ in fast_runs]))
-        t_dense = float(np.median([r["seconds"]["total"] for r, _ in dense_runs]))
-        (fast, lf), (dense, ld) = fast_runs[0], dense_runs[0]
+        runs: dict[str, list] = {m: [] for m in (*ENGINES, "dense")}
+        for _ in range(repeats):  # interleaved, so all see the same machine load
+            for method in runs:
+                runs[method].append(run_case(method, n, seed))
+        t = {m: float(np.median([r["seconds"]["total"] for r, _ in rs])) for m, rs in runs.items()}
+        rss = {m: max(r["peak_rss_mb"] for r, _ in rs) for m, rs in runs.items()}
+        labels = {m: rs[0][1] for m, rs in runs.items()}
+        same = all(np.array_equal(labels[m], labels["dense"]) for m in ENGINES)
+        ari = min(adjusted_rand_score(labels["dense"], labels[m]) for m in ENGINES)
+        first = runs["flat"][0][0]
         lines.append(
-            f"| {n:,} | {t_fast:.2f} | {t_dense:.2f} | {t_dense / t_fast:.1f}x | "
-            f"{max(r['peak_rss_mb'] for r, _ in fast_runs):,.0f} | "
-            f"{max(r['peak_rss_mb'] for r, _ in dense_runs):,.0f} | {base['peak_rss_mb']:,.0f} | "
-            f"{adjusted_rand_score(ld, lf):.6f} | {bool(np.array_equal(lf, ld))} | "
-            f"{fast['clusters']:,} / {fast['outliers']:,} |"
+            f"| {n:,} | {t['flat']:.2f} | {t['faiss_flat']:.2f} | {t['dense']:.2f} | "
+            f"{t['faiss_flat'] / t['flat']:.2f}x | {t['dense'] / t['flat']:.1f}x | {rss['flat']:,.0f} | "
+            f"{rss['faiss_flat']:,.0f} | {rss['dense']:,.0f} | {base['peak_rss_mb']:,.0f} | "
+            f"{'yes' if same else 'NO'} ({ari:.6f}) | {first['clusters']:,} / {first['outliers']:,} |"
         )
     return lines
 
 
 def fast_table(sizes: list[int], seed: int, repeats: int) -> list[str]:
-    lines = ["| N | kNN s | sparse Jaccard s | DBSCAN s | total s | peak RSS MB | "
-             "baseline RSS MB | pairs J<=eps | clusters / outliers |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| N | engine | kNN s | sparse Jaccard s | DBSCAN s | total s | peak RSS MB | "
+             "baseline RSS MB | pairs J<=eps | clusters / outliers | labels = torch's |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in sizes:
         base, _ = run_case("baseline", n, seed)
-        rec, _ = median_runs("fast", n, seed, repeats)
-        s = rec["seconds"]
-        lines.append(
-            f"| {n:,} | {s['knn']:.2f} | {s['jaccard']:.2f} | {s['dbscan']:.2f} | "
-            f"{s['total']:.2f} | "
-            f"{rec['peak_rss_mb']:,.0f} | {base['peak_rss_mb']:,.0f} | {rec['n_pairs']:,} | "
-            f"{rec['clusters']:,} / {rec['outliers']:,} |"
-        )
+        recs = {}
+        for _ in range(repeats):  # interleaved, so both engines see the same machine load
+            for method in ENGINES:
+                recs.setdefault(method, []).append(run_case(method, n, seed))
+        for method in ENGINES:
+            runs = recs[method]
+            rec, labels = runs[0]
+            s = {key: float(np.median([r["seconds"][key] for r, _ in runs])) for key in rec["seconds"]}
+            same = np.array_equal(labels, recs["flat"][0][1])
+            lines.append(
+                f"| {n:,} | {ENGINE_NAMES[method]} | {s['knn']:.2f} | {s['jaccard']:.2f} | {s['dbscan']:.2f} | "
+                f"{s['total']:.2f} | {max(r['peak_rss_mb'] for r, _ in runs):,.0f} | "
+                f"{base['peak_rss_mb']:,.0f} | {rec['n_pairs']:,} | {rec['clusters']:,} / {rec['outliers']:,} | "
+                f"{'yes' if same else 'NO'} |"
+            )
     return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", type=int, nargs="*", default=[5000, 20000],
-                        help="sizes run both fast and dense")
+                        help="sizes run with both kNN engines and the dense reference")
     parser.add_argument("--fast", type=int, nargs="*", default=[34000, 68000],
-                        help="sizes run fast only, time split by stage")
+                        help="sizes run with both kNN engines only, time split by stage")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", choices=["fast", "dense", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*ENGINES, "dense", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -217,13 +230,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(child(args.child, args.n, args.seed, args.labels_out)))
         return 0
     import faiss
+    import torch
 
-    print(f"threads: faiss/OpenMP {faiss.omp_get_max_threads()}, cpus {os.cpu_count()}; "
+    print(f"threads: torch {torch.get_num_threads()}, faiss/OpenMP {faiss.omp_get_max_threads()}, "
+          f"cpus {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} at start; "
           f"repeats {args.repeats} (median time, max RSS)\n")
     if args.compare:
         print("\n".join(compare_table(args.compare, args.seed, args.repeats)) + "\n")
     if args.fast:
         print("\n".join(fast_table(args.fast, args.seed, args.repeats)))
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
 
