@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from cpcl.engine.config import CpclSection, OptimSection, TrainConfig
-from cpcl.engine.loop import lr_factor
+from cpcl.engine.loop import lr_factor, make_scaler, optimizer_step
 from cpcl.engine.pseudo_labels import cluster_pairs, oracle_cluster_quality, oracle_pair_labels
 from cpcl.engine.samplers import PKBatchSampler, RandomBatchSampler
 from cpcl.clustering import ClusterConfig
 from cpcl.utils.config import load_config
 from cpcl.utils.errors import ConfigError
+from cpcl.utils.runtime import resolve_precision
 
 
 def test_random_sampler_is_a_seeded_permutation():
@@ -98,3 +99,56 @@ def test_oracle_labels_and_quality_on_a_bad_clustering():
     quality = oracle_cluster_quality(merged, truth, "text")
     assert quality["oracle_text_purity"] == 0.5
     assert 0.0 < quality["oracle_text_nmi"] < 1.0 and quality["oracle_text_ari"] < 1.0
+
+
+# ---------------------------------------------------------------- fp16 loss scaling
+
+
+def _linear_step(scaler: torch.amp.GradScaler, loss_factor: float, grad_clip: float = 0.0):
+    """One optimizer_step of a seeded 4 -> 2 linear layer; returns (stepped, weight after)."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+    loss = layer(torch.ones(3, 4)).sum() * loss_factor
+    stepped = optimizer_step(loss, optimizer, scaler, layer.parameters(), grad_clip)
+    return stepped, layer.weight.detach().clone()
+
+
+def test_grad_scaler_skips_an_inf_step_and_lowers_the_scale():
+    torch.manual_seed(0)
+    before = torch.nn.Linear(4, 2).weight.detach().clone()
+    scaler = make_scaler(torch.float16, torch.device("cpu"))
+    assert scaler.is_enabled() and scaler.get_scale() == 65536.0
+    stepped, weight = _linear_step(scaler, float("inf"))
+    assert not stepped and torch.equal(weight, before)
+    assert scaler.get_scale() == 32768.0
+    stepped, weight = _linear_step(scaler, 1.0, grad_clip=1.0)  # finite: unscaled, clipped, stepped
+    assert stepped and not torch.equal(weight, before)
+    assert scaler.get_scale() == 32768.0  # grows only after growth_interval clean steps
+    state = scaler.state_dict()
+    resumed = make_scaler(torch.float16, torch.device("cpu"))
+    resumed.load_state_dict(state)
+    assert resumed.get_scale() == 32768.0 and resumed.state_dict() == state
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_disabled_scaler_steps_exactly_as_plain_backward(dtype):
+    scaler = make_scaler(dtype, torch.device("cpu"))
+    assert not scaler.is_enabled() and scaler.state_dict() == {}
+    for clip in (0.0, 0.5):
+        stepped, weight = _linear_step(scaler, 3.0, grad_clip=clip)
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 2)
+        optimizer = torch.optim.Adam(layer.parameters(), lr=0.1)
+        (layer(torch.ones(3, 4)).sum() * 3.0).backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(layer.parameters(), clip)
+        optimizer.step()
+        assert stepped and torch.equal(weight, layer.weight)
+
+
+def test_fp16_precision_resolves_to_float16():
+    assert resolve_precision("fp16", torch.device("cpu")) == torch.float16
+    assert TrainConfig(precision="fp16").precision == "fp16"
+    with pytest.raises(ConfigError, match="precision"):
+        load_config(TrainConfig, None, ["precision=fp8"])

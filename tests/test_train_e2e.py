@@ -12,6 +12,7 @@ import yaml
 from PIL import Image
 
 from cpcl.engine import train as train_module
+from cpcl.model.checkpoints import read_checkpoint
 
 METRIC_KEYS = {"R1", "R5", "R10", "mAP", "mINP"}
 
@@ -107,10 +108,12 @@ def test_baselines_run(tiny_root, tmp_path, method):
         assert results["test"]["best"] == results["test"]["last"]
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_root, tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_root, tmp_path, monkeypatch, precision):
     from cpcl.cli import main
 
-    config = write_config(tmp_path / "cfg.yaml", tiny_root, cpcl={"sampler": "pk", "pk_instances": 2})
+    config = write_config(tmp_path / "cfg.yaml", tiny_root, cpcl={"sampler": "pk", "pk_instances": 2},
+                          precision=precision)
     assert main(["train", "-c", str(config), "--out", str(tmp_path / "full")]) == 0
     expected = json.loads((tmp_path / "full" / "results.json").read_text())
 
@@ -123,3 +126,12 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_root, tmp_path, m
     assert resumed == expected
     records = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in records] == [0, 1]
+    full = [json.loads(r) for r in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    resumed_records = [json.loads(r) for r in records]
+    scaler = read_checkpoint(tmp_path / "cut" / "last.pt").extra["run"]["scaler"]
+    if precision == "fp16":  # the loss scale is saved in last.pt and continued by --resume
+        assert full[0]["skipped_steps"] > 0  # overflows lowered the scale: a fresh scaler would differ
+        assert scaler["scale"] == full[-1]["grad_scale"] == resumed_records[-1]["grad_scale"]
+        assert [r["skipped_steps"] for r in resumed_records] == [r["skipped_steps"] for r in full]
+    else:
+        assert scaler == {} and "grad_scale" not in full[-1]

@@ -26,7 +26,7 @@ def extraction_arguments(parser: argparse.ArgumentParser) -> None:
 def device_arguments(parser: argparse.ArgumentParser) -> None:
     """--device and --precision."""
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="autocast dtype")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="autocast dtype")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

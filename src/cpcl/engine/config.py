@@ -75,7 +75,7 @@ class TrainConfig:
     method: Method = "cpcl"  # zero_shot (evaluate only) | itc | cpcl | oracle (true ids: upper bound)
     seed: int = 0  # seeds python, numpy and torch; epoch e uses seed + e
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # autocast dtype; auto: bf16 where the device supports it
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # autocast dtype; auto: bf16 where supported, else fp16 on CUDA; fp16 trains with loss scaling
     model: ModelSection = field(default_factory=ModelSection)  # backbone and input sizes
     data: DataSection = field(default_factory=DataSection)  # training data
     eval: EvalSection = field(default_factory=EvalSection)  # evaluation data and cadence

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Protocol
 
 import torch
@@ -64,6 +65,31 @@ class PairEncoder(nn.Module):
         return image_feats, text_feats, self.model.logit_scale.exp().clamp(max=self.model.config.max_logit_scale)
 
 
+def make_scaler(dtype: torch.dtype | None, device: torch.device) -> torch.amp.GradScaler:
+    """Dynamic loss scaling for fp16 autocast, whose small gradients underflow without it; for
+    bf16 and fp32 a disabled scaler, which passes every call straight through."""
+    return torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   params: Iterable[torch.Tensor], grad_clip: float) -> bool:
+    """Backward, clip (0: off) and step. With an enabled scaler the loss is scaled, gradients are
+    unscaled before clipping, and a step whose gradients hold inf/NaN is skipped and the scale
+    lowered. Returns whether the optimiser stepped."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip > 0:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    if not scaler.is_enabled():
+        optimizer.step()
+        return True
+    scale = scaler.get_scale()
+    scaler.step(optimizer)
+    scaler.update()
+    return scaler.get_scale() >= scale  # update() lowers the scale exactly when it skipped
+
+
 def gather_batch(image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor,
                  image_index: torch.Tensor, world: World) -> tuple[torch.Tensor, ...]:
     """The global batch from every rank's slice, in rank order (features keep their gradient to
@@ -78,14 +104,16 @@ def gather_batch(image_feats: torch.Tensor, text_feats: torch.Tensor, index: tor
 
 def train_one_epoch(
     encoder: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
-    epoch: int, cfg: OptimSection, device: torch.device, world: World,
+    epoch: int, cfg: OptimSection, device: torch.device, world: World, scaler: torch.amp.GradScaler,
 ) -> dict[str, float]:
     """Run one epoch of `encoder` (a PairEncoder, DDP-wrapped in a distributed run); returns mean
-    loss terms, "loss" (their sum) and the last lr. Every rank computes the loss of the global
-    batch, so the terms are the same on every rank."""
+    loss terms, "loss" (their sum) and the last lr, plus "grad_scale" and "skipped_steps" when the
+    scaler is enabled (fp16). Every rank computes the loss of the global batch, so the terms are
+    the same on every rank."""
     encoder.train()
     sums: dict[str, float] = defaultdict(float)
     steps = len(loader)
+    skipped = 0
     lr = cfg.lr
     with Progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", "step") as bar:
         for step, batch in enumerate(loader):
@@ -99,11 +127,7 @@ def train_one_epoch(
                 image_feats, text_feats, index, image_index, world)
             terms = objective.losses(image_feats, text_feats, index, image_index, scale)
             loss = torch.stack(list(terms.values())).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(encoder.parameters(), cfg.grad_clip)
-            optimizer.step()
+            skipped += not optimizer_step(loss, optimizer, scaler, encoder.parameters(), cfg.grad_clip)
             objective.after_step(image_feats.detach(), text_feats.detach(), index)
             for name, value in terms.items():
                 sums[name] += float(value.detach())
@@ -111,4 +135,6 @@ def train_one_epoch(
             bar.update()
     means = {name: total / max(steps, 1) for name, total in sums.items()}
     means["lr"] = lr
+    if scaler.is_enabled():
+        means.update(grad_scale=scaler.get_scale(), skipped_steps=skipped)
     return means

@@ -30,7 +30,7 @@ from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import train_transform
 from cpcl.engine.config import TrainConfig
 from cpcl.engine.distributed import check_world, config_header, extract_sharded, launch_settings, wrap_model
-from cpcl.engine.loop import PairEncoder, build_optimizer, train_one_epoch
+from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
 from cpcl.engine.pseudo_labels import PairLabels, cluster_pairs, oracle_cluster_quality, oracle_pair_labels
 from cpcl.engine.rundir import append_record, drop_records_from, load_last, save_last
@@ -117,6 +117,7 @@ class Run:
     data: RunData
     model: CLIP  # the bare model (checkpoints, extraction, evaluation)
     optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16 loss scaling (disabled, a pass-through, for bf16 / fp32)
     encoder: torch.nn.Module  # what trains: PairEncoder(model), DDP-wrapped when distributed
     progress: dict  # epoch (done), best_epoch, best_r1, best_val: saved in last.pt
 
@@ -216,15 +217,16 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     data = load_run_data(cfg)
     model = build_model(cfg, device)
     optimizer = build_optimizer(model, cfg.optim)
+    scaler = make_scaler(dtype, device)
     progress: dict = {"epoch": 0, "best_epoch": None, "best_r1": -1.0}
     if resume:
-        progress = load_last(run_dir, model, optimizer)
+        progress = load_last(run_dir, model, optimizer, scaler)
         log.info("resuming %s at epoch %d", run_dir, progress["epoch"] + 1)
     if world.is_main:
         drop_records_from(run_dir, progress["epoch"])
     find_unused = cfg.method != "itc" and cfg.cpcl.itc_weight == 0  # the logit scale then idles in CPCL epochs
     encoder = wrap_model(PairEncoder(model, device, dtype), world, device, find_unused)
-    return Run(cfg, run_dir, world, device, dtype, data, model, optimizer, encoder, progress)
+    return Run(cfg, run_dir, world, device, dtype, data, model, optimizer, scaler, encoder, progress)
 
 
 def train_epoch(run: Run, epoch: int) -> dict:
@@ -238,7 +240,7 @@ def train_epoch(run: Run, epoch: int) -> dict:
                             cfg.seed + epoch, world)
     start = time.perf_counter()
     record.update(train_one_epoch(run.encoder, make_loader(cfg, run.data, sampler), run.optimizer, objective,
-                                  epoch, cfg.optim, run.device, world))
+                                  epoch, cfg.optim, run.device, world, run.scaler))
     record["time_train"] = time.perf_counter() - start
     if banks := objective.memory_banks():
         record["memory_digests"] = gather_objects(tensor_digest(*banks), world)
@@ -291,7 +293,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: W
             if world.is_main:
                 evaluate_epoch(run, epoch, epoch + 1 == epochs, record)
                 append_record(run.run_dir, record)
-                save_last(run.run_dir, run.model, run.optimizer, run.progress)
+                save_last(run.run_dir, run.model, run.optimizer, run.progress, run.scaler)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                                                           if isinstance(v, float) and k.endswith(("loss", "R1"))))
         return finish_run(run, epochs)

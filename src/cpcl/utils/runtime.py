@@ -33,9 +33,12 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for 'auto' | 'fp32' | 'bf16'; None means plain fp32."""
+    """Autocast dtype for 'auto' | 'fp32' | 'bf16' | 'fp16'; None means plain fp32. 'auto' is
+    bf16 where the device runs it natively, else fp16 on CUDA (trained with loss scaling), else fp32."""
     if name == "fp32":
         return None
+    if name == "fp16":
+        return torch.float16
     if name == "bf16" or (name == "auto" and bf16_supported(device)):
         return torch.bfloat16
     if name == "auto" and device.type == "cuda":
