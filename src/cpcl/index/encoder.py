@@ -26,6 +26,7 @@ from cpcl.evaluation.features import extract_image_features
 from cpcl.index.store import Manifest, sha256_of
 from cpcl.model.checkpoints import load_clip
 from cpcl.model.clip import CLIP
+from cpcl.model.shipped import resolve_checkpoint
 from cpcl.utils.errors import SearchIndexError
 from cpcl.utils.progress import Progress
 from cpcl.utils.runtime import autocast, resolve_device, resolve_precision
@@ -57,7 +58,7 @@ class Encoder:
     def load(cls, checkpoint: Path, image_size: tuple[int, int] | None = None, device: str = "auto",
              precision: str = "auto", sha256: str | None = None) -> Encoder:
         """Read a checkpoint (any format `cpcl.model.checkpoints` reads) for indexing or search."""
-        checkpoint = Path(checkpoint).expanduser().resolve()
+        checkpoint = resolve_checkpoint(checkpoint).resolve()
         torch_device = resolve_device(device)
         model, _ = load_clip(checkpoint, image_size, device=torch_device)
         return cls(model, checkpoint, sha256 or sha256_of(checkpoint), torch_device,
@@ -70,7 +71,7 @@ class Encoder:
 
         `checkpoint` overrides the manifest's path (the file moved); it must hash the same.
         """
-        path = Path(checkpoint) if checkpoint else Path(manifest.checkpoint_path)
+        path = resolve_checkpoint(checkpoint) if checkpoint else Path(manifest.checkpoint_path)
         if not path.exists():
             raise SearchIndexError(f"checkpoint {path} (the one {index} was built with) is missing; "
                                    f"pass --checkpoint with where it is now")

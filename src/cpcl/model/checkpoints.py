@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from cpcl.model.clip import CLIP, ClipConfig, TextConfig, VisionConfig
 from cpcl.model.hf import hf_to_openai, hf_tower_settings, is_hf_layout, read_hf_config, read_hf_directory
+from cpcl.model.shipped import is_shipped, resolve_checkpoint, unpack
 from cpcl.model.torchscript import read_torchscript_weights
 from cpcl.utils.errors import CheckpointError, ConfigError
 from cpcl.utils.files import atomic_write
@@ -50,7 +51,7 @@ class ClipCheckpoint:
 
     state_dict: dict[str, Tensor]  # OpenAI key names, tensors on CPU in the file's dtype
     config: ClipConfig  # architecture at the checkpoint's own image size and context length
-    source: str  # "openai-jit" | "openai" | "hf" | "cpcl"
+    source: str  # "openai-jit" | "openai" | "hf" | "cpcl" | "shipped"
     path: Path  # where it was read from
     extra: dict[str, Any] = field(default_factory=dict)  # the `extra` dict of cpcl checkpoints
 
@@ -63,10 +64,14 @@ def read_checkpoint(path: str | Path) -> ClipCheckpoint:
     `torch.save` state dict (possibly under "state_dict", possibly with "module." prefixes,
     OpenAI or HF key names), a `.safetensors` file, or a cpcl checkpoint (`save_clip`).
     Directories: a Hugging Face `save_pretrained` CLIP (config.json + weights).
+    Names: a start shipped with cpcl (`cpcl.model.shipped`, e.g. "synthpedes-small").
     """
-    path = Path(path).expanduser()
+    path = resolve_checkpoint(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}; {DOWNLOAD_HINT}")
+    if is_shipped(path):
+        state_dict, config = unpack(path)
+        return ClipCheckpoint(state_dict, config, "shipped", path)
     if path.is_dir():
         hf_state, hf_config = read_hf_directory(path)
         return _from_hf(hf_state, hf_config, path)

@@ -1,0 +1,70 @@
+"""Shipped starts: the compact format round-trips bit for bit, damage is refused, names resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from cpcl.model import CLIP, clip_preset, load_clip, read_checkpoint
+from cpcl.model.shipped import ROWS, SPARSE_KEY, VALUES, pack, resolve_checkpoint, shipped_file, unpack
+from cpcl.utils.errors import CheckpointError
+
+INIT = {"seed": 5, "preset": "tiny", "image_size": [64, 32], "context_length": 16}
+
+
+def trained_tiny() -> CLIP:
+    """A tiny CLIP as `cpcl pretrain` would leave it: built after torch.manual_seed(seed), then a
+    few token-embedding rows and every other tensor changed."""
+    torch.manual_seed(INIT["seed"])
+    model = CLIP(clip_preset(INIT["preset"], tuple(INIT["image_size"]), INIT["context_length"]))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name == SPARSE_KEY:
+                param[[3, 17, 400]] += 0.5
+            else:
+                param.mul_(1.5).add_(0.01)
+    return model
+
+
+def test_pack_stores_changed_rows_and_unpacks_bit_identical(tmp_path: Path) -> None:
+    model = trained_tiny()
+    target = tmp_path / "start.safetensors"
+    metadata = pack(model.state_dict(), model.config, INIT, target)
+    stored = load_file(str(target))
+    assert stored[ROWS].tolist() == [3, 17, 400] and stored[VALUES].dtype == torch.float16
+    assert SPARSE_KEY not in stored
+    state, config = unpack(target)
+    assert config == model.config and len(metadata["state_sha256"]) == 64
+    for key, value in model.state_dict().items():
+        assert state[key].dtype == torch.float16
+        assert torch.equal(state[key], value.to(torch.float16)), key
+    loaded, _ = load_clip(target)  # read_checkpoint recognises the format by its metadata
+    assert read_checkpoint(target).source == "shipped"
+    assert torch.equal(loaded.token_embedding.weight, model.token_embedding.weight.half().float())
+
+
+def test_damaged_or_wrong_init_is_refused(tmp_path: Path) -> None:
+    model = trained_tiny()
+    target = tmp_path / "start.safetensors"
+    pack(model.state_dict(), model.config, INIT, target)
+    tensors = load_file(str(target))
+    with safe_open(str(target), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors[VALUES][0, 0] += 1
+    save_file(tensors, str(target), metadata=metadata)
+    with pytest.raises(CheckpointError, match="is damaged"):
+        read_checkpoint(target)
+    with pytest.raises(CheckpointError, match="does not give the model's token embedding shape"):
+        pack(model.state_dict(), model.config, {**INIT, "preset": "small"}, tmp_path / "other.safetensors")
+
+
+def test_names_resolve_to_the_package_and_paths_win(tmp_path: Path, monkeypatch) -> None:
+    assert resolve_checkpoint("synthpedes-small") == shipped_file("synthpedes-small")
+    assert resolve_checkpoint(Path("runs/x/best.pt")) == Path("runs/x/best.pt")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "synthpedes-small").mkdir()  # a path that exists is taken as given
+    assert resolve_checkpoint("synthpedes-small") == Path("synthpedes-small")
