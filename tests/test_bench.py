@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cpcl.cli import main
-from cpcl.engine.bench import METHODS, quality_table
+from cpcl.experiments.bench import METHODS, quality_table
 
 
 @pytest.mark.slow

@@ -12,10 +12,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quality = kinds.add_parser(
         "quality", help="zero-shot, ITC, CPCL, each ablation and the oracle from one pretrained start",
         description="Writes OUT/results.json (per method and seed) and OUT/table.md (mean and spread over "
-                    "seeds, CPCL/oracle, CPCL-ITC, oracle-ITC). An interrupted benchmark resumes: finished runs "
-                    "are kept.")
-    quality.add_argument("--preset", default="fast", help="fast (CI-sized, minutes) | standard (the demo's scale, under an hour on 2 cores)")
-    quality.add_argument("--seeds", type=int, default=2, metavar="N",
+                    "seeds, the paired CPCL-ITC per seed with its 95%% t-interval, CPCL/oracle, oracle-ITC). "
+                    "An interrupted benchmark resumes: finished runs are kept.")
+    quality.add_argument("--preset", default="fast",
+                         help="fast (CI-sized, minutes; a tiny CLIP from scratch) | standard (the shipped start "
+                              "on the default SynthPedes, about 90 minutes on 2 cores)")
+    quality.add_argument("--seeds", type=int, default=3, metavar="N",
                          help="seeds 0..N-1 of each baseline (zero_shot, itc, cpcl, oracle)")
     quality.add_argument("--ablation-seeds", type=int, default=1, metavar="M",
                          help="seeds 0..M-1 of each CPCL ablation (at most N)")
@@ -26,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_bench_quality(args: argparse.Namespace) -> int:
-    from cpcl.engine.bench import METHODS, run_quality
+    from cpcl.experiments.bench import METHODS, run_quality
     from cpcl.utils.errors import ConfigError
 
     if args.seeds < 1 or args.ablation_seeds < 1:

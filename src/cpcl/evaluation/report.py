@@ -123,16 +123,19 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
 
 
 def training_curves(runs: list[RunSummary]) -> str:
-    """Loss and val R1 per epoch for every run; clusters and outliers per modality for runs that cluster."""
+    """One training-loss chart per run (their scales differ: ITC's ~3 beside CPCL's prototype
+    losses would flatten both), val R1 per epoch for all, and clusters and outliers per modality
+    for the runs that cluster."""
 
-    def series(key: str, runs_with: list[RunSummary]) -> dict[str, list[tuple[float, float]]]:
-        return {run.name: [(r["epoch"] + 1, r[key]) for r in run.records if key in r] for run in runs_with}
+    def series(key: str, run: RunSummary) -> list[tuple[float, float]]:
+        return [(r["epoch"] + 1, r[key]) for r in run.records if key in r]
 
-    charts = [line_chart("training loss", series("loss", runs)), line_chart("val R1 (%)", series("val_R1", runs))]
+    charts = [line_chart(f"{run.name}: training loss", {"loss": series("loss", run)})
+              for run in runs if series("loss", run)]
+    charts.append(line_chart("val R1 (%)", {run.name: series("val_R1", run) for run in runs}))
     for run in runs:
-        if any("image_clusters" in r for r in run.records):
-            counts = {f"{modality} {what}": [(r["epoch"] + 1, r[f"{modality}_{what}"]) for r in run.records
-                                             if f"{modality}_{what}" in r]
+        if any("image_clusters" in r for r in run.records) and run.results.get("method") != "oracle":
+            counts = {f"{modality} {what}": series(f"{modality}_{what}", run)
                       for modality in ("image", "text") for what in ("clusters", "outliers")}
             charts.append(line_chart(f"{run.name}: clusters and outliers", counts))
     return "".join(charts)
@@ -164,16 +167,18 @@ table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:
 .chart{margin:0 12px 12px 0;border:1px solid #ddd}.row{display:flex;gap:8px}
 figure{margin:0;padding:3px;border:4px solid #bbb;text-align:center;font-size:11px}
 figure.hit{border-color:#2ca02c}figure.miss{border-color:#d62728}.example{margin:14px 0}
-.query{font-style:italic;margin:4px 0}"""
+.query{font-style:italic;margin:4px 0}.lead li{font-size:1.15em;margin:4px 0}"""
 
 
-def render_report(title: str, intro: str, runs: list[RunSummary], examples: list[Example],
+def render_report(title: str, intro: str, headline: list[str], runs: list[RunSummary], examples: list[Example],
                   examples_from: str, notes: list[str]) -> str:
-    """The whole page as one HTML string (images embedded, no external files)."""
+    """The whole page as one HTML string (images embedded, no external files); `headline` lines
+    lead it."""
     notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    lead = "".join(f"<li>{html.escape(line)}</li>" for line in headline)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
-            f"<h2>Text-to-image retrieval on the test split (%)</h2>{metrics_table(runs)}"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><ul class='lead'>{lead}</ul>"
+            f"<p>{html.escape(intro)}</p><h2>Text-to-image retrieval on the test split (%)</h2>{metrics_table(runs)}"
             f"<p>Checkpoints selected on the val split; the numbers of the last epoch are in each run's "
             f"results.json.</p><h2>Training</h2><div>{training_curves(runs)}</div>"
             f"<h2>Retrieval examples ({html.escape(examples_from)})</h2>{examples_html(examples)}"

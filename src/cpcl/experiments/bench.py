@@ -1,9 +1,10 @@
 """The quality benchmark: on one generated SynthPedes and one pretrained start, train every
-baseline and every CPCL ablation of METHOD.md for several seeds, and tabulate test metrics.
+baseline and every CPCL ablation of METHOD.md for several seeds, and tabulate test metrics with
+the paired CPCL - ITC difference per seed and its interval.
 
-Layout of OUT: data/ (SynthPedes + pretraining corpus), pretrain/ (the shared start),
-runs/METHOD_sSEED/ (one `cpcl train` run each; a finished run is not redone, so an interrupted
-benchmark continues where it stopped), results.json and table.md.
+Layout of OUT: data/ (SynthPedes, and the pretraining corpus when the preset pretrains from
+scratch), pretrain/ (that start), runs/METHOD_sSEED/ (one `cpcl train` run each; a finished run
+is not redone, so an interrupted benchmark continues where it stopped), results.json, table.md.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from scipy import stats
+
 from cpcl.engine.train import run_config
 from cpcl.evaluation.report import METRICS
-from cpcl.synth.config import SynthConfig
-from cpcl.synth.writer import PRETRAIN_DIR, write_pretrain_corpus, write_synthpedes
+from cpcl.experiments.common import finetune_overrides, generate_data, has_data, pretrain_start
+from cpcl.experiments.plans import SCRATCH
 from cpcl.utils.errors import ConfigError
 
 # method name -> config overrides on top of the `synthpedes` config (METHOD.md's baselines and ablations)
@@ -45,20 +48,21 @@ class BenchPreset:
     """Sizes of one benchmark preset."""
 
     ids: tuple[int, int, int]  # SynthPedes identities per split (train, val, test)
-    pretrain_pairs: int  # pairs of the pretraining corpus
-    pretrain_epochs: int  # pretraining epochs
     epochs: int  # fine-tuning epochs of every method
-    preset: str = "small"  # CLIP preset pretrained from scratch
+    start: str = "synthpedes-small"  # checkpoint every method starts from; "scratch": pretrain one first
+    pretrain_pairs: int = 0  # pairs of the pretraining corpus (start "scratch" only)
+    pretrain_epochs: int = 0  # pretraining epochs (start "scratch" only)
+    preset: str = "small"  # CLIP preset pretrained from scratch (start "scratch" only)
     extra: tuple[str, ...] = field(default=())  # further overrides of every run
 
 
 BENCH_PRESETS: dict[str, BenchPreset] = {
     # CI-sized: a few minutes for the whole method list on 2 cores; numbers are not meaningful
-    "fast": BenchPreset(ids=(24, 8, 10), pretrain_pairs=256, pretrain_epochs=1, epochs=1, preset="tiny",
-                        extra=("optim.batch_size=32",)),
-    # under an hour on 2 cores (baselines x 2 seeds, ablations x 1): the demo's data and pretraining
-    # and synthpedes.yaml's recipe, 3 fine-tuning epochs
-    "standard": BenchPreset(ids=(300, 50, 100), pretrain_pairs=12000, pretrain_epochs=2, epochs=3),
+    "fast": BenchPreset(ids=(24, 8, 10), epochs=1, start=SCRATCH, pretrain_pairs=256, pretrain_epochs=1,
+                        preset="tiny", extra=("optim.batch_size=32",)),
+    # from the shipped start with synthpedes.yaml's recipe, on the default SynthPedes
+    # (CUHK-PEDES shape); baselines x 3 seeds and ablations x 1 in about 90 minutes on 2 cores
+    "standard": BenchPreset(ids=(500, 100, 100), epochs=6),
 }
 
 
@@ -68,34 +72,15 @@ def bench_preset(name: str) -> BenchPreset:
     return BENCH_PRESETS[name]
 
 
-def generate_data(root: Path, ids: tuple[int, int, int], pretrain_pairs: int, seed: int) -> None:
-    """SynthPedes (root/CUHK-PEDES) and its web-style pretraining corpus (root/SynthPedes-pretrain)."""
-    train, val, test = ids
-    cfg = SynthConfig(seed=seed, ids_train=train, ids_val=val, ids_test=test, pretrain_pairs=pretrain_pairs)
-    write_synthpedes(root, cfg, overwrite=True)
-    write_pretrain_corpus(root, cfg, overwrite=True)
-
-
-def pretrain_overrides(data: Path, preset: str, epochs: int, seed: int) -> list[str]:
-    """Overrides of the `pretrain_synthpedes` config for the data generated under `data`."""
-    return [f"seed={seed}", f"model.init=preset:{preset}", f"optim.epochs={epochs}",
-            f"data.root={data / PRETRAIN_DIR}", f"eval.root={data}"]
-
-
-def finetune_overrides(data: Path, start: Path, epochs: int, seed: int) -> list[str]:
-    """Overrides of the `synthpedes` config: fine-tune checkpoint `start` on the data under `data`."""
-    return [f"seed={seed}", f"optim.epochs={epochs}", f"model.init={start}", f"data.root={data}"]
-
-
-def prepare(preset: BenchPreset, out: Path) -> Path:
-    """Generate the data and pretrain the shared start (each once); returns its checkpoint."""
-    data, pretrain = out / "data", out / "pretrain"
-    if not (data / "CUHK-PEDES" / "reid_raw.json").is_file() or not (data / PRETRAIN_DIR).is_dir():
-        generate_data(data, preset.ids, preset.pretrain_pairs, seed=0)
-    if not (pretrain / "results.json").is_file():
-        run_config("pretrain_synthpedes", pretrain,
-                   [*pretrain_overrides(data, preset.preset, preset.pretrain_epochs, seed=0), *preset.extra])
-    return pretrain / "best.pt"
+def prepare(preset: BenchPreset, out: Path) -> str | Path:
+    """Generate the data (once) and, for a start from scratch, pretrain it (once); returns the
+    start every method fine-tunes: a shipped name or the pretrained checkpoint."""
+    data, scratch = out / "data", preset.start == SCRATCH
+    if not has_data(data, pretraining=scratch):
+        generate_data(data, preset.ids, seed=0, pretrain_pairs=preset.pretrain_pairs if scratch else 0)
+    if not scratch:
+        return preset.start
+    return pretrain_start(data, out / "pretrain", preset.preset, preset.pretrain_epochs, seed=0, extra=preset.extra)
 
 
 def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], ablation_seeds: int = 1,
@@ -143,8 +128,37 @@ def _mean_spread(values: list[float]) -> str:
     return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
 
 
+def paired_difference(results: dict, a: str, b: str, metric: str = "R1") -> dict | None:
+    """Per-seed a - b on the seeds both ran, their mean and 95% t-interval (None: no common seed)."""
+    if a not in results["methods"] or b not in results["methods"]:
+        return None
+    seeds = sorted(set(results["methods"][a]) & set(results["methods"][b]), key=int)
+    if not seeds:
+        return None
+    diffs = [results["methods"][a][s][metric] - results["methods"][b][s][metric] for s in seeds]
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": None, "high": None}
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+def paired_lines(results: dict) -> list[str]:
+    """Markdown lines: the paired CPCL - ITC per seed, mean and 95% t-interval."""
+    paired = paired_difference(results, "cpcl", "itc")
+    if paired is None:
+        return []
+    lines = ["", "| seed | " + " | ".join(paired["seeds"]) + " | mean | 95% t-interval |",
+             "|---|" + "---|" * (len(paired["seeds"]) + 2)]
+    interval = "-" if paired["low"] is None else f"[{paired['low']:+.2f}, {paired['high']:+.2f}]"
+    lines.append("| CPCL - ITC, test R1 | " + " | ".join(f"{d:+.2f}" for d in paired["diffs"])
+                 + f" | {paired['mean']:+.2f} | {interval} |")
+    return lines
+
+
 def quality_table(results: dict) -> str:
-    """Markdown: mean ± std over seeds per method, and the comparisons the paper's claims need."""
+    """Markdown: mean ± std over seeds per method, the paired CPCL - ITC per seed with its
+    interval, and the comparisons the paper's claims need."""
     lines = [f"Preset `{results['preset']}`, test split, val-selected checkpoints (mean ± std over seeds); "
              "val R1: the selected checkpoint's R1 on val.", "",
              "| method | seeds | " + " | ".join(METRICS) + " | val R1 | training s |",
@@ -158,6 +172,7 @@ def quality_table(results: dict) -> str:
         cells.append(_mean_spread(val) if val else "-")
         lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells)
                      + f" | {statistics.fmean(r['seconds'] for r in rows):.0f} |")
+    lines.extend(paired_lines(results))
     lines.append("")
     if {"cpcl", "oracle"} <= set(means) and means["oracle"] > 0:
         lines.append(f"- CPCL R1 / oracle R1: {means['cpcl'] / means['oracle']:.3f} (paper, CUHK-PEDES: 0.954)")
