@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -228,3 +229,114 @@ def test_a_corrected_sidecar_updates_metadata_without_embedding_again(gallery, t
     store = IndexStore.open(tmp_path / "idx")
     assert store.read_records()[0] == {"path": paths[0], "camera": "c9", "time": 5}
     assert store.read_records()[1]["camera"] == "c1" and np.array_equal(store.read()[0], embeddings)
+
+
+def ivf_build(gallery, out: Path) -> int:
+    return build(gallery, out, "--ivf-threshold", "10", "--nlist", "2", "--nprobe", "1")
+
+
+def no_training(*args, **kwargs):
+    raise AssertionError("IVF trained again where the saved file should have been used")
+
+
+def test_a_build_interrupted_while_saving_ivf_writes_it_on_the_rerun(gallery, tmp_path, monkeypatch):
+    original = IVFBackend.save
+    monkeypatch.setattr(IVFBackend, "save", lambda self, path: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert ivf_build(gallery, tmp_path / "idx") == 130
+    assert not (tmp_path / "idx" / "ivf.faiss").exists() and IndexStore.open(tmp_path / "idx").manifest.ivf is None
+    monkeypatch.setattr(IVFBackend, "save", original)
+    assert ivf_build(gallery, tmp_path / "idx") == 0  # nothing left to embed, but the IVF file is written
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.manifest.complete and store.saved_ivf(store.read()[0]) == store.ivf_path
+    monkeypatch.setattr(IVFBackend, "_train", staticmethod(no_training))
+    assert Searcher.open(tmp_path / "idx", device="cpu", precision="fp32").backend.name == "ivf"
+
+
+def test_a_stale_ivf_file_beside_changed_shards_is_never_used(gallery, tmp_path, monkeypatch):
+    assert ivf_build(gallery, tmp_path / "idx") == 0
+    store = IndexStore.open(tmp_path / "idx")
+    npy = store.shards()[0][0]
+    changed = clustered(12, dim=32, seed=7)  # same rows and size: only a digest tells them apart
+    np.save(npy, changed)
+    searcher = Searcher.open(tmp_path / "idx", device="cpu", precision="fp32")
+    query = searcher.encoder.texts(["a man in a red coat"])[0]
+    hits = searcher.search_vector(query, 12)
+    assert sorted(h.row for h in hits) == list(range(12))
+    for hit in hits:  # the reported score is the true cosine with the rows now in the shards
+        assert hit.score == pytest.approx(float(changed[hit.row] @ query), abs=1e-5)
+    assert main(["index", "add", "--index", str(tmp_path / "idx"), "--device", "cpu", "--workers", "0"]) == 0
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.saved_ivf(changed) == store.ivf_path  # add re-trained and re-bound it
+    monkeypatch.setattr(IVFBackend, "_train", staticmethod(no_training))
+    Searcher.open(tmp_path / "idx", device="cpu", precision="fp32")
+
+
+def test_an_ivf_file_swapped_or_damaged_is_not_used(gallery, tmp_path):
+    assert ivf_build(gallery, tmp_path / "idx") == 0
+    store = IndexStore.open(tmp_path / "idx")
+    embeddings = store.read()[0]
+    make_backend("ivf", clustered(12, dim=32, seed=3), store.manifest.config).save(store.ivf_path)  # same row count
+    assert store.saved_ivf(embeddings) is None
+    store.manifest.ivf = None
+    assert store.saved_ivf(embeddings) is None  # an index from before the binding: trained again
+
+
+def test_temporary_files_of_a_killed_run_are_removed_on_the_next(gallery, tmp_path):
+    assert build(gallery, tmp_path / "idx", "--shard-size", "4") == 0
+    orphans = [tmp_path / "idx" / ".manifest.json.k3j2.tmp", tmp_path / "idx" / "shards" / ".000003.npy.x8d1.tmp",
+               tmp_path / "idx" / "shards" / ".000003.jsonl.q0a9.tmp"]
+    for orphan in orphans:
+        orphan.write_bytes(b"half a file")
+    assert build(gallery, tmp_path / "idx", "--shard-size", "4") == 0
+    assert not any(orphan.exists() for orphan in orphans)
+    assert IndexStore.open(tmp_path / "idx").manifest.count == 12
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_and_the_build_goes_on(tmp_path, capsys):
+    root = tmp_path / "imgs"
+    write_gallery(root, count=3)
+    odd = root / os.fsdecode(b"caf\xe9.png")
+    write_crop(odd, 50)
+    checkpoint = write_checkpoint(tmp_path / "tiny.pt")
+    command = ["index", "build", "--checkpoint", str(checkpoint), "--images", str(root), "--out", str(tmp_path / "idx"),
+               "--device", "cpu", "--precision", "fp32", "--workers", "0"]
+    for _ in range(2):  # every run: it goes on, and says so
+        assert main(command) == 0
+        out = capsys.readouterr().out
+        assert "caf\\xe9.png (file name is not valid UTF-8" in out
+    store = IndexStore.open(tmp_path / "idx")
+    assert store.manifest.count == 3 and store.manifest.complete
+    unreadable = [json.loads(line) for line in (tmp_path / "idx" / "unreadable.jsonl").read_text().splitlines()]
+    assert {"path": "caf\\xe9.png", "problem": "file name is not valid UTF-8; rename it to index it"} in unreadable
+
+
+def test_huge_k_is_clamped_to_the_gallery(gallery, tmp_path, capsys, monkeypatch):
+    assert build(gallery, tmp_path / "idx") == 0
+    asked: list[int] = []
+    original = ExactBackend.search
+
+    def bounded_search(self, queries, k, allowed=None):
+        asked.append(k)
+        assert k <= self.index.ntotal, f"k={k} reached faiss unclamped"  # faiss would allocate k slots a query
+        return original(self, queries, k, allowed)
+
+    monkeypatch.setattr(ExactBackend, "search", bounded_search)
+    capsys.readouterr()
+    assert main(["-q", "search", "--index", str(tmp_path / "idx"), "a man", "-k", "1000000000", "--json",
+                 "--device", "cpu", "--precision", "fp32"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 12 and asked == [12]
+    assert main(["-q", "search", "--index", str(tmp_path / "idx"), "a man", "-k", "1000000000", "--camera", "c1",
+                 "--json", "--device", "cpu", "--precision", "fp32"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 4 and asked[-1] == 4
+
+
+def test_line_separators_inside_metadata_survive(gallery, tmp_path):
+    root, _, paths = gallery
+    sidecar = tmp_path / "meta.jsonl"
+    sidecar.write_text(json.dumps({"path": paths[0], "note": "left\u2028right\u0085end"}, ensure_ascii=False) + "\n",
+                       encoding="utf-8")
+    assert main(["index", "add", "--index", str(tmp_path / "idx"), "--device", "cpu"]) == 2  # no index yet
+    assert build(gallery, tmp_path / "idx") == 0
+    assert main(["index", "add", "--index", str(tmp_path / "idx"), "--metadata", str(sidecar), "--device", "cpu",
+                 "--workers", "0"]) == 0
+    assert IndexStore.open(tmp_path / "idx").read_records()[0]["note"] == "left\u2028right\u0085end"

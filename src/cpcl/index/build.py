@@ -9,6 +9,7 @@ and (re)trains the IVF index when the gallery is large enough for one.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,22 @@ from cpcl.utils.errors import SearchIndexError
 from cpcl.utils.progress import Progress
 
 log = logging.getLogger(__name__)
+
+BAD_NAME = "file name is not valid UTF-8; rename it to index it"  # the problem listed for such a file
+
+
+def is_utf8(path: str) -> bool:
+    """Whether a path as the OS gave it (undecodable bytes as lone surrogates) is valid UTF-8 text."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """`path` with each byte that is not UTF-8 written as \\xNN, for messages and unreadable.jsonl."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass
@@ -51,13 +68,18 @@ def sync(store: IndexStore, encoder: Encoder, paths: list[str], sidecar: dict[st
     """Embed those of `paths` (relative to the gallery root) not yet in `store`, one shard at a time.
 
     Indexed images that `sidecar` names get its metadata (so a corrected sidecar needs no new embedding).
+    Files whose name is not UTF-8 are listed as unreadable (a record holds its path as text). Temporary
+    files of an interrupted run are removed first; ivf.faiss is trained again unless it is bound to the rows.
     """
     manifest = store.manifest
+    store.remove_stale_temporaries()
     indexed = {record["path"] for record in store.read_records()}
     manifest.count, manifest.complete = len(indexed), False
     store.write_manifest()
-    todo = [path for path in paths if path not in indexed]
-    report = SyncReport(already=len(paths) - len(todo))
+    badly_named = {path for path in paths if not is_utf8(path)}
+    todo = [path for path in paths if path not in indexed and path not in badly_named]
+    report = SyncReport(already=len(paths) - len(todo) - len(badly_named))
+    report.unreadable.update({printable(path): BAD_NAME for path in sorted(badly_named)})
     report.relabelled = store.update_metadata(sidecar) if sidecar and indexed else 0
     missing = set(sidecar) - set(paths) - indexed
     if missing:
@@ -75,9 +97,10 @@ def sync(store: IndexStore, encoder: Encoder, paths: list[str], sidecar: dict[st
             report.unreadable.update(bad_rel)
     store.write_unreadable(report.unreadable)
     report.total, report.backend = manifest.count, backend_name(manifest.count, manifest.config)
-    if report.backend == "ivf" and report.added:
+    if report.backend == "ivf":  # (re)trained unless ivf.faiss is bound to exactly these rows
         embeddings, _ = store.read()
-        make_backend("ivf", embeddings, manifest.config).save(store.ivf_path)
+        if store.saved_ivf(embeddings) is None:
+            store.save_ivf(make_backend("ivf", embeddings, manifest.config), embeddings)
     manifest.complete = True
     store.write_manifest()
     return report

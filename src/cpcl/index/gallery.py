@@ -10,6 +10,7 @@ seconds.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -87,11 +88,11 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"metadata file {path} cannot be read: {err}") from None
     if path.suffix.lower() == ".csv":
-        return [dict(row) for row in csv.DictReader(text.splitlines())]
+        return [dict(row) for row in csv.DictReader(io.StringIO(text, newline=""))]
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise DataError(f"metadata file {path}: expected a .csv or .jsonl file")
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
         if line.strip():
             try:
                 row = json.loads(line)

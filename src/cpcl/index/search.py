@@ -95,7 +95,12 @@ class Searcher:
         if len(records) == 0:
             raise SearchIndexError(f"{directory} holds no images yet; run cpcl index build")
         name = backend_name(len(records), manifest.config)
-        backend = make_backend(name, embeddings, manifest.config, saved=store.ivf_path)
+        saved = store.saved_ivf(embeddings) if name == "ivf" else None
+        if name == "ivf" and saved is None:
+            log.warning("%s: %s is missing or was not trained on these %d embeddings; training IVF for this "
+                        "session (cpcl index add --index %s saves one)", directory, store.ivf_path.name,
+                        len(records), directory)
+        backend = make_backend(name, embeddings, manifest.config, saved=saved)
         log.info("opened %s: %d images, %s search", directory, len(records), backend.name)
         return cls(Path(directory), manifest, embeddings, records, backend, encoder)
 
@@ -142,9 +147,13 @@ class Searcher:
 
     def search_vector(self, query: np.ndarray, k: int, min_score: float | None = None,
                       filters: Filters = Filters()) -> list[Hit]:
-        """query [D] (L2-normalised) -> up to k hits, best first, each scoring >= min_score."""
+        """query [D] (L2-normalised) -> up to k hits, best first, each scoring >= min_score.
+
+        k is clamped to the rows that may be returned: no more slots are ever asked of the backend.
+        """
         allowed = self.allowed(filters)
-        if allowed is not None and not allowed.any():
+        k = min(k, self.count if allowed is None else int(allowed.sum()))
+        if k < 1:
             return []
         scores, rows = self.backend.search(np.asarray(query, dtype=np.float32).reshape(1, -1), k, allowed)
         hits = []

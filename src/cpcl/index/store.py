@@ -9,7 +9,9 @@
 A shard is written as .npy first and .jsonl second, each through a temporary file and a
 rename, so a shard counts once its .jsonl exists: an interrupted build leaves whole shards
 only, and building again continues after them. Row i of the index is row i of the shards in
-order.
+order. The manifest binds ivf.faiss to what it was trained on (`Manifest.ivf`: row count,
+dimension, sha256 of the embeddings in row order, sha256 of the file), recorded after the file
+is written; a file that does not match the shards beside it is never used.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 from cpcl import __version__
 from cpcl.index.config import IndexConfig
 from cpcl.utils.errors import SearchIndexError
-from cpcl.utils.files import atomic_write
+from cpcl.utils.files import atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Manifest:
     count: int = 0  # rows in the index
     dim: int = 0  # embedding size
     complete: bool = False  # False while a build or add is running (or was interrupted)
+    ivf: dict[str, Any] | None = None  # what ivf.faiss was trained on (see `IndexStore.ivf_binding`); None: nothing
     cpcl_version: str = __version__  # cpcl that wrote the index
     format: str = INDEX_FORMAT
     version: int = INDEX_VERSION
@@ -78,16 +81,27 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def embeddings_sha256(embeddings: np.ndarray) -> str:
+    """Hex sha256 of embeddings [N, D] as float32 bytes in row order."""
+    return hashlib.sha256(memoryview(np.ascontiguousarray(embeddings, dtype=np.float32)).cast("B")).hexdigest()
+
+
 def _write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda stream: stream.write(data))
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    """The rows of a JSON-lines file (split at "\\n" only: U+2028 and the like may sit inside a string)."""
+    try:
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SearchIndexError(f"{path} cannot be read ({err}); delete it and its .npy, then run cpcl index "
+                               f"build again") from None
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows).encode("utf-8")
+    """JSON lines, ASCII only (any text, even a lone surrogate, is written as an escape and read back the same)."""
+    return "".join(json.dumps(row) + "\n" for row in rows).encode("ascii")
 
 
 class IndexStore:
@@ -199,3 +213,30 @@ class IndexStore:
     @property
     def ivf_path(self) -> Path:
         return self.directory / IVF_FILE
+
+    def ivf_binding(self, embeddings: np.ndarray) -> dict[str, Any]:
+        """What ties ivf.faiss (as it is on disk now) to `embeddings` [N, D]."""
+        return {"rows": int(embeddings.shape[0]), "dim": int(embeddings.shape[1]),
+                "embeddings_sha256": embeddings_sha256(embeddings), "file_sha256": sha256_of(self.ivf_path)}
+
+    def saved_ivf(self, embeddings: np.ndarray) -> Path | None:
+        """ivf.faiss when the manifest records it was trained on exactly `embeddings` [N, D] (rows, dim and
+        digest) and the file is unchanged since; None otherwise (missing, stale, damaged or never bound)."""
+        bound = self.manifest.ivf
+        if not bound or not self.ivf_path.is_file() or \
+                (bound.get("rows"), bound.get("dim")) != (len(embeddings), embeddings.shape[1]):
+            return None
+        return self.ivf_path if bound == self.ivf_binding(embeddings) else None
+
+    def save_ivf(self, backend: Any, embeddings: np.ndarray) -> None:
+        """Write `backend` (trained on `embeddings`) to ivf.faiss and bind it in the manifest (written last)."""
+        self.manifest.ivf = None
+        backend.save(self.ivf_path)
+        self.manifest.ivf = self.ivf_binding(embeddings)
+        self.write_manifest()
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete what writes killed mid-way left behind (only while no other process writes this index)."""
+        stale = remove_stale_temporaries(self.directory) + remove_stale_temporaries(self.directory / SHARDS)
+        if stale:
+            log.info("%s: removed %d temporary files left by an interrupted run", self.directory, len(stale))

@@ -29,6 +29,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files `atomic_write` leaves in `folder` when its process is killed mid-write
+    (`.NAME.XXXXXXXX.tmp`); returns them. Only for a folder no other process is writing to."""
+    folder = Path(folder)
+    stale = sorted(path for path in folder.glob(".*.tmp") if path.is_file()) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def _umask() -> int:
     """The process umask (reading it means setting it, so it is set straight back)."""
     mask = os.umask(0)
