@@ -211,3 +211,127 @@ def test_cli_skip_bad_images_says_how_many(cuhk_root, capsys):
                  "--skip-bad-images"]) == 0
     assert "skipped 2 bad images and their captions" in capsys.readouterr().out
 
+
+
+def write_jsonl(root: Path, rows: list[dict]) -> Path:
+    path = root / "annotations.jsonl"
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def test_images_outside_the_dataset_folder_are_refused_unless_allowed(tmp_path, caplog, capsys):
+    root = tmp_path / "set"
+    outside = write_image(tmp_path / "outside.png")
+    write_image(root / "imgs" / "a.png")
+    (root / "imgs" / "link.png").symlink_to(outside)
+    rows = [{"image": "imgs/a.png", "captions": ["x"]}, {"image": "../outside.png", "captions": ["y"]},
+            {"image": str(outside), "captions": ["z"]}, {"image": "imgs/link.png", "captions": ["w"]}]
+    write_jsonl(root, rows)
+    with pytest.raises(DataError, match=r"3 of 4 images of .*annotations.jsonl resolve outside .*set "
+                                        r"\(`..`, an absolute path or a symlink out\), first: .*outside.png.*"
+                                        r"--allow-outside-root"):
+        load_dataset("jsonl", root)
+    assert load_dataset("jsonl", root, allow_outside_root=True).counts()["train"]["images"] == 4
+    assert "3 of 4 images" in caplog.text and "read anyway" in caplog.text
+    capsys.readouterr()  # (a handler a previous test's main() left on its closed stderr complains there)
+    assert main(["data", "check", "--dataset", "jsonl", "--root", str(root), "--no-decode"]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "resolve outside" in err[0]
+    assert main(["data", "check", "--dataset", "jsonl", "--root", str(root), "--allow-outside-root"]) == 0
+
+
+def test_a_public_dataset_with_dot_dot_paths_is_refused_but_a_symlinked_image_folder_is_fine(tmp_path):
+    records = public_records("file_path")
+    store = tmp_path / "disk"
+    for record in records:
+        write_image(store / record["file_path"])
+    (tmp_path / "CUHK-PEDES").mkdir()
+    (tmp_path / "CUHK-PEDES" / "imgs").symlink_to(store)  # images kept on another disk: the usual layout
+    (tmp_path / "CUHK-PEDES" / "reid_raw.json").write_text(json.dumps(records))
+    assert load_dataset("cuhk-pedes", tmp_path).counts() == EXPECTED
+    records[2]["file_path"] = "../../disk/" + records[2]["file_path"]
+    (tmp_path / "CUHK-PEDES" / "reid_raw.json").write_text(json.dumps(records))
+    with pytest.raises(DataError, match="1 of 7 images"):
+        load_dataset("cuhk-pedes", tmp_path)
+
+
+def test_an_image_in_two_splits_or_under_two_ids_is_warned_about_and_refused_when_strict(cuhk_root, caplog,
+                                                                                        capsys):
+    records = public_records("file_path")
+    records[5].update(file_path=records[0]["file_path"], id=records[0]["id"])  # a train image listed in test too
+    records.append({**records[1], "id": 9})  # a train image listed again under another person
+    (cuhk_root / "CUHK-PEDES" / "reid_raw.json").write_text(json.dumps(records))
+    load_dataset("cuhk-pedes", cuhk_root)
+    warning = caplog.text
+    assert "1 images are in both train and test (test leakage)" in warning
+    assert "1 images are listed under more than one person id" in warning and "(ids 1, 9)" in warning
+    assert "--strict" in warning
+    with pytest.raises(DataError, match=r"1 images are in both train and test .*; fix the annotations \(--strict\)"):
+        load_dataset("cuhk-pedes", cuhk_root, strict=True)
+    capsys.readouterr()
+    assert main(["data", "check", "--dataset", "cuhk-pedes", "--root", str(cuhk_root), "--strict"]) == 2
+    assert len(_error_lines(capsys.readouterr().err)) == 1
+    assert main(["data", "check", "--dataset", "cuhk-pedes", "--root", str(cuhk_root), "--json"]) == 0
+
+
+def test_clean_data_raises_no_leakage_warning(cuhk_root, caplog):
+    load_dataset("cuhk-pedes", cuhk_root, strict=True)
+    assert "leakage" not in caplog.text and "person id" not in caplog.text
+
+
+def test_split_names_ignore_case_and_unknown_ones_are_named(tmp_path, caplog):
+    records = public_records("file_path")
+    for record in records:
+        write_image(tmp_path / "CUHK-PEDES" / "imgs" / record["file_path"])
+    records[0]["split"], records[4]["split"], records[3]["split"] = "TRAIN", " Test ", "validation"
+    (tmp_path / "CUHK-PEDES" / "reid_raw.json").write_text(json.dumps(records))
+    assert load_dataset("cuhk-pedes", tmp_path).counts() == EXPECTED
+    assert "read as val: 'validation' (1 records)" in caplog.text and "TRAIN" not in caplog.text
+
+
+def test_jsonl_ids_1_and_string_1_are_one_person(tmp_path):
+    for name in ("a", "b", "c"):
+        write_image(tmp_path / f"{name}.png")
+    write_jsonl(tmp_path, [{"image": "a.png", "captions": ["x"], "person_id": 1},
+                           {"image": "b.png", "captions": ["y"], "person_id": "1"},
+                           {"image": "c.png", "captions": ["z"], "person_id": 10**30}])
+    images = load_dataset("jsonl", tmp_path).splits["train"].images
+    assert images[0].person_id == images[1].person_id != images[2].person_id
+
+
+def test_an_id_beyond_64_bits_is_one_line(cuhk_root, capsys):
+    records = public_records("file_path")
+    records[4]["id"] = 10**30
+    (cuhk_root / "CUHK-PEDES" / "reid_raw.json").write_text(json.dumps(records))
+    with pytest.raises(DataError, match=r"record 4 field 'id': person id 10{30} does not fit in 64 bits"):
+        load_dataset("cuhk-pedes", cuhk_root)
+    assert main(["evaluate", "--checkpoint", "x.pt", "--dataset", "cuhk-pedes", "--root", str(cuhk_root)]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "does not fit in 64 bits" in err[0]
+
+
+def test_jsonl_caption_with_a_line_separator_is_one_record(tmp_path):
+    write_image(tmp_path / "a.png")
+    caption = "a man in a red coat\u2028with a black bag\u0085and a\u2029hat"
+    write_jsonl(tmp_path, [{"image": "a.png", "captions": [caption, "second"]}])
+    data = load_dataset("jsonl", tmp_path)
+    assert [c.text for c in data.splits["train"].captions] == [caption, "second"]
+
+
+@pytest.mark.parametrize("dataset, name", [("cuhk-pedes", "reid_raw.json"), ("jsonl", "annotations.jsonl")])
+def test_deeply_nested_json_is_one_line(tmp_path, capsys, dataset, name):
+    (tmp_path / name).write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(DataError, match="nested too deeply"):
+        load_dataset(dataset, tmp_path)
+    assert main(["data", "check", "--dataset", dataset, "--root", str(tmp_path)]) == 2
+    err = _error_lines(capsys.readouterr().err)
+    assert len(err) == 1 and "nested too deeply" in err[0]
+
+
+def test_a_path_part_over_255_bytes_is_one_line(tmp_path, capsys):
+    write_image(tmp_path / "a.png")
+    write_jsonl(tmp_path, [{"image": "a.png", "captions": ["x"]}, {"image": "b" * 300 + ".png", "captions": ["y"]}])
+    for extra in ([], ["--no-decode"]):
+        assert main(["data", "check", "--dataset", "jsonl", "--root", str(tmp_path), *extra]) == 2
+        err = _error_lines(capsys.readouterr().err)
+        assert len(err) == 1 and "1 of 2 images" in err[0] and "File name too long" in err[0]

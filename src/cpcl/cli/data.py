@@ -24,7 +24,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="drop missing or unreadable images (and their captions) instead of failing")
     check.add_argument("--no-decode", action="store_true",
                        help="only check that image files exist (faster); default decodes each image")
+    dataset_safety_arguments(check)
     check.set_defaults(func=run_check)
+
+
+def dataset_safety_arguments(parser: argparse.ArgumentParser) -> None:
+    """--strict and --allow-outside-root (cpcl data check, cpcl evaluate)."""
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse an image in two splits or under two person ids (default: a warning)")
+    parser.add_argument("--allow-outside-root", action="store_true",
+                        help="read images that resolve outside the dataset's image folder (`..`, absolute paths, "
+                             "symlinks out), with a warning (default: refused)")
 
 
 def format_counts(counts: dict[str, dict[str, int | None]]) -> str:
@@ -40,7 +50,7 @@ def format_counts(counts: dict[str, dict[str, int | None]]) -> str:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    data = load_dataset(args.dataset, args.root)
+    data = load_dataset(args.dataset, args.root, allow_outside_root=args.allow_outside_root, strict=args.strict)
     skipped = check_images(data, decode=not args.no_decode, skip_bad=args.skip_bad_images)
     counts = data.counts()
     if args.json:

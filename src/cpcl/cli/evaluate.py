@@ -30,6 +30,7 @@ def device_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from cpcl.cli.data import dataset_safety_arguments
     from cpcl.data.readers import DATASETS
 
     evaluate = subparsers.add_parser("evaluate", help="text-to-image retrieval metrics of a checkpoint on a split")
@@ -38,6 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--root", required=True, type=Path, help="folder holding the dataset folder")
     evaluate.add_argument("--split", default="test", choices=["val", "test", "train"], help="split to evaluate")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    dataset_safety_arguments(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
     encode = subparsers.add_parser("encode", help="L2-normalised embeddings of images and/or texts to an .npz")
@@ -64,7 +66,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from cpcl.data.transforms import ImageTransformConfig
     from cpcl.evaluation.evaluate import evaluate_split
 
-    data = load_dataset(args.dataset, args.root)
+    data = load_dataset(args.dataset, args.root, allow_outside_root=args.allow_outside_root, strict=args.strict)
     check_images(data, decode=False)
     model, device, dtype = _load(args)
     split = data.splits[args.split]

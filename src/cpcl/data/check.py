@@ -22,9 +22,12 @@ MAX_LISTED = 5  # bad paths named in an error message
 
 
 def image_problem(path: Path, decode: bool = True) -> str | None:
-    """Why `path` is not a usable image (None when it is): missing, or the decoder's complaint."""
-    if not path.is_file():
-        return "missing"
+    """Why `path` is not a usable image (None when it is): missing, the OS's or the decoder's complaint."""
+    try:
+        if not path.is_file():
+            return "missing"
+    except OSError as err:  # a name part over 255 bytes, a permission problem on the way
+        return f"cannot be looked up: {err.strerror or err}"
     if not decode:
         return None
     try:

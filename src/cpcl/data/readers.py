@@ -1,8 +1,11 @@
 """Annotation readers: CUHK-PEDES, ICFG-PEDES, RSTPReid and the generic JSONL format.
 
-Every reader turns its file into the one record model of `cpcl.data.records`. A split value
-other than "train" or "test" is val (METHOD.md, Data formats). Nothing is dropped: a bad
-record raises `DataError` naming the file, the record and the field.
+Every reader turns its file into the one record model of `cpcl.data.records`. Split values are
+compared case-insensitively; a value other than train, val or test is val (METHOD.md, Data
+formats), with a warning naming it. Nothing is dropped: a bad record raises `DataError` naming
+the file, the record and the field. Person ids are 64-bit integers (JSONL: integers or strings,
+`1` and `"1"` being one person). `load_dataset` then checks the images lie inside the dataset's
+image folder and that no image leaks between splits (`cpcl.data.integrity`).
 
 Generic JSONL (for a user's own data): a file `annotations.jsonl` (``--root`` is its folder or
 the file itself), one JSON object per line::
@@ -11,23 +14,60 @@ the file itself), one JSON object per line::
 
 ``image`` is relative to the file's folder (or absolute); ``captions`` is a non-empty list of
 strings; ``split`` is optional (default "train"); ``person_id`` (int or string) is optional,
-but given on every line or on none. Blank lines are ignored.
+but given on every line or on none. Lines end at "\\n" only (a U+2028 inside a caption is text).
+Blank lines are ignored.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cpcl.data.records import PersonSearchData
+from cpcl.data.integrity import check_dataset
+from cpcl.data.records import SPLITS, PersonSearchData
 from cpcl.utils.errors import DataError
+
+log = logging.getLogger(__name__)
+
+ID_BOUNDS = (-(2**63), 2**63 - 1)  # person ids are stored and compared as int64
 
 
 def split_name(value: str) -> str:
-    """Map an annotation split value to train / val / test (anything else is val)."""
-    return value if value in ("train", "test") else "val"
+    """Map an annotation split value to train / val / test, ignoring case and spaces (anything else is val)."""
+    name = value.strip().lower()
+    return name if name in ("train", "test") else "val"
+
+
+def warn_unknown_splits(path: Path, values: Counter) -> None:
+    """One warning naming the split values (with their record counts) that were read as val."""
+    unknown = {value: count for value, count in values.items() if value.strip().lower() not in SPLITS}
+    if unknown:
+        listed = ", ".join(f"{value!r} ({count} records)" for value, count in sorted(unknown.items()))
+        log.warning("%s: split values other than train, val and test are read as val: %s", path, listed)
+
+
+def parse_json(text: str, where: str) -> Any:
+    """json.loads with its failures as one-line DataErrors naming `where` (position, or nesting too deep)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        at = f"line {err.lineno} column {err.colno} (char {err.pos})" if "\n" in text else f"column {err.colno}"
+        raise DataError(f"{where}: malformed JSON at {at}: {err.msg}") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read (arrays or objects inside each other "
+                        f"thousands of levels down)") from None
+
+
+def person_id(value: int, where: str) -> int:
+    """`value` when it fits a 64-bit integer; DataError otherwise."""
+    if not ID_BOUNDS[0] <= value <= ID_BOUNDS[1]:
+        raise DataError(f"{where}: person id {value} does not fit in 64 bits; expected an integer of at most "
+                        f"{ID_BOUNDS[1]} in magnitude")
+    return value
 
 
 def find_annotation_file(root: Path, folder: str, names: tuple[str, ...], dataset: str) -> Path:
@@ -47,12 +87,7 @@ def load_json(path: Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read annotation file: {err}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"{path}: malformed JSON at line {err.lineno} column {err.colno} (char {err.pos}): {err.msg}"
-        ) from None
+    return parse_json(text, str(path))
 
 
 def _field(record: Any, key: str, expected: type | tuple[type, ...], where: str) -> Any:
@@ -84,15 +119,18 @@ def _read_record_list(
     records = load_json(path)
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, got a {type(records).__name__}")
-    data = PersonSearchData(dataset, path)
     image_root = path.parent / "imgs"
+    data = PersonSearchData(dataset, path, image_root=image_root)
+    split_values: Counter = Counter()
     for i, record in enumerate(records):
         where = f"{path}: record {i}"
         split = _field(record, "split", str, where)
         rel_path = _field(record, path_key, str, where)
-        person_id = _field(record, id_key, int, where)
+        identity = person_id(_field(record, id_key, int, where), f"{where} field '{id_key}'")
         captions = _captions(record, "captions", where)
-        data.splits[split_name(split)].add(image_root / rel_path, person_id, captions)
+        split_values[split] += 1
+        data.splits[split_name(split)].add(image_root / rel_path, identity, captions)
+    warn_unknown_splits(path, split_values)
     return data
 
 
@@ -122,20 +160,18 @@ def read_jsonl(root: Path) -> PersonSearchData:
     if path is None:
         path = find_annotation_file(root, "", ("annotations.jsonl",), "jsonl")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 may sit inside a caption
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read annotation file: {err}") from None
     data = PersonSearchData("jsonl", path)
-    id_map: dict[int | str, int] = {}
+    id_map: dict[str, int] = {}
     has_ids: bool | None = None
+    split_values: Counter = Counter()
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         where = f"{path}: line {lineno}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: malformed JSON at column {err.colno}: {err.msg}") from None
+        record = parse_json(line, where)
         image = Path(_field(record, "image", str, where))
         captions = _captions(record, "captions", where)
         split = _field(record, "split", str, where) if "split" in record else "train"
@@ -145,11 +181,12 @@ def read_jsonl(root: Path) -> PersonSearchData:
         elif line_has_id != has_ids:
             state = "has" if line_has_id else "has no"
             raise DataError(f"{where} {state} 'person_id' unlike the lines before it; give it on every line or none")
-        person_id = None
-        if line_has_id:
-            raw_id = _field(record, "person_id", (int, str), where)
-            person_id = id_map.setdefault(raw_id, len(id_map))
-        data.splits[split_name(split)].add(path.parent / image, person_id, captions)
+        identity = None
+        if line_has_id:  # 1 and "1" are one person: ids are compared as text, then numbered 0, 1, ...
+            identity = id_map.setdefault(str(_field(record, "person_id", (int, str), where)), len(id_map))
+        split_values[split] += 1
+        data.splits[split_name(split)].add(path.parent / image, identity, captions)
+    warn_unknown_splits(path, split_values)
     return data
 
 
@@ -161,8 +198,12 @@ DATASETS: dict[str, Callable[[Path], PersonSearchData]] = {
 }
 
 
-def load_dataset(name: str, root: Path) -> PersonSearchData:
-    """Read the annotations of dataset `name` under `root` (images are not opened here)."""
+def load_dataset(name: str, root: Path, allow_outside_root: bool = False, strict: bool = False) -> PersonSearchData:
+    """Read the annotations of dataset `name` under `root` and check them (`cpcl.data.integrity.check_dataset`:
+    images inside the dataset's image folder unless `allow_outside_root`; leakage between splits warned
+    about, or refused when `strict`). Images are not opened here."""
     if name not in DATASETS:
         raise DataError(f"unknown dataset '{name}'; valid: {', '.join(DATASETS)}")
-    return DATASETS[name](Path(root))
+    data = DATASETS[name](Path(root))
+    check_dataset(data, allow_outside_root, strict)
+    return data

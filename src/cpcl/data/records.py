@@ -53,11 +53,16 @@ class SplitData:
 
 @dataclass
 class PersonSearchData:
-    """A whole dataset: its name, the annotation file it came from, and its three splits."""
+    """A whole dataset: its name, the annotation file it came from, its three splits and its image folder."""
 
     name: str
     annotation_file: Path
     splits: dict[str, SplitData] = field(default_factory=lambda: {s: SplitData() for s in SPLITS})
+    image_root: Path | None = None  # the folder every image must lie in (None: the annotation file's folder)
+
+    def __post_init__(self) -> None:
+        if self.image_root is None:
+            self.image_root = Path(self.annotation_file).parent
 
     def counts(self) -> dict[str, dict[str, int | None]]:
         return {name: split.counts() for name, split in self.splits.items()}

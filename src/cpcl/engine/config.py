@@ -28,6 +28,8 @@ class DataSection:
     dataset: str = "cuhk-pedes"  # training data format, a key of cpcl.data.readers.DATASETS
     root: str = "data"  # folder holding the dataset folder
     skip_bad_images: bool = False  # drop missing/unreadable images (and captions) instead of failing
+    strict: bool = False  # refuse an image in two splits or under two person ids (default: a loud warning)
+    allow_outside_root: bool = False  # read images that resolve outside the dataset's image folder (warned)
     workers: int = 2  # DataLoader worker processes
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from cpcl.configs import resolve_config_path
 from cpcl.data.check import check_images
 from cpcl.data.datasets import PairDataset
+from cpcl.data.integrity import check_leakage
 from cpcl.data.readers import load_dataset
 from cpcl.data.records import SplitData
 from cpcl.data.tokenizer import default_tokenizer
@@ -61,12 +62,16 @@ class RunData:
 def load_run_data(cfg: TrainConfig) -> RunData:
     """Training split and evaluation splits, images checked to exist, captions tokenized."""
     tokenizer, length = default_tokenizer(), cfg.model.context_length
-    train_data = load_dataset(cfg.data.dataset, Path(cfg.data.root))
+    safety = {"allow_outside_root": cfg.data.allow_outside_root, "strict": cfg.data.strict}
+    train_data = load_dataset(cfg.data.dataset, Path(cfg.data.root), **safety)
     check_images(train_data, decode=False, skip_bad=cfg.data.skip_bad_images)
     eval_data = train_data
     if cfg.eval.dataset is not None or cfg.eval.root is not None:
-        eval_data = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root))
+        eval_data = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root),
+                                 **safety)
         check_images(eval_data, decode=False, skip_bad=cfg.data.skip_bad_images)
+        check_leakage({"train": train_data.splits["train"], "val": eval_data.splits["val"],
+                       "test": eval_data.splits["test"]}, eval_data.annotation_file, cfg.data.strict)
     train = train_data.splits["train"]
     if not train.captions:
         raise DataError(f"{train_data.annotation_file} has no training pairs")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from cpcl.data.readers import parse_json
 from cpcl.utils.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     rows = []
     for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
         if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not JSON: {err.msg}") from None
+            row = parse_json(line, f"{path}:{number}")
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{number}: expected a JSON object per line")
             rows.append(row)
