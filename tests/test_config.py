@@ -89,3 +89,74 @@ def test_on_off_switches_survive_yaml_booleans(tmp_path, raw, expected):
     assert load_config(TrainConfig, tmp_path / "saved.yaml") == cfg
     with pytest.raises(ConfigError, match="must be one of a, b; got True"):
         load_config(Outer, None, ["inner.mode=on"])  # no such word among the options: still an error
+
+
+@pytest.mark.parametrize("override, key, expected", [
+    ("eval.every=0", "eval.every", ">= 1"),
+    ("eval.batch_size=0", "eval.batch_size", ">= 1"),
+    ("optim.lr=-1e-4", "optim.lr", "> 0"),
+    ("optim.lr=.nan", "optim.lr", "> 0"),
+    ("optim.lr=.inf", "optim.lr", "> 0"),
+    ("optim.warmup_start_factor=-5", "optim.warmup_start_factor", ">= 0 and <= 1"),
+    ("optim.min_lr_factor=2", "optim.min_lr_factor", ">= 0 and <= 1"),
+    ("optim.batch_size=1", "optim.batch_size", ">= 2"),
+    ("optim.epochs=-1", "optim.epochs", ">= 0"),
+    ("cpcl.pk_instances=0", "cpcl.pk_instances", ">= 1"),
+    ("cpcl.tau=0", "cpcl.tau", "> 0"),
+    ("cpcl.momentum=1.5", "cpcl.momentum", ">= 0 and <= 1"),
+    ("cpcl.icpm_weight=-1", "cpcl.icpm_weight", ">= 0"),
+    ("model.image_size=[0, 128]", "model.image_size", ">= 1"),
+    ("data.workers=-1", "data.workers", ">= 0"),
+    ("augment.std=[0.5, 0, 0.5]", "augment.std", "> 0"),
+    ("augment.flip_prob=1.5", "augment.flip_prob", ">= 0 and <= 1"),
+    ("augment.erase_area=[0.5, 0.1]", "augment.erase_area", "low <= high"),
+    ("seed=-1", "seed", ">= 0"),
+    ("cluster.eps=0", "cluster", "eps"),
+])
+def test_every_nonsense_training_value_is_refused_naming_its_key(override, key, expected, tmp_path, capsys):
+    from cpcl.cli import main
+    from cpcl.engine.config import TrainConfig
+
+    with pytest.raises(ConfigError) as err:
+        load_config(TrainConfig, None, [override])
+    assert f"config field '{key}'" in str(err.value) and expected in str(err.value)
+    assert main(["train", "--out", str(tmp_path / "run"), override, "--dry-run"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cpcl train: error: config field") and not (tmp_path / "run").exists()
+
+
+def numeric_fields(config) -> list[tuple[str, type]]:
+    """(dotted key, int or float) of every numeric field of a (nested) config dataclass."""
+    import dataclasses
+    import typing
+
+    found = []
+    for f in dataclasses.fields(config):
+        kind = typing.get_type_hints(type(config))[f.name]
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            found += [(f"{f.name}.{key}", t) for key, t in numeric_fields(value)]
+        elif kind in (int, float) or typing.get_origin(kind) is tuple and typing.get_args(kind)[0] in (int, float):
+            found.append((f.name, int if (typing.get_args(kind) or (kind,))[0] is int else float))
+    return found
+
+
+def test_every_numeric_training_field_has_a_range():
+    """Absurd values (NaN for a float, -10**12 for an integer) are refused for every numeric field."""
+    from cpcl.engine.config import TrainConfig
+
+    sections = ("model.", "data.", "eval.", "optim.", "cpcl.", "augment.", "cluster.", "seed")
+    fields = [(key, kind) for key, kind in numeric_fields(TrainConfig()) if key.startswith(sections)]
+    assert len(fields) > 30 and ("optim.lr", float) in fields and ("cpcl.pk_instances", int) in fields
+    for key, kind in fields:
+        default = getattr_dotted(TrainConfig(), key)
+        absurd = ".nan" if kind is float else "-1000000000000"
+        value = f"[{', '.join([absurd] * len(default))}]" if isinstance(default, tuple) else absurd
+        with pytest.raises(ConfigError, match=key.split(".")[0]):
+            load_config(TrainConfig, None, [f"{key}={value}"])
+
+
+def getattr_dotted(config, key: str):
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cpcl.utils.config import Range, check_ranges
+from cpcl.utils.errors import ConfigError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's per-channel pixel mean
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # OpenAI CLIP's per-channel pixel std
 
@@ -30,6 +33,16 @@ class ImageTransformConfig:
     erase_prob: float = 0.5  # training: random-erasing probability
     erase_area: tuple[float, float] = (0.02, 0.33)  # random erasing: fraction of the image area
     erase_ratio: tuple[float, float] = (0.3, 3.3)  # random erasing: aspect-ratio range
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "augment", {
+            "mean": Range(), "std": Range(0, low_open=True), "flip_prob": Range(0, 1), "pad": Range(0),
+            "erase_prob": Range(0, 1), "erase_area": Range(0, 1, low_open=True), "erase_ratio": Range(0, low_open=True)})
+        for name in ("erase_area", "erase_ratio"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise ConfigError(f"config field 'augment.{name}' must be (low, high) with low <= high, "
+                                  f"got {getattr(self, name)!r}")
 
 
 def load_rgb(path: Path) -> Image.Image:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from cpcl.clustering import ClusterConfig
 from cpcl.data.transforms import ImageTransformConfig
+from cpcl.utils.config import Range, check_ranges
 from cpcl.utils.errors import ConfigError
 
 Method = Literal["zero_shot", "itc", "cpcl", "oracle"]
@@ -22,6 +23,9 @@ class ModelSection:
     image_size: tuple[int, int] = (384, 128)  # input (H, W); positional embedding resized to (H/patch, W/patch)
     context_length: int = 77  # text tokens (SOT + up to L-2 BPE tokens + EOT)
 
+    def __post_init__(self) -> None:
+        check_ranges(self, "model", {"image_size": Range(1), "context_length": Range(3)})
+
 
 @dataclass(frozen=True)
 class DataSection:
@@ -32,6 +36,9 @@ class DataSection:
     allow_outside_root: bool = False  # read images that resolve outside the dataset's image folder (warned)
     workers: int = 2  # DataLoader worker processes
 
+    def __post_init__(self) -> None:
+        check_ranges(self, "data", {"workers": Range(0)})
+
 
 @dataclass(frozen=True)
 class EvalSection:
@@ -39,6 +46,9 @@ class EvalSection:
     root: str | None = None  # evaluation data root (None: the training data's)
     batch_size: int = 256  # feature extraction batch
     every: int = 1  # evaluate on val every N epochs (the last epoch always)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "eval", {"batch_size": Range(1), "every": Range(1)})
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,12 @@ class OptimSection:
     warmup_start_factor: float = 0.1  # lr multiplier at the first step
     min_lr_factor: float = 0.0  # cosine decay ends at min_lr_factor * lr
     grad_clip: float = 0.0  # clip the gradient norm to this (0: off)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "optim", {
+            "epochs": Range(0), "batch_size": Range(2), "lr": Range(0, low_open=True), "weight_decay": Range(0),
+            "warmup_epochs": Range(0), "warmup_start_factor": Range(0, 1), "min_lr_factor": Range(0, 1),
+            "grad_clip": Range(0)})
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,13 @@ class CpclSection:
     sampler: Literal["random", "pk"] = "random"  # random pairs, or P pseudo-identities x K pairs
     pk_instances: int = 4  # K of the pk sampler
 
+    def __post_init__(self) -> None:
+        check_ranges(self, "cpcl", {
+            "tau": Range(0, low_open=True), "momentum": Range(0, 1), "theta": Range(-1, 1),
+            "icpm_scale": Range(0, low_open=True), "icpm_eps": Range(0, 1, low_open=True, high_open=True),
+            "pcm_weight": Range(0), "icpm_weight": Range(0), "itc_weight": Range(0), "itc_warmup_epochs": Range(0),
+            "pk_instances": Range(1)})
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -86,11 +109,8 @@ class TrainConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Jaccard + DBSCAN per modality
     cpcl: CpclSection = field(default_factory=CpclSection)  # CPCL losses, memory, OPLM, sampler
 
-    def __post_init__(self) -> None:
-        if self.optim.batch_size < 2:
-            raise ConfigError(f"optim.batch_size must be >= 2, got {self.optim.batch_size}")
+    def __post_init__(self) -> None:  # each section checks its own ranges; here what spans sections
+        check_ranges(self, "", {"seed": Range(0, 2**32 - 1)})
         if self.cpcl.sampler == "pk" and self.optim.batch_size % self.cpcl.pk_instances:
             raise ConfigError(f"optim.batch_size {self.optim.batch_size} must divide by "
                               f"cpcl.pk_instances {self.cpcl.pk_instances} for the pk sampler")
-        if self.optim.epochs < 0 or self.optim.warmup_epochs < 0:
-            raise ConfigError("optim.epochs and optim.warmup_epochs must be >= 0")

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from cpcl.engine.config import OptimSection
 from cpcl.model.clip import CLIP
 from cpcl.utils.distributed import World, all_gather_cat, gather_with_grad
+from cpcl.utils.errors import TrainingError
 from cpcl.utils.progress import Progress
 from cpcl.utils.runtime import autocast
 
@@ -102,6 +103,17 @@ def gather_batch(image_feats: torch.Tensor, text_feats: torch.Tensor, index: tor
     return feats[:, :dim], feats[:, dim:], indices[:, 0], indices[:, 1]
 
 
+def check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int, step: int) -> None:
+    """TrainingError naming the epoch, the step and every loss term when the summed loss is NaN or infinite:
+    training on would only spread it through the weights and the memories."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        listed = ", ".join(f"{name} {float(term.detach()):.4g}" for name, term in terms.items())
+        raise TrainingError(f"epoch {epoch + 1} step {step + 1}: the loss is {value} ({listed}); training "
+                            f"stopped (last.pt holds the previous epoch): lower optim.lr, set optim.grad_clip, "
+                            f"or check the config (cpcl.tau, the loss weights)")
+
+
 def train_one_epoch(
     encoder: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
     epoch: int, cfg: OptimSection, device: torch.device, world: World, scaler: torch.amp.GradScaler,
@@ -127,6 +139,7 @@ def train_one_epoch(
                 image_feats, text_feats, index, image_index, world)
             terms = objective.losses(image_feats, text_feats, index, image_index, scale)
             loss = torch.stack(list(terms.values())).sum()
+            check_finite(loss, terms, epoch, step)
             skipped += not optimizer_step(loss, optimizer, scaler, encoder.parameters(), cfg.grad_clip)
             objective.after_step(image_feats.detach(), text_feats.detach(), index)
             for name, value in terms.items():

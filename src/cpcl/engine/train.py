@@ -43,7 +43,7 @@ from cpcl.model.clip import CLIP, clip_preset
 from cpcl.utils.config import load_config, save_config
 from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
                                     rank_seed, tensor_digest)
-from cpcl.utils.errors import DataError
+from cpcl.utils.errors import ConfigError, DataError
 from cpcl.utils.runtime import resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     train = train_data.splits["train"]
     if not train.captions:
         raise DataError(f"{train_data.annotation_file} has no training pairs")
+    if cfg.method != "zero_shot" and cfg.optim.epochs > 0 and cfg.optim.batch_size > len(train.captions):
+        raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(train.captions)} "
+                          f"training pairs of {train_data.annotation_file}: no step would train; lower it")
     evals = {name: (split, tokenizer.tokenize([c.text for c in split.captions], length))
              for name in ("val", "test") if (split := eval_data.splits[name]).images}
     tokens = tokenizer.tokenize([c.text for c in train.captions], length)

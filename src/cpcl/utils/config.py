@@ -8,11 +8,12 @@ read, merge, check and write them.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Any, Literal, NamedTuple, TypeVar, Union
 
 import yaml
 
@@ -128,6 +129,42 @@ def _check(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+class Range(NamedTuple):
+    """Where a numeric config field may lie: `low` / `high` bounds (None: unbounded), each inclusive unless open."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # value must be > low (else >= low)
+    high_open: bool = False  # value must be < high (else <= high)
+
+    def holds(self, value: float) -> bool:
+        """Whether `value` lies in the range; NaN and infinities never do."""
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def describe(self) -> str:
+        def number(value: float) -> str:
+            return str(int(value)) if float(value).is_integer() else repr(value)
+
+        parts = [f"{'>' if self.low_open else '>='} {number(self.low)}"] if self.low is not None else []
+        parts += [f"{'<' if self.high_open else '<='} {number(self.high)}"] if self.high is not None else []
+        return " and ".join(parts) or "finite"
+
+
+def check_ranges(section: Any, prefix: str, ranges: Mapping[str, Range]) -> None:
+    """ConfigError naming the first field of `section` (dotted under `prefix`; "" for the top level) outside
+    its range. A tuple field is checked item by item."""
+    for name, bounds in ranges.items():
+        value = getattr(section, name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if not bounds.holds(item):
+                key = f"{prefix}.{name}" if prefix else name
+                raise ConfigError(f"config field '{key}' must be {bounds.describe()}, got {value!r}")
+
+
 def build(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass `cls` from a mapping, checking every field; unknown keys are errors."""
     hints = typing.get_type_hints(cls)
@@ -142,6 +179,10 @@ def build(cls: type[T], data: dict, where: str = "") -> T:
         return cls(**values)
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config{' ' + where if where else ''}: {err}") from None
+    except ConfigError as err:  # a section's own check: say which section, unless it names its key already
+        if not where or str(err).startswith("config field"):
+            raise
+        raise ConfigError(f"config field '{where}': {err}") from None
 
 
 def to_dict(config: Any) -> dict:

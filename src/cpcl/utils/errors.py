@@ -23,3 +23,11 @@ class CheckpointError(CpclError):
 
 class SearchIndexError(CpclError):
     """A search index directory is missing, malformed, or does not match the model it is used with."""
+
+
+class TrainingError(CpclError):
+    """Training cannot go on: a loss turned NaN or infinite (the config's hyperparameters, usually)."""
+
+
+class RunDirError(CpclError):
+    """A run directory cannot be written (read-only, full disk) or what it holds cannot be resumed."""
