@@ -1,51 +1,156 @@
-"""The run directory's files written during training: last.pt (model, optimiser, fp16 loss
-scaler, progress, for --resume) and metrics.jsonl (one record per epoch). Rank 0 alone writes
-them."""
+"""The run directory's files written during training: config.yaml, last.pt (model, optimiser, fp16
+loss scaler, progress, for --resume), best.pt, metrics.jsonl (one record per epoch) and
+results.json. Rank 0 alone writes them.
+
+What a kill or a full disk leaves is repaired or refused in one line: a write that fails (a
+read-only directory, no space left) is a `RunDirError` naming the file; checkpoints and
+results.json are written through a temporary file and a rename, so they hold the old bytes or
+the new ones; metrics.jsonl is appended to, so a kill can tear its last line, which --resume
+drops with a warning; a last.pt without its training progress is refused.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import CLIP
-from cpcl.utils.errors import CheckpointError
+from cpcl.utils.errors import CheckpointError, RunDirError
+from cpcl.utils.files import atomic_write, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.jsonl"
+
+
+@contextmanager
+def writing(path: Path, run_dir: Path) -> Iterator[None]:
+    """Turn an OSError while writing `path` of `run_dir` (read-only, full disk, quota) into a one-line RunDirError."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        cause = _os_error(err)
+        if cause is None:
+            raise
+        raise RunDirError(f"cannot write {path}: {cause.strerror or cause}; free space or make {run_dir} writable, "
+                          f"then run again (cpcl train --resume {run_dir} continues from the last saved epoch)"
+                          ) from None
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """`err`, or the OSError behind it: torch.save reports a failed write as a RuntimeError of its zip
+    writer raised while the OSError was being handled."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, write_config: Callable[[Path], None]) -> None:
+    """Create `run_dir`; a new run writes config.yaml (through `write_config(path)`) and starts metrics.jsonl
+    afresh; a resumed one only clears what a killed write left behind."""
+    with writing(run_dir, run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            remove_stale_temporaries(run_dir)
+            return
+        write_config(run_dir / "config.yaml")
+        (run_dir / METRICS).unlink(missing_ok=True)
+
+
+def save_model(run_dir: Path, name: str, model: CLIP, extra: Mapping[str, Any]) -> None:
+    """run_dir/name (best.pt, last.pt): the model with `extra`, written atomically."""
+    with writing(run_dir / name, run_dir):
+        save_clip(run_dir / name, model, model.config, extra=extra)
 
 
 def save_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer, progress: dict,
               scaler: torch.amp.GradScaler) -> None:
     """last.pt; the scaler's state is {} when it is disabled (bf16 / fp32)."""
-    save_clip(run_dir / "last.pt", model, model.config,
-              extra={"run": {**progress, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}})
+    save_model(run_dir, "last.pt", model,
+               {"run": {**progress, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}})
 
 
 def load_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer,
               scaler: torch.amp.GradScaler) -> dict:
     """Restore model, optimiser and (when saved and enabled) the loss scaler from last.pt;
-    returns the saved progress record."""
+    returns the saved progress record. RunDirError when last.pt holds no progress to resume."""
     path = run_dir / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"cannot resume: {path} does not exist (the run saved no epoch yet)")
     checkpoint = read_checkpoint(path)
-    model.load_state_dict(checkpoint.state_dict, strict=True)
-    progress = dict(checkpoint.extra["run"])
-    optimizer.load_state_dict(progress.pop("optimizer"))
+    run = checkpoint.extra.get("run")
+    missing = [key for key in ("epoch", "optimizer") if not isinstance(run, dict) or key not in run]
+    if missing:
+        what = "no 'run' entry" if not isinstance(run, dict) else f"no {' or '.join(missing)} in its 'run' entry"
+        raise RunDirError(f"cannot resume: {path} has {what}, so it is not the last.pt of an interrupted cpcl "
+                          f"train run; start a new run with --out (model.init={path} starts from its weights)")
+    try:
+        model.load_state_dict(checkpoint.state_dict, strict=True)
+        progress = dict(run)
+        optimizer.load_state_dict(progress.pop("optimizer"))
+    except (RuntimeError, ValueError, KeyError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RunDirError(f"cannot resume: {path} does not fit this run's model or optimiser ({reason})") from None
     scaler_state = progress.pop("scaler", {})  # absent in runs saved before loss scaling
     if scaler_state and scaler.is_enabled():
         scaler.load_state_dict(scaler_state)
     return progress
 
 
+def write_results(run_dir: Path, results: dict) -> None:
+    """results.json, written atomically."""
+    with writing(run_dir / "results.json", run_dir):
+        atomic_write(run_dir / "results.json", lambda stream: stream.write((json.dumps(results, indent=2) + "\n")
+                                                                           .encode()))
+
+
 def append_record(run_dir: Path, record: dict) -> None:
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as stream:
+    """One epoch's record at the end of metrics.jsonl."""
+    with writing(run_dir / METRICS, run_dir), open(run_dir / METRICS, "a", encoding="utf-8") as stream:
         stream.write(json.dumps(record) + "\n")
 
 
+def read_records(path: Path) -> list[dict]:
+    """The records of metrics.jsonl. A last line cut short (a kill or a full disk during an append) is
+    dropped with a warning; any other line that is not a record is a RunDirError."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    torn = lines[-1] != ""  # every whole record ends with "\n"
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            if torn and number == len(lines):
+                log.warning("%s: dropped its last line, cut short by an interrupted write (%d characters)",
+                            path, len(line))
+                continue
+            raise RunDirError(f"{path}: line {number} is not a JSON record ({err.msg}); the file is damaged: "
+                              f"remove that line, then resume again") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise RunDirError(f"{path}: line {number} is not an epoch record (no integer 'epoch'); remove it, "
+                              f"then resume again")
+        records.append(record)
+    return records
+
+
 def drop_records_from(run_dir: Path, epoch: int) -> None:
-    """Keep metrics.jsonl records of epochs before `epoch` (a resumed run rewrites the rest)."""
-    path = run_dir / "metrics.jsonl"
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["epoch"] < epoch]
-        path.write_text("".join(line + "\n" for line in kept))
+    """Keep metrics.jsonl records of epochs before `epoch` (a resumed run rewrites the rest); rewritten
+    atomically, without a torn last line."""
+    path = run_dir / METRICS
+    if not path.is_file():
+        return
+    kept = [record for record in read_records(path) if record["epoch"] < epoch]
+    with writing(path, run_dir):
+        atomic_write(path, lambda stream: stream.write("".join(json.dumps(r) + "\n" for r in kept).encode()))

@@ -11,7 +11,6 @@ shared, sharded or rank 0's alone is said in cpcl.engine.distributed.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -34,11 +33,12 @@ from cpcl.engine.distributed import check_world, config_header, extract_sharded,
 from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
 from cpcl.engine.pseudo_labels import PairLabels, cluster_pairs, oracle_cluster_quality, oracle_pair_labels
-from cpcl.engine.rundir import append_record, drop_records_from, load_last, save_last
+from cpcl.engine.rundir import (append_record, drop_records_from, load_last, prepare_run_dir, save_last, save_model,
+                                write_results)
 from cpcl.engine.samplers import epoch_sampler
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.evaluation.features import extract_image_features, extract_text_features
-from cpcl.model.checkpoints import load_clip, read_checkpoint, save_clip
+from cpcl.model.checkpoints import load_clip, read_checkpoint
 from cpcl.model.clip import CLIP, clip_preset
 from cpcl.utils.config import load_config, save_config
 from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
@@ -204,7 +204,7 @@ def final_results(run: Run) -> dict:
         results["test"] = {"best": best, "last": last}
     if "best_val" in progress:
         results["val"] = {"best": progress["best_val"]}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(run_dir, results)
     return results
 
 
@@ -215,10 +215,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     settings = launch_settings(cfg, world, device)
     seed_everything(cfg.seed)
     if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            save_config(cfg, run_dir / "config.yaml", header=config_header(settings))
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        prepare_run_dir(run_dir, resume, lambda path: save_config(cfg, path, header=config_header(settings)))
     log.info("run %s: method %s on %s, precision %s", run_dir, cfg.method, device, dtype or "fp32")
     if world.size > 1:
         log.info("distributed: %s", ", ".join(f"{k} {v}" for k, v in settings.items() if k != "lr_scaling"))
@@ -265,7 +262,7 @@ def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: dict) -> None
         record["time_eval"] = time.perf_counter() - start
         if val["R1"] > progress["best_r1"]:
             progress.update(best_r1=val["R1"], best_epoch=epoch, best_val=val)
-            save_clip(run.run_dir / "best.pt", run.model, run.model.config, extra={"epoch": epoch, "val": val})
+            save_model(run.run_dir, "best.pt", run.model, {"epoch": epoch, "val": val})
     elif "val" not in data.evals:
         progress["best_epoch"] = epoch
 
@@ -276,9 +273,9 @@ def finish_run(run: Run, epochs: int) -> dict:
     if run.world.is_main:
         model, progress = run.model, run.progress
         if epochs == 0:
-            save_clip(run.run_dir / "last.pt", model, model.config, extra={"run": {**progress}})
+            save_model(run.run_dir, "last.pt", model, {"run": {**progress}})
         if "val" not in run.data.evals or progress["best_epoch"] is None:
-            save_clip(run.run_dir / "best.pt", model, model.config, extra={"epoch": progress["best_epoch"]})
+            save_model(run.run_dir, "best.pt", model, {"epoch": progress["best_epoch"]})
         results = final_results(run)
     return broadcast_object(results, run.world)
 
