@@ -152,3 +152,15 @@ def test_fp16_precision_resolves_to_float16():
     assert TrainConfig(precision="fp16").precision == "fp16"
     with pytest.raises(ConfigError, match="precision"):
         load_config(TrainConfig, None, ["precision=fp8"])
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_build_model_applies_grad_checkpointing(enabled):
+    from cpcl.engine.config import ModelSection
+    from cpcl.engine.train import build_model
+
+    cfg = TrainConfig(model=ModelSection(init="preset:tiny", image_size=(32, 16), context_length=16,
+                                         grad_checkpointing=enabled))
+    model = build_model(cfg, torch.device("cpu"))
+    assert model.visual.transformer.grad_checkpointing is enabled
+    assert model.transformer.grad_checkpointing is enabled

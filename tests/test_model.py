@@ -151,3 +151,40 @@ def test_bf16_autocast_close_to_fp32(tiny: CLIP) -> None:
         a, b = getattr(low, name).float(), getattr(ref, name)
         assert torch.isfinite(a).all()
         assert F.cosine_similarity(a, b, dim=-1).min() > 0.99, name
+
+
+def _loss_and_grads(model: CLIP, images: torch.Tensor, tokens: torch.Tensor,
+                    dtype: torch.dtype | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """InfoNCE of one forward (autocast to dtype, or fp32 for None) and every parameter's gradient."""
+    model.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        out = model(images, tokens)
+    logits = out.logit_scale * out.image_features.float() @ out.text_features.float().T
+    loss = F.cross_entropy(logits, torch.arange(len(images)))
+    loss.backward()
+    return loss.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_grad_checkpointing_gives_the_same_outputs_and_gradients(tiny: CLIP, dtype) -> None:
+    images, tokens = torch.randn(3, 3, 32, 16), tokens_with_eot(3, 77, [4, 9, 6])
+    tiny.train()
+    calls = {"n": 0}
+    for block in (*tiny.visual.transformer.resblocks, *tiny.transformer.resblocks):  # counts block forwards
+        block.ln_1.register_forward_hook(lambda *_: calls.__setitem__("n", calls["n"] + 1))
+    blocks = len(tiny.visual.transformer.resblocks) + len(tiny.transformer.resblocks)
+    ref_loss, ref_grads = _loss_and_grads(tiny, images, tokens, dtype)
+    assert calls["n"] == blocks
+    tiny.set_grad_checkpointing(True)
+    calls["n"] = 0
+    loss, grads = _loss_and_grads(tiny, images, tokens, dtype)
+    assert calls["n"] == 2 * blocks  # each block's forward ran again in backward
+    torch.testing.assert_close(loss, ref_loss, rtol=0, atol=0)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=1e-6, atol=1e-7, msg=name)
+    calls["n"] = 0
+    with torch.no_grad():  # extraction and evaluation never recompute
+        tiny(images, tokens)
+    tiny.eval()
+    _loss_and_grads(tiny, images, tokens, dtype)
+    assert calls["n"] == 2 * blocks

@@ -22,6 +22,7 @@ class ModelSection:
     init: str = "openai/ViT-B-16.pt"  # starting weights: a checkpoint path (OpenAI .pt, HF dir, cpcl .pt) or "preset:NAME" (random init)
     image_size: tuple[int, int] = (384, 128)  # input (H, W); positional embedding resized to (H/patch, W/patch)
     context_length: int = 77  # text tokens (SOT + up to L-2 BPE tokens + EOT)
+    grad_checkpointing: bool = False  # recompute each residual block's activations in backward (both towers): less memory, one more forward
 
     def __post_init__(self) -> None:
         check_ranges(self, "model", {"image_size": Range(1), "context_length": Range(3)})

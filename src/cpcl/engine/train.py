@@ -92,12 +92,15 @@ def oracle_pair_person_ids(split: SplitData) -> torch.Tensor | None:
 
 
 def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
-    """The starting model: a checkpoint at the configured sizes, or a preset's random weights."""
+    """The starting model: a checkpoint at the configured sizes, or a preset's random weights,
+    with activation checkpointing as configured."""
     init = cfg.model.init
     if init.startswith(PRESET_PREFIX):
         config = clip_preset(init[len(PRESET_PREFIX):], cfg.model.image_size, cfg.model.context_length)
-        return CLIP(config).to(device)
-    model, _ = load_clip(init, cfg.model.image_size, cfg.model.context_length, device)
+        model = CLIP(config).to(device)
+    else:
+        model, _ = load_clip(init, cfg.model.image_size, cfg.model.context_length, device)
+    model.set_grad_checkpointing(cfg.model.grad_checkpointing)
     return model
 
 

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from cpcl.utils.errors import ConfigError
 
@@ -211,19 +212,25 @@ class ResidualBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    """A stack of `ResidualBlock`s (`resblocks.N`); causal masking is fixed at construction."""
+    """A stack of `ResidualBlock`s (`resblocks.N`); causal masking is fixed at construction.
+
+    With `grad_checkpointing` on, training forwards keep only each block's input and recompute
+    its activations in backward (same outputs and gradients, less memory, one more forward).
+    """
 
     def __init__(self, tower: VisionConfig | TextConfig, causal: bool) -> None:
         super().__init__()
         self.causal = causal
+        self.grad_checkpointing = False  # a run setting, not architecture: see CLIP.set_grad_checkpointing
         self.resblocks = nn.ModuleList(
             ResidualBlock(tower.width, tower.heads, tower.mlp_ratio, tower.act, tower.ln_eps)
             for _ in range(tower.layers))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, N, C] -> [B, N, C]."""
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.resblocks:
-            x = block(x, self.causal)
+            x = checkpoint(block, x, self.causal, use_reentrant=False) if recompute else block(x, self.causal)
         return x
 
 
@@ -295,6 +302,12 @@ class CLIP(nn.Module):
                 nn.init.zeros_(block.attn.out_proj.bias)
                 nn.init.normal_(block.mlp.c_fc.weight, std=(2 * tower.width) ** -0.5)
                 nn.init.normal_(block.mlp.c_proj.weight, std=proj_std)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per residual block in both towers, in training forwards with
+        grad enabled only (evaluation and extraction are unchanged)."""
+        self.visual.transformer.grad_checkpointing = enable
+        self.transformer.grad_checkpointing = enable
 
     def encode_image(self, images: Tensor) -> Tensor:
         """images: [B, 3, H, W] -> [B, D] projected CLS feature, unnormalised."""
