@@ -11,7 +11,6 @@ import torch
 from sklearn.cluster import DBSCAN
 
 from cpcl.clustering import (
-    CLUSTERERS,
     ClusterConfig,
     FeatureError,
     JaccardOptions,
@@ -258,7 +257,7 @@ def test_dbscan_counts_explicit_zero_distances():
 
 def test_cluster_features_result_and_torch_input():
     x = clustered(200, seed=4)
-    res = CLUSTERERS["jaccard_dbscan"](torch.from_numpy(x), ClusterConfig())
+    res = cluster_features(torch.from_numpy(x), ClusterConfig())
     assert res.labels.dtype == np.int64 and res.labels.shape == (200,)
     assert res.n_clusters == res.labels.max() + 1 and res.n_outliers == (res.labels == -1).sum()
     assert set(np.unique(res.labels)) == set(range(-1, res.n_clusters)) - ({-1} - set(res.labels))

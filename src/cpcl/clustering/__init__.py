@@ -4,7 +4,6 @@ Imports numpy / scipy / scikit-learn / faiss / torch and `cpcl.utils` only.
 """
 
 from cpcl.clustering.dbscan import (
-    CLUSTERERS,
     ClusterConfig,
     ClusterResult,
     cluster_features,
@@ -21,7 +20,6 @@ from cpcl.clustering.jaccard import (
 from cpcl.clustering.knn import KNN_BACKENDS, FeatureError, check_features, knn_device, nearest_neighbours
 
 __all__ = [
-    "CLUSTERERS",
     "CONVENTIONS",
     "KNN_BACKENDS",
     "ClusterConfig",

@@ -11,7 +11,6 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -134,9 +133,3 @@ def cluster_features(feats: object, cfg: ClusterConfig) -> ClusterResult:
              "dbscan %.1f)", x.shape[0], n_clusters, result.n_outliers, result.seconds["total"],
              result.seconds["knn"], result.seconds["jaccard"], result.seconds["dbscan"])
     return result
-
-
-# name -> clustering phase function; the engine picks one by config name.
-CLUSTERERS: dict[str, Callable[[object, ClusterConfig], ClusterResult]] = {
-    "jaccard_dbscan": cluster_features,
-}

@@ -14,15 +14,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from cpcl.data.records import SplitData
-from cpcl.data.tokenizer import ClipTokenizer
 from cpcl.data.transforms import load_rgb
 
 ImageTransform = Callable[[Image.Image], torch.Tensor]
-
-
-def tokenize_captions(texts: Sequence[str], tokenizer: ClipTokenizer, context_length: int) -> torch.Tensor:
-    """All captions as model input once: [N, context_length] long."""
-    return tokenizer.tokenize(list(texts), context_length)
 
 
 class ImageDataset(Dataset):
