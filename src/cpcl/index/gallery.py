@@ -1,7 +1,8 @@
 """The gallery side of an index: which image files a folder holds, and their metadata sidecar.
 
 Records name images by their path relative to the gallery root, POSIX-style, so an index moves
-with its gallery. The sidecar is a CSV (header row) or JSONL file with a `path` field per row
+with its gallery. The sidecar is a CSV (header row; delimited by `,`, `;`, tab or `|`, sniffed; a
+UTF-8 byte-order mark allowed) or JSONL file with a `path` field per row
 (relative to the gallery root) and any other fields; `camera` and `time` are the ones search can
 filter on. A time is an ISO 8601 date-time (`2024-05-01T08:30:00`, naive = UTC) or a number of
 seconds.
@@ -25,6 +26,7 @@ from cpcl.utils.errors import DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+CSV_DELIMITERS = (",", ";", "\t", "|")  # sidecar CSV delimiters recognised (";": spreadsheets in comma-decimal locales)
 
 
 def list_images(root: Path, under: Iterable[Path] = ()) -> list[str]:
@@ -81,14 +83,30 @@ def parse_time(value: Any, where: str = "time") -> float:
     return moment.timestamp()
 
 
+def csv_delimiter(text: str) -> str:
+    """The delimiter of a CSV text: of `CSV_DELIMITERS`, the one that splits its header row into the most
+    fields (the first on a tie, so a one-column file reads with ",")."""
+    def header_fields(delimiter: str) -> int:
+        return len(next(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter), []))
+
+    return max(CSV_DELIMITERS, key=header_fields)
+
+
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a CSV (with header) or JSONL sidecar as dicts."""
+    """The rows of a CSV (with header) or JSONL sidecar as dicts.
+
+    Read as people write them: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped, the CSV
+    delimiter is sniffed (`csv_delimiter`), and the bytes are decoded without newline translation, so
+    a quoted field keeps its line breaks exactly ("\r\n" included).
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"metadata file {path} cannot be read: {err}") from None
     if path.suffix.lower() == ".csv":
-        return [dict(row) for row in csv.DictReader(io.StringIO(text, newline=""))]
+        delimiter = csv_delimiter(text)
+        log.debug("%s: CSV delimited by %r", path, delimiter)
+        return [dict(row) for row in csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)]
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise DataError(f"metadata file {path}: expected a .csv or .jsonl file")
     rows = []
@@ -111,7 +129,8 @@ def read_sidecar(path: Path, root: Path) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for number, row in enumerate(_read_rows(path), start=1):
         if "path" not in row:
-            raise DataError(f"{path}: row {number} has no 'path' field (the image path relative to {root})")
+            raise DataError(f"{path}: row {number} has no 'path' field (the image path relative to {root}); "
+                            f"its fields: {', '.join(map(repr, row)) or 'none'}")
         raw = Path(str(row["path"]))
         rel = relative_to_root(raw if raw.is_absolute() else root / raw, root)
         if rel is None:
