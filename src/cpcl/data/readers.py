@@ -12,7 +12,8 @@ the file itself), one JSON object per line::
 
     {"image": "imgs/0001.jpg", "captions": ["a man in a blue jacket ..."], "split": "train", "person_id": 12}
 
-``image`` is relative to the file's folder (or absolute); ``captions`` is a non-empty list of
+``image`` is relative to the file's folder (an absolute path, or one that leads out of the folder,
+is refused unless `load_dataset(allow_outside_root=True)`); ``captions`` is a non-empty list of
 strings; ``split`` is optional (default "train"); ``person_id`` (int or string) is optional,
 but given on every line or on none. Lines end at "\\n" only (a U+2028 inside a caption is text).
 Blank lines are ignored.
