@@ -122,7 +122,8 @@ def test_every_nonsense_training_value_is_refused_naming_its_key(override, key, 
     assert f"config field '{key}'" in str(err.value) and expected in str(err.value)
     assert main(["train", "--out", str(tmp_path / "run"), override, "--dry-run"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("cpcl train: error: config field") and not (tmp_path / "run").exists()
+    assert len(lines) == 1 and lines[0].startswith("cpcl train: error: config field")
+    assert not (tmp_path / "run").exists()
 
 
 def numeric_fields(config) -> list[tuple[str, type]]:

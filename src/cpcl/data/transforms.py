@@ -37,7 +37,8 @@ class ImageTransformConfig:
     def __post_init__(self) -> None:
         check_ranges(self, "augment", {
             "mean": Range(), "std": Range(0, low_open=True), "flip_prob": Range(0, 1), "pad": Range(0),
-            "erase_prob": Range(0, 1), "erase_area": Range(0, 1, low_open=True), "erase_ratio": Range(0, low_open=True)})
+            "erase_prob": Range(0, 1), "erase_area": Range(0, 1, low_open=True),
+            "erase_ratio": Range(0, low_open=True)})
         for name in ("erase_area", "erase_ratio"):
             low, high = getattr(self, name)
             if low > high:
