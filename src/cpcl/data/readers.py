@@ -7,6 +7,13 @@ the file, the record and the field. Person ids are 64-bit integers (JSONL: integ
 `1` and `"1"` being one person). `load_dataset` then checks the images lie inside the dataset's
 image folder and that no image leaks between splits (`cpcl.data.integrity`).
 
+CUHK-PEDES also ships as the original release's `caption_all.json`: the records of `reid_raw.json`
+(id, file_path, captions) without their split field. Its split is derived the way the field's code
+fixes it, by person id: ids 1-11003 train, 11004-12003 val, 12004-13003 test (IRRA's CUHKPEDES
+reader documents these ranges; they are the split field of `reid_raw.json`, and the order the
+public MATLAB preparation of Image-Text-Embedding relies on: the last 2,000 ids val and test).
+An id outside 1-13003 cannot be placed and is refused in one line. `reid_raw.json` wins when both exist.
+
 Generic JSONL (for a user's own data): a file `annotations.jsonl` (``--root`` is its folder or
 the file itself), one JSON object per line::
 
@@ -35,6 +42,7 @@ from cpcl.utils.errors import DataError
 log = logging.getLogger(__name__)
 
 ID_BOUNDS = (-(2**63), 2**63 - 1)  # person ids are stored and compared as int64
+CUHK_STANDARD_SPLIT = {"train": (1, 11003), "val": (11004, 12003), "test": (12004, 13003)}  # caption_all.json: person id ranges
 
 
 def split_name(value: str) -> str:
@@ -113,10 +121,22 @@ def _captions(record: dict, key: str, where: str) -> list[str]:
     return captions
 
 
+def cuhk_standard_split(identity: int, where: str) -> str:
+    """The standard CUHK-PEDES split of a person id (`CUHK_STANDARD_SPLIT`); DataError outside 1-13003."""
+    for name, (low, high) in CUHK_STANDARD_SPLIT.items():
+        if low <= identity <= high:
+            return name
+    raise DataError(f"{where}: person id {identity} is outside CUHK-PEDES's 1-13003, so caption_all.json's standard "
+                    f"split cannot be derived; put the release's reid_raw.json (the same records with a 'split' "
+                    f"field) beside it, or convert your data to the jsonl format with a split per line")
+
+
 def _read_record_list(
-    path: Path, dataset: str, path_key: str, id_key: str = "id"
+    path: Path, dataset: str, path_key: str, id_key: str = "id",
+    derive_split: Callable[[int, str], str] | None = None,
 ) -> PersonSearchData:
-    """Shared body of the three public formats: a JSON list of per-image records."""
+    """Shared body of the three public formats: a JSON list of per-image records. With `derive_split`,
+    a record without a split field gets `derive_split(person id, where)`."""
     records = load_json(path)
     if not isinstance(records, list):
         raise DataError(f"{path}: expected a JSON list of records, got a {type(records).__name__}")
@@ -125,9 +145,10 @@ def _read_record_list(
     split_values: Counter = Counter()
     for i, record in enumerate(records):
         where = f"{path}: record {i}"
-        split = _field(record, "split", str, where)
         rel_path = _field(record, path_key, str, where)
         identity = person_id(_field(record, id_key, int, where), f"{where} field '{id_key}'")
+        derived = derive_split is not None and "split" not in record
+        split = derive_split(identity, where) if derived else _field(record, "split", str, where)
         captions = _captions(record, "captions", where)
         split_values[split] += 1
         data.splits[split_name(split)].add(image_root / rel_path, identity, captions)
@@ -136,9 +157,14 @@ def _read_record_list(
 
 
 def read_cuhk_pedes(root: Path) -> PersonSearchData:
-    """CUHK-PEDES: `CUHK-PEDES/reid_raw.json`, keys split, captions, file_path, id."""
-    path = find_annotation_file(root, "CUHK-PEDES", ("reid_raw.json",), "cuhk-pedes")
-    return _read_record_list(path, "cuhk-pedes", "file_path")
+    """CUHK-PEDES: `CUHK-PEDES/reid_raw.json`, keys split, captions, file_path, id; or the original
+    `caption_all.json` (no split field), split by person id as `CUHK_STANDARD_SPLIT` says (module docstring)."""
+    path = find_annotation_file(root, "CUHK-PEDES", ("reid_raw.json", "caption_all.json"), "cuhk-pedes")
+    if path.name != "caption_all.json":
+        return _read_record_list(path, "cuhk-pedes", "file_path")
+    log.info("%s: no split field; the standard split is derived from person ids (train %s, val %s, test %s)", path,
+             *("-".join(map(str, bounds)) for bounds in CUHK_STANDARD_SPLIT.values()))
+    return _read_record_list(path, "cuhk-pedes", "file_path", derive_split=cuhk_standard_split)
 
 
 def read_icfg_pedes(root: Path) -> PersonSearchData:
