@@ -6,6 +6,8 @@ bf16 autocast, for presets of cpcl.model.clip at their training input sizes.
     PYTHONPATH=src python benchmarks/bench_training.py --presets small --steps 10 --warmup 3
     PYTHONPATH=src python benchmarks/bench_training.py --presets vit-b-16 --batches 16 --device cuda
     PYTHONPATH=src python benchmarks/bench_training.py --presets tiny --steps 1 --warmup 1  # smoke
+    PYTHONPATH=src python benchmarks/bench_training.py --grad-checkpointing --presets vit-b-16 \
+        --batches 8 --steps 1 --warmup 1   # peak memory with and without activation checkpointing
 
 The step is the one of cpcl.engine.loop: encoders under autocast, features normalised in fp32,
 loss, zero_grad, backward, Adam. Inputs are random images and token rows (SOT at 0, random
@@ -14,14 +16,28 @@ loader, augmentation and tokenisation are NOT part of this measurement. Every ca
 fresh model with the same seed. Times are wall clock per step (synchronised on CUDA), median over
 --steps after --warmup steps. Prints a markdown table; "bf16/fp32" is fp32 step time / bf16 step
 time (above 1: bf16 is faster).
+
+--grad-checkpointing compares activation checkpointing off and on instead (model
+`set_grad_checkpointing`, as `model.grad_checkpointing` sets it in training), each case in a fresh
+subprocess so that its memory is its own: the resident set before the first step (weights,
+inputs; gradients and Adam's state come with the first step), the peak of the last timed step's
+forward+backward (activations live here, next to weights, Adam state and the gradients) and of
+its optimizer step (sampled every 5 ms on CPU; on CUDA, torch's peak allocated memory), and the
+process's peak over all steps. The children run with glibc's MALLOC_MMAP_THRESHOLD_ fixed at
+128 KiB, so that the resident set follows the live tensors instead of keeping freed heap.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
 import sys
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +57,7 @@ CASES: dict[str, tuple[tuple[int, int], tuple[int, ...]]] = {
 }
 SOT, EOT = 49406, 49407  # CLIP BPE start / end of text
 LR = 1e-5  # Adam learning rate (cpcl default); irrelevant to speed
+MMAP_THRESHOLD = 1 << 17  # glibc: blocks from 128 KiB are mmapped, so freed tensors leave the RSS at once
 
 
 def make_batch(batch: int, image_size: tuple[int, int], context: int, eot_pos: int,
@@ -55,9 +72,43 @@ def make_batch(batch: int, image_size: tuple[int, int], context: int, eot_pos: i
     return images.to(device), tokens.to(device)
 
 
+class PeakMeter:
+    """Peak memory of a phase, MiB: on CPU a thread sampling the resident set every `interval`
+    seconds (a peak shorter than that can be missed); on CUDA torch's peak allocated memory."""
+
+    def __init__(self, device: torch.device, interval: float = 0.005) -> None:
+        self.device, self.interval = device, interval
+        self._peak, self._running = 0.0, True
+        if device.type == "cpu":
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+
+    def _sample(self) -> None:
+        while self._running:
+            self._peak = max(self._peak, rss_mb()[0])
+            time.sleep(self.interval)
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._peak = rss_mb()[0] if self.device.type == "cpu" else 0.0
+
+    def peak(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return max(self._peak, rss_mb()[0])
+
+    def close(self) -> None:
+        self._running = False
+
+
 def train_step(model: CLIP, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               tokens: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> float:
-    """One step as in cpcl.engine.loop.train_one_epoch (ITC loss only); returns the loss."""
+               tokens: torch.Tensor, device: torch.device, dtype: torch.dtype | None,
+               meter: PeakMeter | None = None, peaks: dict | None = None) -> float:
+    """One step as in cpcl.engine.loop.train_one_epoch (ITC loss only); returns the loss. With a
+    meter, peaks["forward_backward"] and peaks["optimizer"] get each phase's peak memory."""
+    if meter:
+        meter.reset()
     with autocast(device, dtype):
         image_raw, text_raw = model.encode_image(images), model.encode_text(tokens)
     image_feats = F.normalize(image_raw.float(), dim=1)  # [B, D]
@@ -66,7 +117,14 @@ def train_step(model: CLIP, optimizer: torch.optim.Optimizer, images: torch.Tens
     loss = itc_loss(image_feats, text_feats, scale)["itc_loss"]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if meter and peaks is not None:
+        sync(device)
+        peaks["forward_backward"] = meter.peak()
+        meter.reset()
     optimizer.step()
+    if meter and peaks is not None:
+        sync(device)
+        peaks["optimizer"] = meter.peak()
     return float(loss.detach())
 
 
@@ -75,29 +133,84 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def rss_mb() -> tuple[float, float]:
+    """(current, peak) resident set of this process in MiB (Linux: /proc and ru_maxrss in KiB)."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20, peak
+
+
 def time_case(preset: str, batch: int, precision: str, args: argparse.Namespace,
-              device: torch.device) -> dict:
-    """Median step seconds and pairs/s of one (preset, batch, precision) case."""
+              device: torch.device, grad_checkpointing: bool = False, measure_phases: bool = False) -> dict:
+    """Median step seconds and pairs/s of one (preset, batch, precision) case, with the memory
+    before the first step and at the peak, and (measure_phases) the peak of each phase of the
+    last timed step (see the module docstring)."""
     image_size, _ = CASES[preset]
     config = clip_preset(preset, image_size=image_size)
     torch.manual_seed(args.seed)
     model = CLIP(config).to(device).train()
+    model.set_grad_checkpointing(grad_checkpointing)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     dtype = resolve_precision(precision, device)
     images, tokens = make_batch(batch, image_size, config.text.context_length,
                                 min(args.eot_pos, config.text.context_length - 1), device, args.seed)
+    before_mb = rss_mb()[0] if device.type == "cpu" else torch.cuda.memory_allocated(device) / 2**20
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    meter = PeakMeter(device) if measure_phases else None
+    peaks: dict = {}
     for _ in range(args.warmup):
         train_step(model, optimizer, images, tokens, device, dtype)
     times, loss = [], float("nan")
     for _ in range(args.steps):
         sync(device)
         start = time.perf_counter()
-        loss = train_step(model, optimizer, images, tokens, device, dtype)  # float() syncs too
+        loss = train_step(model, optimizer, images, tokens, device, dtype, meter, peaks)  # float() syncs too
         sync(device)
         times.append(time.perf_counter() - start)
+    if meter:
+        meter.close()
     seconds = float(np.median(times))
     params = sum(p.numel() for p in model.parameters())
-    return {"seconds": seconds, "pairs_per_s": batch / seconds, "loss": loss, "params": params}
+    peak_mb = rss_mb()[1] if device.type == "cpu" else torch.cuda.max_memory_allocated(device) / 2**20
+    return {"seconds": seconds, "pairs_per_s": batch / seconds, "loss": loss, "params": params,
+            "before_mb": before_mb, "peak_mb": peak_mb, **{f"{k}_peak_mb": v for k, v in peaks.items()}}
+
+
+def memory_case(preset: str, batch: int, precision: str, grad_checkpointing: bool,
+                args: argparse.Namespace) -> dict:
+    """`time_case` in a fresh subprocess of this script; returns its record."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(
+        {"preset": preset, "batch": batch, "precision": precision, "grad_checkpointing": grad_checkpointing}),
+        "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device,
+        "--eot-pos", str(args.eot_pos), "--seed", str(args.seed)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(MMAP_THRESHOLD))
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def memory_table(args: argparse.Namespace) -> list[str]:
+    kind = "RSS" if args.device == "cpu" else "allocated"
+    lines = [f"| preset | input | batch | precision | grad checkpointing | median step s | before step MB | "
+             f"forward+backward peak {kind} MB | optimizer step peak {kind} MB | process peak {kind} MB | "
+             "forward+backward peak saved |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for preset in args.presets:
+        image_size, default_batches = CASES[preset]
+        for batch in args.batches or default_batches:
+            for precision in args.precisions:
+                off = None
+                for on in (False, True):
+                    rec = memory_case(preset, batch, precision, on, args)
+                    fb = rec["forward_backward_peak_mb"]
+                    saved = "-" if off is None else f"{off - fb:,.0f} MB ({1 - fb / off:.0%})"
+                    off = off or fb
+                    lines.append(f"| {preset} | {image_size[0]}x{image_size[1]} | {batch} | {precision} | "
+                                 f"{'on' if on else 'off'} | {rec['seconds']:.2f} | {rec['before_mb']:,.0f} | "
+                                 f"{fb:,.0f} | {rec['optimizer_peak_mb']:,.0f} | {rec['peak_mb']:,.0f} | {saved} |")
+                    print(f"done: {preset} batch {batch} {precision} checkpointing {on}: "
+                          f"forward+backward peak {fb:,.0f} MB", file=sys.stderr, flush=True)
+    return lines
 
 
 def table(args: argparse.Namespace, device: torch.device) -> list[str]:
@@ -134,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--eot-pos", type=int, default=30, help="EOT position in every token row")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grad-checkpointing", action="store_true",
+                        help="compare peak memory with activation checkpointing off and on (a subprocess each)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.eot_pos < 1:
         parser.error("need --steps >= 1, --warmup >= 0 and --eot-pos >= 1")
@@ -141,10 +257,16 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
     except ConfigError as err:
         parser.error(str(err))
+    if args.child:
+        case = json.loads(args.child)
+        rec = time_case(case["preset"], case["batch"], case["precision"], args, device, case["grad_checkpointing"],
+                        measure_phases=True)
+        print(json.dumps(rec))
+        return 0
     print(f"device {device}; threads: torch {torch.get_num_threads()}, cpus {os.cpu_count()}; "
           f"native bf16: {bf16_supported(device)}; {args.warmup} warm-up + {args.steps} timed "
-          "steps (median); data loader excluded\n")
-    print("\n".join(table(args, device)))
+          f"steps (median); data loader excluded; load average {os.getloadavg()[0]:.1f}\n")
+    print("\n".join(memory_table(args) if args.grad_checkpointing else table(args, device)))
     return 0
 
 
