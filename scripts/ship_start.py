@@ -21,23 +21,23 @@ from cpcl.data.readers import load_dataset
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.engine.config import TrainConfig
 from cpcl.evaluation.evaluate import evaluate_split
-from cpcl.model.checkpoints import load_clip, read_checkpoint
+from cpcl.model.checkpoints import read_checkpoint
+from cpcl.model.inference import load_for_inference
 from cpcl.model.shipped import SHIPPED_DIR, pack
 from cpcl.utils.config import load_config
-from cpcl.utils.runtime import resolve_device, resolve_precision
 
 
 def evaluate_shipped(path: Path, cfg: TrainConfig) -> dict[str, dict[str, float]]:
     """Zero-shot metrics of the packed file on the run's evaluation splits."""
-    device = resolve_device(cfg.device)
-    model, _ = load_clip(path, device=device)
+    loaded = load_for_inference(path, cfg.device, cfg.precision)
+    model = loaded.model
     data = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root))
     out = {}
     for name in ("val", "test"):
         split = data.splits[name]
         tokens = default_tokenizer().tokenize([c.text for c in split.captions], model.config.text.context_length)
-        out[name] = evaluate_split(model, split, tokens, cfg.augment, cfg.eval.batch_size, cfg.data.workers, device,
-                                   resolve_precision(cfg.precision, device), name=name)
+        out[name] = evaluate_split(model, split, tokens, cfg.augment, cfg.eval.batch_size, cfg.data.workers,
+                                   loaded.device, loaded.dtype, name=name)
     return out
 
 

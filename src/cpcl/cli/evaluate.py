@@ -51,12 +51,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from cpcl.model.checkpoints import load_clip
-    from cpcl.utils.runtime import resolve_device, resolve_precision
+    from cpcl.model.inference import load_for_inference
 
-    device = resolve_device(args.device)
-    model, _ = load_clip(args.checkpoint, tuple(args.image_size) if args.image_size else None, device=device)
-    return model, device, resolve_precision(args.precision, device)
+    loaded = load_for_inference(args.checkpoint, args.device, args.precision,
+                                tuple(args.image_size) if args.image_size else None)
+    return loaded.model, loaded.device, loaded.dtype
 
 
 def run_evaluate(args: argparse.Namespace) -> int:

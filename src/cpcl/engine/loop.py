@@ -8,16 +8,15 @@ from collections.abc import Iterable
 from typing import Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
 from cpcl.engine.config import OptimSection
 from cpcl.model.clip import CLIP
+from cpcl.model.inference import embed_images, embed_texts
 from cpcl.utils.distributed import World, all_gather_cat, gather_with_grad
 from cpcl.utils.errors import TrainingError
 from cpcl.utils.progress import Progress
-from cpcl.utils.runtime import autocast
 
 
 class Objective(Protocol):
@@ -57,10 +56,8 @@ class PairEncoder(nn.Module):
                 with_scale: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """images [b, 3, H, W], tokens [b, L] -> L2-normalised image and text features [b, D], and
         the clamped logit scale when the objective uses it (else None: it gets no gradient)."""
-        with autocast(self.device, self.dtype):
-            image_raw, text_raw = self.model.encode_image(images), self.model.encode_text(tokens)
-        image_feats = F.normalize(image_raw.float(), dim=1)
-        text_feats = F.normalize(text_raw.float(), dim=1)
+        image_feats = embed_images(self.model, images, self.device, self.dtype)
+        text_feats = embed_texts(self.model, tokens, self.device, self.dtype)
         if not with_scale:
             return image_feats, text_feats, None
         return image_feats, text_feats, self.model.logit_scale.exp().clamp(max=self.model.config.max_logit_scale)

@@ -8,14 +8,13 @@ from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from cpcl.data.datasets import ImageDataset
 from cpcl.data.transforms import ImageTransformConfig, eval_transform
 from cpcl.model.clip import CLIP
+from cpcl.model.inference import embed_images, embed_texts
 from cpcl.utils.progress import Progress
-from cpcl.utils.runtime import autocast
 
 
 @torch.no_grad()
@@ -35,9 +34,7 @@ def extract_image_features(
     out = torch.empty(len(paths), model.config.embed_dim)
     with contextlib.nullcontext(progress) if progress is not None else Progress(len(paths), desc, "img") as bar:
         for index, images in loader:
-            with autocast(device, dtype):
-                feats = model.encode_image(images.to(device))
-            out[index] = F.normalize(feats.float(), dim=1).cpu()
+            out[index] = embed_images(model, images, device, dtype).cpu()
             bar.update(len(index))
     return out
 
@@ -52,9 +49,7 @@ def extract_text_features(
     out = torch.empty(len(tokens), model.config.embed_dim)
     with Progress(len(tokens), desc, "txt") as bar:
         for start in range(0, len(tokens), batch_size):
-            chunk = tokens[start:start + batch_size].to(device)
-            with autocast(device, dtype):
-                feats = model.encode_text(chunk)
-            out[start:start + len(chunk)] = F.normalize(feats.float(), dim=1).cpu()
+            chunk = tokens[start:start + batch_size]
+            out[start:start + len(chunk)] = embed_texts(model, chunk, device, dtype).cpu()
             bar.update(len(chunk))
     return out

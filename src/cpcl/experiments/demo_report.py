@@ -10,9 +10,8 @@ from cpcl.data.tokenizer import default_tokenizer
 from cpcl.engine.config import TrainConfig
 from cpcl.evaluation.report import METRICS, RunSummary, read_run, render_report, retrieval_examples
 from cpcl.experiments.plans import DemoPlan
-from cpcl.model.checkpoints import load_clip
+from cpcl.model.inference import load_for_inference
 from cpcl.utils.config import load_config
-from cpcl.utils.runtime import resolve_device, resolve_precision
 
 EXAMPLES, TOP_K = 8, 5  # retrieval examples shown, thumbnails per example
 
@@ -42,14 +41,13 @@ def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | 
     summaries = {label: read_run(label, run_dir, elapsed) for label, (run_dir, elapsed) in runs.items()}
     cpcl_dir = runs["CPCL"][0]
     cfg = load_config(TrainConfig, cpcl_dir / "config.yaml")
-    device = resolve_device(cfg.device)
-    model, _ = load_clip(cpcl_dir / "best.pt", device=device)
+    loaded = load_for_inference(cpcl_dir / "best.pt", cfg.device, cfg.precision)
+    model = loaded.model
     test = load_dataset(cfg.data.dataset, Path(cfg.data.root)).splits["test"]
     tokens = default_tokenizer().tokenize([c.text for c in test.captions], model.config.text.context_length)
     step = max(1, len(test.captions) // EXAMPLES)
     examples = retrieval_examples(model, test, tokens, list(range(0, len(test.captions), step))[:EXAMPLES], TOP_K,
-                                  cfg.augment, cfg.eval.batch_size, cfg.data.workers, device,
-                                  resolve_precision(cfg.precision, device))
+                                  cfg.augment, cfg.eval.batch_size, cfg.data.workers, loaded.device, loaded.dtype)
     train, val, test_ids = plan.ids
     start = (f"a {plan.preset} CLIP pretrained here from scratch on {plan.pretrain_pairs} web-style pairs for "
              f"{plan.pretrain_epochs} epochs" if plan.scratch else f"the shipped start {plan.start}")

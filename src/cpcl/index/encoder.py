@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from cpcl.data.check import find_bad_images
@@ -24,12 +23,11 @@ from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import ImageTransformConfig, eval_transform
 from cpcl.evaluation.features import extract_image_features
 from cpcl.index.store import Manifest, sha256_of
-from cpcl.model.checkpoints import load_clip
 from cpcl.model.clip import CLIP
+from cpcl.model.inference import embed_images, embed_texts, load_for_inference
 from cpcl.model.shipped import resolve_checkpoint
 from cpcl.utils.errors import SearchIndexError
 from cpcl.utils.progress import Progress
-from cpcl.utils.runtime import autocast, resolve_device, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +57,8 @@ class Encoder:
              precision: str = "auto", sha256: str | None = None) -> Encoder:
         """Read a checkpoint (any format `cpcl.model.checkpoints` reads) for indexing or search."""
         checkpoint = resolve_checkpoint(checkpoint).resolve()
-        torch_device = resolve_device(device)
-        model, _ = load_clip(checkpoint, image_size, device=torch_device)
-        return cls(model, checkpoint, sha256 or sha256_of(checkpoint), torch_device,
-                   resolve_precision(precision, torch_device))
+        loaded = load_for_inference(checkpoint, device, precision, image_size)
+        return cls(loaded.model, checkpoint, sha256 or sha256_of(checkpoint), loaded.device, loaded.dtype)
 
     @classmethod
     def for_index(cls, manifest: Manifest, index: Path, checkpoint: Path | None = None, device: str = "auto",
@@ -125,17 +121,15 @@ class Encoder:
         """RGB PIL images -> [Q, D] (query by example)."""
         size = self.model.config.image.image_size
         pixels = torch.stack([eval_transform(image.convert("RGB"), size, self.transform) for image in images])
-        with self._lock, autocast(self.device, self.dtype):
-            feats = self.model.encode_image(pixels.to(self.device))
-        return F.normalize(feats.float(), dim=1).cpu().numpy()
+        with self._lock:
+            return embed_images(self.model, pixels, self.device, self.dtype).cpu().numpy()
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> np.ndarray:
         """Sentences -> [Q, D] (longer ones are cut at the model's context length, as in training)."""
         tokens = self._tokenizer.tokenize(texts, self.model.config.text.context_length)
-        with self._lock, autocast(self.device, self.dtype):
-            feats = self.model.encode_text(tokens.to(self.device))
-        return F.normalize(feats.float(), dim=1).cpu().numpy()
+        with self._lock:
+            return embed_texts(self.model, tokens, self.device, self.dtype).cpu().numpy()
 
 
 def _check_sha256(sha256: str, checkpoint: Path, manifest: Manifest, index: Path) -> None:

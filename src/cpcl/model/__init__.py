@@ -9,6 +9,7 @@ from cpcl.model.checkpoints import (
     save_clip,
 )
 from cpcl.model.clip import CLIP, CLIP_PRESETS, ClipConfig, ClipOutput, TextConfig, VisionConfig, clip_preset
+from cpcl.model.inference import LoadedModel, embed_images, embed_texts, load_for_inference
 
 __all__ = [
     "CLIP",
@@ -16,11 +17,15 @@ __all__ = [
     "ClipCheckpoint",
     "ClipConfig",
     "ClipOutput",
+    "LoadedModel",
     "TextConfig",
     "VisionConfig",
     "build_clip",
     "clip_preset",
+    "embed_images",
+    "embed_texts",
     "load_clip",
+    "load_for_inference",
     "read_checkpoint",
     "resize_pos_embed",
     "save_clip",
