@@ -42,7 +42,7 @@ from cpcl.utils.errors import DataError
 log = logging.getLogger(__name__)
 
 ID_BOUNDS = (-(2**63), 2**63 - 1)  # person ids are stored and compared as int64
-CUHK_STANDARD_SPLIT = {"train": (1, 11003), "val": (11004, 12003), "test": (12004, 13003)}  # caption_all.json: person id ranges
+CUHK_STANDARD_SPLIT = {"train": (1, 11003), "val": (11004, 12003), "test": (12004, 13003)}  # caption_all.json's ids
 
 
 def split_name(value: str) -> str:

@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from cpcl.model.clip import CLIP, ClipConfig, TextConfig, VisionConfig
-from cpcl.model.hf import hf_to_openai, hf_tower_settings, is_hf_layout, read_hf_config, read_hf_directory
+from cpcl.model.hf import (hf_to_openai, hf_tower_settings, is_hf_layout, read_hf_config, read_hf_directory,
+                            restore_trained_size)
 from cpcl.model.shipped import is_shipped, resolve_checkpoint, unpack
 from cpcl.model.torchscript import read_torchscript_weights
 from cpcl.utils.errors import CheckpointError, ConfigError
@@ -292,6 +293,8 @@ def _from_hf(hf_state: Mapping[str, Tensor], hf_config: Mapping[str, Any], where
     state_dict = hf_to_openai(hf_state)
     settings = hf_tower_settings(hf_config, where)
     inferred = infer_openai_config(state_dict, where)
+    if size := restore_trained_size(state_dict, hf_config, inferred.image, where):  # a cpcl export, non-square
+        settings["image"]["image_size"] = size
     try:
         config = replace(inferred, image=replace(inferred.image, **settings["image"]),
                          text=replace(inferred.text, **settings["text"]))

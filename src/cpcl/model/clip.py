@@ -320,18 +320,22 @@ class CLIP(nn.Module):
             return tokens.argmax(dim=-1)
         return (tokens == eot).int().argmax(dim=-1)
 
-    def encode_text(self, tokens: Tensor) -> Tensor:
+    def encode_text(self, tokens: Tensor, trim: bool = True) -> Tensor:
         """tokens: [B, L] int, L <= context_length -> [B, D] projected EOT feature, unnormalised.
 
         The mask is causal, so tokens after the last EOT of the batch cannot change any EOT
-        feature: they are cut off before the transformer (exact, and faster on short captions).
+        feature: with `trim` (eager training and inference) they are cut off before the
+        transformer (exact, and faster on short captions). Export passes trim=False: every one of
+        the L positions then runs, and no length is read from the data into the graph.
         """
         if tokens.shape[-1] > self.config.text.context_length:
             raise ValueError(f"tokens have length {tokens.shape[-1]}; the context length is "
                              f"{self.config.text.context_length}")
         eot = self.eot_positions(tokens)  # [B]
-        length = int(eot.max()) + 1 if eot.numel() else 0
-        x = self.token_embedding(tokens[:, :length]) + self.positional_embedding[:length]  # [B, n, C]
+        if trim:
+            tokens = tokens[:, :int(eot.max()) + 1 if eot.numel() else 0]
+        length = tokens.shape[1]
+        x = self.token_embedding(tokens) + self.positional_embedding[:length]  # [B, n, C]
         x = self.transformer(x)
         x = self.ln_final(x[torch.arange(x.shape[0], device=x.device), eot])  # [B, C]
         return x @ self.text_projection

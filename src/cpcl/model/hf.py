@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from cpcl.model.clip import ClipConfig, TextConfig, VisionConfig
 from cpcl.utils.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -188,3 +191,136 @@ def hf_tower_settings(hf_config: Mapping[str, Any], where: Path) -> dict[str, di
         raise CheckpointError(f"{where}/config.json: text_config.eos_token_id must be one integer, got {eos!r}")
     settings["text"]["eot_token_id"] = None if eos == LEGACY_EOS_ID else eos
     return settings
+
+
+# ---------------------------------------------------------------- the other way: OpenAI layout -> HF
+
+HF_ACT_NAMES = {  # key of cpcl.model.clip.ACTIVATIONS -> HF hidden_act written on export
+    "quick_gelu": "quick_gelu",
+    "gelu": "gelu",
+    "gelu_tanh": "gelu_pytorch_tanh",
+}
+SIZE_KEY = "cpcl_image_size"  # config.json: the (H, W) a non-square model was trained at (read back exactly)
+
+
+def openai_to_hf(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Inverse of `hf_to_openai`: OpenAI keys to HF `CLIPModel` keys, `in_proj_*` split into q/k/v and the
+    projections transposed. The visual positional embedding passes unchanged (see `square_pos_embed`)."""
+    renames = {openai: hf for hf, openai in RENAMES.items()}
+    transposed = {openai: hf for hf, openai in TRANSPOSED.items()}
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if key in renames:
+            out[renames[key]] = value
+        elif key in transposed:
+            out[transposed[key]] = value.t().contiguous()
+        elif (block := _hf_block(key)) is None:
+            raise CheckpointError(f"{key}: no Hugging Face CLIPModel name for this key")
+        elif key.endswith(("attn.in_proj_weight", "attn.in_proj_bias")):
+            kind = key.rsplit("_", 1)[-1]  # weight | bias
+            for name, part in zip(QKV, value.chunk(3, dim=0)):
+                out[f"{block[0]}self_attn.{name}.{kind}"] = part.contiguous()
+        else:
+            hf_prefix, rest = block
+            hf_rest = next((hf + rest[len(oa):] for hf, oa in LAYER_RENAMES.items() if rest.startswith(oa)), None)
+            if hf_rest is None:
+                raise CheckpointError(f"{key}: no Hugging Face CLIPModel name for this key")
+            out[hf_prefix + hf_rest] = value
+    return out
+
+
+def _hf_block(key: str) -> tuple[str, str] | None:
+    """(HF layer prefix with its index, rest of the OpenAI key) of a residual-block key, else None."""
+    for hf_prefix, oa_prefix in LAYER_PREFIXES.items():
+        if key.startswith(oa_prefix):
+            index, _, rest = key[len(oa_prefix):].partition(".")
+            return f"{hf_prefix}{index}.", rest
+    return None
+
+
+def bicubic_matrix(source: int, target: int) -> Tensor:
+    """[target, source] float64: row i holds the weights `F.interpolate(mode="bicubic", align_corners=False)`
+    gives the `source` samples of a line resized to `target` (HF's `interpolate_pos_encoding`)."""
+    basis = torch.eye(source, dtype=torch.float64).reshape(source, 1, source, 1)  # one-hot lines
+    return F.interpolate(basis, size=(target, 1), mode="bicubic", align_corners=False)[:, 0, :, 0].t()
+
+
+def square_pos_embed(pos: Tensor, grid: tuple[int, int]) -> tuple[Tensor, int]:
+    """pos [1 + gh * gw, C] -> ([1 + S * S, C], S) with S = max(gh, gw), such that HF's bicubic
+    `interpolate_pos_encoding` from S x S back to gh x gw gives `pos` again (to float rounding): HF's
+    CLIPModel stores square grids only. A square grid is returned as it is."""
+    height, width = grid
+    if height == width:
+        return pos, height
+    side = max(grid)
+    rows, cols = bicubic_matrix(side, height), bicubic_matrix(side, width)  # [gh, S], [gw, S]
+    target = pos[1:].double().reshape(height, width, -1)  # [gh, gw, C]
+    square = torch.einsum("ih,hwc,jw->ijc", torch.linalg.pinv(rows), target, torch.linalg.pinv(cols))  # [S, S, C]
+    restored = torch.einsum("hi,ijc,wj->hwc", rows, square, cols)
+    if not torch.allclose(restored, target, atol=1e-6 * max(1.0, float(target.abs().max()))):
+        raise CheckpointError(f"the {height}x{width} positional grid has no exact {side}x{side} square form")
+    return torch.cat([pos[:1], square.reshape(side * side, -1).to(pos.dtype)]), side
+
+
+def grid_from_square(pos: Tensor, side: int, grid: tuple[int, int]) -> Tensor:
+    """Inverse of `square_pos_embed`: [1 + S * S, C] -> [1 + gh * gw, C], the bicubic resize HF applies."""
+    if grid == (side, side):
+        return pos
+    rows, cols = bicubic_matrix(side, grid[0]), bicubic_matrix(side, grid[1])
+    square = pos[1:].double().reshape(side, side, -1)
+    resized = torch.einsum("hi,ijc,wj->hwc", rows, square, cols).reshape(grid[0] * grid[1], -1)
+    return torch.cat([pos[:1], resized.to(pos.dtype)])
+
+
+def hf_config_dict(config: ClipConfig) -> dict[str, Any]:
+    """config.json of a HF `CLIPModel` with `config`'s architecture (the inverse of `hf_tower_settings` and
+    the shape inference); a non-square image size is recorded under SIZE_KEY."""
+    image, text = config.image, config.text
+    side = max(image.grid)
+
+    def tower(sub: VisionConfig | TextConfig) -> dict[str, Any]:
+        return {"hidden_size": sub.width, "intermediate_size": int(round(sub.width * sub.mlp_ratio)),
+                "num_hidden_layers": sub.layers, "num_attention_heads": sub.heads, "hidden_act": HF_ACT_NAMES[sub.act],
+                "layer_norm_eps": sub.ln_eps, "projection_dim": config.embed_dim}
+
+    out: dict[str, Any] = {
+        "architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": config.embed_dim,
+        "logit_scale_init_value": math.log(1.0 / config.init_temperature),
+        "vision_config": {**tower(image), "patch_size": image.patch_size, "image_size": side * image.patch_size,
+                          "num_channels": 3},
+        "text_config": {**tower(text), "vocab_size": text.vocab_size, "max_position_embeddings": text.context_length,
+                        "eos_token_id": LEGACY_EOS_ID if text.eot_token_id is None else text.eot_token_id},
+    }
+    if image.grid[0] != image.grid[1]:
+        out[SIZE_KEY] = list(image.image_size)
+    return out
+
+
+def write_hf_directory(state_dict: Mapping[str, Tensor], config: ClipConfig, directory: Path) -> list[Path]:
+    """A HF `CLIPModel` directory (config.json + model.safetensors, float32) of OpenAI-layout weights."""
+    state = dict(state_dict)
+    pos, _ = square_pos_embed(state["visual.positional_embedding"].float(), config.image.grid)
+    state["visual.positional_embedding"] = pos
+    tensors = {key: value.detach().float().cpu().contiguous() for key, value in openai_to_hf(state).items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / WEIGHT_FILES[0]), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(hf_config_dict(config), indent=2) + "\n", encoding="utf-8")
+    return [directory / "config.json", directory / WEIGHT_FILES[0]]
+
+
+def restore_trained_size(state_dict: dict[str, Tensor], hf_config: Mapping[str, Any], image: VisionConfig,
+                         where: Path) -> tuple[int, int] | None:
+    """The (H, W) recorded under SIZE_KEY by `hf_config_dict` (None when absent), with the visual positional
+    embedding of `state_dict` (OpenAI layout, square `image.grid`) resized back to that grid, in place."""
+    size = hf_config.get(SIZE_KEY)
+    if size is None:
+        return None
+    patch = image.patch_size
+    if not (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and v > 0 and v % patch == 0 for v in size)):
+        raise CheckpointError(f"{where}/config.json: {SIZE_KEY} must be [H, W], positive multiples of the patch "
+                              f"size {patch}; got {size!r}")
+    grid = (size[0] // patch, size[1] // patch)
+    state_dict["visual.positional_embedding"] = grid_from_square(state_dict["visual.positional_embedding"],
+                                                                 image.grid[0], grid)
+    return size[0], size[1]

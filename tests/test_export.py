@@ -1,0 +1,142 @@
+"""`cpcl export`: ONNX towers and a Hugging Face CLIPModel directory that reproduce the torch embeddings,
+each with a model card; shipped names accepted; the untrimmed text path equals the trimmed one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cpcl.cli import main
+from cpcl.data.tokenizer import default_tokenizer
+from cpcl.model import CLIP, clip_preset, load_clip, save_clip
+from cpcl.model import shipped
+from cpcl.model.inference import embed_images, embed_texts
+
+CONTEXT = 16
+CAPTIONS = ["a man", "a woman in a long red coat with a black backpack and white shoes walking", "x"]
+CPU = torch.device("cpu")
+
+
+def tiny_model(image_size: tuple[int, int], seed: int = 1) -> CLIP:
+    torch.manual_seed(seed)
+    return CLIP(clip_preset("tiny", image_size, CONTEXT)).eval()
+
+
+def run_dir_with(model: CLIP, folder: Path) -> Path:
+    """A run directory as `cpcl train` leaves it: best.pt, config.yaml, results.json."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("method: cpcl\naugment:\n  mean: [0.5, 0.5, 0.5]\n  std: [0.25, 0.25, 0.25]\n")
+    metrics = {"R1": 12.5, "R5": 30.0, "R10": 41.0, "mAP": 15.0, "mINP": 5.0}
+    (folder / "results.json").write_text(json.dumps({"selected_on": "val", "best_epoch": 3,
+                                                     "test": {"best": metrics, "last": metrics}}))
+    return save_clip(folder / "best.pt", model, model.config)
+
+
+def inputs(model: CLIP, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    torch.manual_seed(batch)
+    images = torch.randn(batch, 3, *model.config.image.image_size)
+    tokens = default_tokenizer().tokenize((CAPTIONS * batch)[:batch], CONTEXT)
+    return images, tokens
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> tuple[CLIP, Path, Path]:
+    """(the model, its ONNX dir, its HF dir), exported once through the CLI from a run directory."""
+    root = tmp_path_factory.mktemp("export")
+    model = tiny_model((32, 16))
+    checkpoint = run_dir_with(model, root / "run")
+    assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(root / "onnx"),
+                 "--hf", str(root / "hf")]) == 0
+    return model, root / "onnx", root / "hf"
+
+
+def test_untrimmed_text_path_gives_the_trimmed_features():
+    model = tiny_model((32, 16))
+    _, tokens = inputs(model, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode_text(tokens, trim=False), model.encode_text(tokens), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_towers_reproduce_the_torch_embeddings(exported, batch):
+    ort = pytest.importorskip("onnxruntime")
+    model, onnx_dir, _ = exported
+    images, tokens = inputs(model, batch)
+    image_session = ort.InferenceSession(str(onnx_dir / "image_encoder.onnx"))
+    text_session = ort.InferenceSession(str(onnx_dir / "text_encoder.onnx"))
+    with torch.no_grad():
+        want_image, want_text = embed_images(model, images, CPU, None), embed_texts(model, tokens, CPU, None)
+    got_image = image_session.run(["embeddings"], {"pixel_values": images.numpy()})[0]
+    got_text = text_session.run(["embeddings"], {"input_ids": tokens.numpy()})[0]
+    np.testing.assert_allclose(got_image, want_image.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(got_text, want_text.numpy(), atol=1e-4, rtol=0)
+
+
+def _features(output) -> torch.Tensor:
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@pytest.mark.parametrize("image_size", [(32, 16), (32, 32)])
+def test_hugging_face_directory_reproduces_the_torch_embeddings(exported, tmp_path, image_size):
+    transformers = pytest.importorskip("transformers")
+    model, _, hf_dir = exported
+    if image_size != model.config.image.image_size:  # a square model, exported here
+        model = tiny_model(image_size)
+        assert main(["export", "--checkpoint", str(save_clip(tmp_path / "m.pt", model, model.config)),
+                     "--hf", str(tmp_path / "hf")]) == 0
+        hf_dir = tmp_path / "hf"
+    hf_model = transformers.CLIPModel.from_pretrained(hf_dir).eval()
+    images, tokens = inputs(model, 3)
+    square = image_size[0] == image_size[1]
+    with torch.no_grad():
+        hf_image = _features(hf_model.get_image_features(pixel_values=images, interpolate_pos_encoding=not square))
+        hf_text = _features(hf_model.get_text_features(input_ids=tokens))
+        want_image, want_text = embed_images(model, images, CPU, None), embed_texts(model, tokens, CPU, None)
+    torch.testing.assert_close(torch.nn.functional.normalize(hf_image, dim=1), want_image, atol=1e-4, rtol=0)
+    torch.testing.assert_close(torch.nn.functional.normalize(hf_text, dim=1), want_text, atol=1e-4, rtol=0)
+    back, config = load_clip(hf_dir)  # cpcl reads its own export back, at the trained size
+    assert config.image.image_size == image_size
+    with torch.no_grad():
+        torch.testing.assert_close(embed_images(back, images, CPU, None), want_image, atol=1e-5, rtol=0)
+
+
+def test_each_export_has_a_card_with_the_training_config_and_metrics(exported):
+    _, onnx_dir, hf_dir = exported
+    for folder, says in ((onnx_dir, "image_encoder.onnx"), (hf_dir, "interpolate_pos_encoding=True")):
+        card = (folder / "README.md").read_text()
+        assert says in card and "method: cpcl" in card and "| test, best checkpoint | 12.50 | 30.00 |" in card
+        assert "mean [0.5, 0.5, 0.5]" in card and "32x16" in card
+
+
+def test_a_checkpoint_outside_a_run_dir_says_its_training_is_not_recorded(tmp_path):
+    model = tiny_model((32, 16))
+    checkpoint = save_clip(tmp_path / "loose.pt", model, model.config)
+    assert main(["export", "--checkpoint", str(checkpoint), "--hf", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "## Training\n\nNot recorded" in card and "## Metrics\n\nNot recorded" in card
+
+
+def test_a_shipped_name_is_exported_with_its_shipped_card(tmp_path, monkeypatch):
+    init = {"seed": 5, "preset": "tiny", "image_size": [32, 16], "context_length": CONTEXT}
+    torch.manual_seed(init["seed"])
+    model = CLIP(clip_preset("tiny", (32, 16), CONTEXT))
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "weights")
+    shipped.pack(model.state_dict(), model.config, init, shipped.shipped_file("synthpedes-small"))
+    shipped.shipped_file("synthpedes-small").with_suffix(".md").write_text("# synthpedes-small: the card\n")
+    monkeypatch.chdir(tmp_path)  # no file named synthpedes-small here: the name is looked up
+    assert main(["export", "--checkpoint", "synthpedes-small", "--hf", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "(shipped checkpoint)" in card and "# synthpedes-small: the card" in card
+    back, _ = load_clip(tmp_path / "hf")
+    assert torch.equal(back.token_embedding.weight, model.token_embedding.weight.half().float())
+
+
+def test_export_without_a_target_is_one_line(tmp_path, capsys):
+    model = tiny_model((32, 16))
+    assert main(["export", "--checkpoint", str(save_clip(tmp_path / "m.pt", model, model.config))]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "cpcl export: error: nothing to export: give --onnx DIR and/or --hf DIR"
