@@ -97,6 +97,11 @@ class CpclSection:
 
 
 @dataclass(frozen=True)
+class LogSection:
+    tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard (needs the tensorboard extra)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     method: Method = "cpcl"  # zero_shot (evaluate only) | itc | cpcl | oracle (true ids: upper bound)
     seed: int = 0  # seeds python, numpy and torch; epoch e uses seed + e
@@ -109,6 +114,7 @@ class TrainConfig:
     augment: ImageTransformConfig = field(default_factory=ImageTransformConfig)  # normalisation and augmentation
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Jaccard + DBSCAN per modality
     cpcl: CpclSection = field(default_factory=CpclSection)  # CPCL losses, memory, OPLM, sampler
+    log: LogSection = field(default_factory=LogSection)  # TensorBoard (train.log is always written)
 
     def __post_init__(self) -> None:  # each section checks its own ranges; here what spans sections
         check_ranges(self, "", {"seed": Range(0, 2**32 - 1)})

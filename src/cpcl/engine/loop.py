@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 import torch
@@ -114,11 +114,13 @@ def check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int,
 def train_one_epoch(
     encoder: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
     epoch: int, cfg: OptimSection, device: torch.device, world: World, scaler: torch.amp.GradScaler,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, float]:
     """Run one epoch of `encoder` (a PairEncoder, DDP-wrapped in a distributed run); returns mean
     loss terms, "loss" (their sum) and the last lr, plus "grad_scale" and "skipped_steps" when the
     scaler is enabled (fp16). Every rank computes the loss of the global batch, so the terms are
-    the same on every rank."""
+    the same on every rank. The progress bar shows the running mean loss; `on_step(step, values)`
+    gets each step's terms, "loss" and "lr" (step counted from 0 in this epoch)."""
     encoder.train()
     sums: dict[str, float] = defaultdict(float)
     steps = len(loader)
@@ -139,10 +141,14 @@ def train_one_epoch(
             check_finite(loss, terms, epoch, step)
             skipped += not optimizer_step(loss, optimizer, scaler, encoder.parameters(), cfg.grad_clip)
             objective.after_step(image_feats.detach(), text_feats.detach(), index)
-            for name, value in terms.items():
-                sums[name] += float(value.detach())
-            sums["loss"] += float(loss.detach())
+            values = {name: float(value.detach()) for name, value in terms.items()}
+            values["loss"] = float(loss.detach())
+            for name, value in values.items():
+                sums[name] += value
+            bar.postfix = f"loss {sums['loss'] / (step + 1):.4f}"
             bar.update()
+            if on_step is not None:
+                on_step(step, {**values, "lr": lr})
     means = {name: total / max(steps, 1) for name, total in sums.items()}
     means["lr"] = lr
     if scaler.is_enabled():

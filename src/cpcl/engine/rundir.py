@@ -1,6 +1,6 @@
 """The run directory's files written during training: config.yaml, last.pt (model, optimiser, fp16
 loss scaler, progress, for --resume), best.pt, metrics.jsonl (one record per epoch) and
-results.json. Rank 0 alone writes them.
+results.json. Rank 0 alone writes them. The progress saved in last.pt is a `RunProgress`.
 
 What a kill or a full disk leaves is repaired or refused in one line: a write that fails (a
 read-only directory, no space left) is a `RunDirError` naming the file; checkpoints and
@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,38 @@ from cpcl.utils.files import atomic_write, remove_stale_temporaries
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
+RUN_KEYS = ("optimizer", "scaler")  # last.pt's "run" entry: the optimiser and loss-scaler states beside the progress
+
+
+@dataclass
+class RunProgress:
+    """How far a run got: saved in last.pt's "run" entry as plain types, restored by --resume."""
+
+    epoch: int = 0  # epochs done
+    step: int = 0  # optimizer steps done (TensorBoard's x axis); 0 when resuming a last.pt saved before it
+    best_epoch: int | None = None  # the epoch (from 0) whose weights best.pt holds; None before the first
+    best_r1: float = -1.0  # val R1 of best.pt; -1 before any val evaluation
+    best_val: dict[str, float] | None = None  # val metrics of best.pt
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path) -> RunProgress:
+        """The progress in a "run" entry (the optimiser and scaler states left aside); RunDirError naming the
+        field for an unknown field or a wrong type."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(str(key) for key in data if key not in known and key not in RUN_KEYS)
+        if unknown:
+            raise RunDirError(f"cannot resume: {path} has unknown run field(s) {', '.join(unknown)}; it was not "
+                              f"saved by this cpcl version's train")
+        expected = {"epoch": (int,), "step": (int,), "best_epoch": (int, type(None)), "best_r1": (int, float),
+                    "best_val": (dict, type(None))}
+        for key, types in expected.items():
+            if key in data and (not isinstance(data[key], types) or isinstance(data[key], bool)):
+                raise RunDirError(f"cannot resume: {path}: run field '{key}' is a {type(data[key]).__name__}, "
+                                  f"expected {' or '.join(t.__name__ for t in types)}")
+        return cls(**{key: data[key] for key in known if key in data})
 
 
 @contextmanager
@@ -73,17 +106,17 @@ def save_model(run_dir: Path, name: str, model: CLIP, extra: Mapping[str, Any]) 
         save_clip(run_dir / name, model, model.config, extra=extra)
 
 
-def save_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer, progress: dict,
+def save_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer, progress: RunProgress,
               scaler: torch.amp.GradScaler) -> None:
     """last.pt; the scaler's state is {} when it is disabled (bf16 / fp32)."""
     save_model(run_dir, "last.pt", model,
-               {"run": {**progress, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}})
+               {"run": {**progress.to_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}})
 
 
 def load_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer,
-              scaler: torch.amp.GradScaler) -> dict:
+              scaler: torch.amp.GradScaler) -> RunProgress:
     """Restore model, optimiser and (when saved and enabled) the loss scaler from last.pt;
-    returns the saved progress record. RunDirError when last.pt holds no progress to resume."""
+    returns the saved progress. RunDirError when last.pt holds no progress to resume."""
     path = run_dir / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"cannot resume: {path} does not exist (the run saved no epoch yet)")
@@ -94,14 +127,14 @@ def load_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer,
         what = "no 'run' entry" if not isinstance(run, dict) else f"no {' or '.join(missing)} in its 'run' entry"
         raise RunDirError(f"cannot resume: {path} has {what}, so it is not the last.pt of an interrupted cpcl "
                           f"train run; start a new run with --out (model.init={path} starts from its weights)")
+    progress = RunProgress.from_dict(run, path)
     try:
         model.load_state_dict(checkpoint.state_dict, strict=True)
-        progress = dict(run)
-        optimizer.load_state_dict(progress.pop("optimizer"))
+        optimizer.load_state_dict(run["optimizer"])
     except (RuntimeError, ValueError, KeyError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise RunDirError(f"cannot resume: {path} does not fit this run's model or optimiser ({reason})") from None
-    scaler_state = progress.pop("scaler", {})  # absent in runs saved before loss scaling
+    scaler_state = run.get("scaler", {})  # absent in runs saved before loss scaling
     if scaler_state and scaler.is_enabled():
         scaler.load_state_dict(scaler_state)
     return progress

@@ -3,7 +3,8 @@ train -> evaluate -> log -> checkpoint (METHOD.md, One epoch), then the final te
 
 Run dir: config.yaml (resolved), metrics.jsonl (one record per epoch), last.pt (model +
 optimiser + progress, for --resume), best.pt (selected on val, or the last epoch where the
-data has no val split), results.json ({"test": {"best": {...}, "last": {...}}, ...}).
+data has no val split), results.json ({"test": {"best": {...}, "last": {...}}, ...}), train.log,
+and with log.tensorboard TensorBoard events in tensorboard/ (cpcl.engine.logs).
 
 Under torchrun every rank runs this file's loop on its slice of each global batch; what is
 shared, sharded or rank 0's alone is said in cpcl.engine.distributed.
@@ -30,11 +31,12 @@ from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import train_transform
 from cpcl.engine.config import TrainConfig
 from cpcl.engine.distributed import check_world, config_header, extract_sharded, launch_settings, wrap_model
+from cpcl.engine.logs import RunLog
 from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
 from cpcl.engine.pseudo_labels import PairLabels, cluster_pairs, oracle_cluster_quality, oracle_pair_labels
-from cpcl.engine.rundir import (append_record, drop_records_from, load_last, prepare_run_dir, save_last, save_model,
-                                write_results)
+from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
+                                save_model, write_results)
 from cpcl.engine.samplers import epoch_sampler
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.evaluation.features import extract_image_features, extract_text_features
@@ -130,7 +132,8 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # fp16 loss scaling (disabled, a pass-through, for bf16 / fp32)
     encoder: torch.nn.Module  # what trains: PairEncoder(model), DDP-wrapped when distributed
-    progress: dict  # epoch (done), best_epoch, best_r1, best_val: saved in last.pt
+    progress: RunProgress  # epochs and steps done, the best val checkpoint: saved in last.pt
+    log: RunLog  # train.log and TensorBoard (rank 0)
 
 
 def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,25 +198,25 @@ def evaluate(cfg: TrainConfig, model: CLIP, data: RunData, name: str, device: to
 def final_results(run: Run) -> dict:
     """Test metrics of the last and the best checkpoint; written to results.json."""
     cfg, model, data, run_dir, progress = run.cfg, run.model, run.data, run.run_dir, run.progress
-    results: dict = {"method": cfg.method, "epochs": progress["epoch"],
-                     "selected_on": "val" if "val" in data.evals else "last",
-                     "best_epoch": progress.get("best_epoch")}
+    results: dict = {"method": cfg.method, "epochs": progress.epoch,
+                     "selected_on": "val" if "val" in data.evals else "last", "best_epoch": progress.best_epoch}
     if "test" in data.evals:
         last = evaluate(cfg, model, data, "test", run.device, run.dtype)
         best = last
-        if progress.get("best_epoch") not in (None, progress["epoch"] - 1) and (run_dir / "best.pt").is_file():
+        if progress.best_epoch not in (None, progress.epoch - 1) and (run_dir / "best.pt").is_file():
             model.load_state_dict(read_checkpoint(run_dir / "best.pt").state_dict, strict=True)
             best = evaluate(cfg, model, data, "test", run.device, run.dtype)
         results["test"] = {"best": best, "last": last}
-    if "best_val" in progress:
-        results["val"] = {"best": progress["best_val"]}
+    if progress.best_val is not None:
+        results["val"] = {"best": progress.best_val}
     write_results(run_dir, results)
     return results
 
 
-def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, device: torch.device) -> Run:
+def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, device: torch.device,
+              run_log: RunLog) -> Run:
     """Config and metrics files (rank 0), data, model, optimiser, progress (from last.pt when
-    resuming, on every rank) and the encoder that trains."""
+    resuming, on every rank), the encoder that trains, and TensorBoard from the progress's step."""
     dtype = resolve_precision(cfg.precision, device)
     settings = launch_settings(cfg, world, device)
     seed_everything(cfg.seed)
@@ -226,15 +229,16 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     model = build_model(cfg, device)
     optimizer = build_optimizer(model, cfg.optim)
     scaler = make_scaler(dtype, device)
-    progress: dict = {"epoch": 0, "best_epoch": None, "best_r1": -1.0}
+    progress = RunProgress()
     if resume:
         progress = load_last(run_dir, model, optimizer, scaler)
-        log.info("resuming %s at epoch %d", run_dir, progress["epoch"] + 1)
+        log.info("resuming %s at epoch %d", run_dir, progress.epoch + 1)
     if world.is_main:
-        drop_records_from(run_dir, progress["epoch"])
+        drop_records_from(run_dir, progress.epoch)
+    run_log.begin(progress.step)
     find_unused = cfg.method != "itc" and cfg.cpcl.itc_weight == 0  # the logit scale then idles in CPCL epochs
     encoder = wrap_model(PairEncoder(model, device, dtype), world, device, find_unused)
-    return Run(cfg, run_dir, world, device, dtype, data, model, optimizer, scaler, encoder, progress)
+    return Run(cfg, run_dir, world, device, dtype, data, model, optimizer, scaler, encoder, progress, run_log)
 
 
 def train_epoch(run: Run, epoch: int) -> dict:
@@ -246,10 +250,11 @@ def train_epoch(run: Run, epoch: int) -> dict:
     sampler = epoch_sampler(len(run.data.tokens), cfg.optim.batch_size,
                             group_labels if cfg.cpcl.sampler == "pk" else None, cfg.cpcl.pk_instances,
                             cfg.seed + epoch, world)
-    start = time.perf_counter()
-    record.update(train_one_epoch(run.encoder, make_loader(cfg, run.data, sampler), run.optimizer, objective,
-                                  epoch, cfg.optim, run.device, world, run.scaler))
+    start, loader, first_step = time.perf_counter(), make_loader(cfg, run.data, sampler), run.progress.step
+    record.update(train_one_epoch(run.encoder, loader, run.optimizer, objective, epoch, cfg.optim, run.device, world,
+                                  run.scaler, on_step=lambda step, values: run.log.step(first_step + step, values)))
     record["time_train"] = time.perf_counter() - start
+    run.progress.step += len(loader)
     if banks := objective.memory_banks():
         record["memory_digests"] = gather_objects(tensor_digest(*banks), world)
     return record
@@ -263,11 +268,11 @@ def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: dict) -> None
         val = evaluate(cfg, run.model, data, "val", run.device, run.dtype)
         record.update({f"val_{k}": v for k, v in val.items()})
         record["time_eval"] = time.perf_counter() - start
-        if val["R1"] > progress["best_r1"]:
-            progress.update(best_r1=val["R1"], best_epoch=epoch, best_val=val)
+        if val["R1"] > progress.best_r1:
+            progress.best_r1, progress.best_epoch, progress.best_val = val["R1"], epoch, val
             save_model(run.run_dir, "best.pt", run.model, {"epoch": epoch, "val": val})
     elif "val" not in data.evals:
-        progress["best_epoch"] = epoch
+        progress.best_epoch = epoch
 
 
 def finish_run(run: Run, epochs: int) -> dict:
@@ -276,9 +281,9 @@ def finish_run(run: Run, epochs: int) -> dict:
     if run.world.is_main:
         model, progress = run.model, run.progress
         if epochs == 0:
-            save_model(run.run_dir, "last.pt", model, {"run": {**progress}})
-        if "val" not in run.data.evals or progress["best_epoch"] is None:
-            save_model(run.run_dir, "best.pt", model, {"epoch": progress["best_epoch"]})
+            save_model(run.run_dir, "last.pt", model, {"run": progress.to_dict()})
+        if "val" not in run.data.evals or progress.best_epoch is None:
+            save_model(run.run_dir, "best.pt", model, {"epoch": progress.best_epoch})
         results = final_results(run)
     return broadcast_object(results, run.world)
 
@@ -292,15 +297,17 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: W
     world = world or World()
     device = rank_device(cfg.device, world)
     check_world(cfg, world)
-    with process_group(world, device):
-        run = start_run(cfg, Path(run_dir), resume, world, device)
+    run_log = RunLog(Path(run_dir), cfg.log.tensorboard, world.is_main, resume)
+    with process_group(world, device), run_log:
+        run = start_run(cfg, Path(run_dir), resume, world, device, run_log)
         epochs = 0 if cfg.method == "zero_shot" else cfg.optim.epochs
-        for epoch in range(run.progress["epoch"], epochs):
+        for epoch in range(run.progress.epoch, epochs):
             record = train_epoch(run, epoch)
-            run.progress["epoch"] = epoch + 1
+            run.progress.epoch = epoch + 1
             if world.is_main:
                 evaluate_epoch(run, epoch, epoch + 1 == epochs, record)
                 append_record(run.run_dir, record)
+                run_log.epoch(run.progress.step, record)
                 save_last(run.run_dir, run.model, run.optimizer, run.progress, run.scaler)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                                                           if isinstance(v, float) and k.endswith(("loss", "R1"))))

@@ -36,6 +36,7 @@ class Progress:
         self.unit = unit
         self.enabled = enabled and os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone
         self.count = 0
+        self.postfix = ""  # shown after the rate, e.g. a running loss; the caller sets it before update()
         self._interactive = sys.stderr.isatty()
         self._start = time.perf_counter()
         self._last_draw = 0.0
@@ -72,13 +73,14 @@ class Progress:
     def _line(self, now: float) -> str:
         elapsed = max(now - self._start, 1e-9)
         rate = self.count / elapsed
+        postfix = f" {self.postfix}" if self.postfix else ""
         if self.total:
             remaining = (self.total - self.count) / rate if rate > 0 else 0.0
             return (
                 f"{self.desc}: {self.count}/{self.total} {self.unit} "
-                f"[{_fmt_seconds(elapsed)}<{_fmt_seconds(remaining)}, {rate:.1f} {self.unit}/s]"
+                f"[{_fmt_seconds(elapsed)}<{_fmt_seconds(remaining)}, {rate:.1f} {self.unit}/s]{postfix}"
             )
-        return f"{self.desc}: {self.count} {self.unit} [{_fmt_seconds(elapsed)}, {rate:.1f} {self.unit}/s]"
+        return f"{self.desc}: {self.count} {self.unit} [{_fmt_seconds(elapsed)}, {rate:.1f} {self.unit}/s]{postfix}"
 
 
 def track(items: Iterable[T], desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:

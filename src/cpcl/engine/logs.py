@@ -1,0 +1,100 @@
+"""What a run writes for people to read: `train.log` in the run directory (the records of every cpcl
+logger, as the console shows them, progress lines included) and, with `log.tensorboard: true`,
+TensorBoard event files in `RUN_DIR/tensorboard`: each loss term, the total and the lr per optimizer step
+(`step/`), and per epoch the epoch means (`train/`), val metrics (`val/`), clusters, outliers and OPLM
+counts (`clusters/`), the clustering chosen on val (`cluster_select/`), the `oracle_` diagnostics
+(`oracle/`) and phase times (`time/`), all on the global optimizer step. Rank 0 alone writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from cpcl.engine.rundir import writing
+from cpcl.utils.errors import ConfigError
+
+TRAIN_LOG = "train.log"
+TENSORBOARD_DIR = "tensorboard"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as the console (cpcl.cli)
+PREFIX_GROUPS = (("val_", "val"), ("oracle_", "oracle"), ("select_", "cluster_select"), ("time_", "time"))
+TRAIN_KEYS = ("lr", "grad_scale", "skipped_steps")  # per-epoch values grouped with the losses
+SKIPPED_KEYS = ("epoch", "world_size")  # record fields that are not measurements
+
+
+def scalar_tag(key: str) -> str:
+    """The TensorBoard tag of an epoch-record key: val_R1 -> val/R1, oracle_image_nmi -> oracle/image_nmi,
+    itc_loss -> train/itc_loss, image_outliers -> clusters/image_outliers."""
+    for prefix, group in PREFIX_GROUPS:
+        if key.startswith(prefix):
+            return f"{group}/{key[len(prefix):]}"
+    if key.endswith("_seconds"):
+        return f"time/{key}"
+    if key.endswith("loss") or key in TRAIN_KEYS:
+        return f"train/{key}"
+    return f"clusters/{key}"
+
+
+class RunLog:
+    """Context manager: train.log attached to the `cpcl` logger from the start of a run, then (`begin`)
+    the TensorBoard writer when `tensorboard`. resume: train.log is appended to, and TensorBoard events
+    from the resumed step on (what the interrupted epoch logged) are dropped; a new run starts train.log
+    afresh. enabled=False (ranks other than 0) writes nothing."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, enabled: bool = True, resume: bool = False) -> None:
+        self.run_dir, self.tensorboard, self.enabled, self.resume = run_dir, tensorboard, enabled, resume
+        self._handler: logging.Handler | None = None
+        self._writer_class: Any = None
+        self._writer: Any = None
+
+    def __enter__(self) -> RunLog:
+        if not self.enabled:
+            return self
+        if self.tensorboard:  # checked before the run loads anything
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise ConfigError("log.tensorboard=true needs the tensorboard package: pip install "
+                                  "'cpcl[tensorboard]', or set log.tensorboard=false") from None
+            self._writer_class = SummaryWriter
+        with writing(self.run_dir / TRAIN_LOG, self.run_dir):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self._handler = logging.FileHandler(self.run_dir / TRAIN_LOG, mode="a" if self.resume else "w",
+                                                encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
+        logging.getLogger("cpcl").addHandler(self._handler)
+        return self
+
+    def begin(self, first_step: int) -> None:
+        """Open the TensorBoard writer at global step `first_step` (the run's optimizer steps so far)."""
+        if self._writer_class is not None:
+            purge = first_step if self.resume and first_step > 0 else None
+            self._writer = self._writer_class(str(self.run_dir / TENSORBOARD_DIR), purge_step=purge)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._handler is not None:
+            if error is not None and not isinstance(error, KeyboardInterrupt):  # the console has it from the CLI
+                self._handler.handle(logging.LogRecord(__name__, logging.ERROR, __file__, 0, "run stopped: %s",
+                                                       (error,), None))
+            logging.getLogger("cpcl").removeHandler(self._handler)
+            self._handler.close()
+        if self._writer is not None:
+            self._writer.close()
+
+    def step(self, global_step: int, values: dict[str, float]) -> None:
+        """One optimizer step's loss terms, total and lr (TensorBoard only)."""
+        if self._writer is not None:
+            for key, value in values.items():
+                self._writer.add_scalar(f"step/{key}", value, global_step)
+
+    def epoch(self, global_step: int, record: dict[str, Any]) -> None:
+        """Every numeric value of an epoch record, tagged by `scalar_tag` (TensorBoard only)."""
+        if self._writer is None:
+            return
+        for key, value in record.items():
+            if key not in SKIPPED_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._writer.add_scalar(scalar_tag(key), value, global_step)
+        self._writer.flush()
