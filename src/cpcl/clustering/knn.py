@@ -1,4 +1,4 @@
-"""Feature validation and k-nearest-neighbour search for the clustering layer (METHOD.md step 2).
+"""Feature validation and k-nearest-neighbour search for the clustering layer (docs/method.md step 2).
 
 The neighbour lists follow one deterministic rule, shared with the slow reference in the tests:
 row i starts with i itself, then the other points by cosine similarity descending, ties broken

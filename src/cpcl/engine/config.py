@@ -1,4 +1,4 @@
-"""The training run config (METHOD.md: every default and every ablation switch is a field).
+"""The training run config (docs/method.md: every default and every ablation switch is a field).
 
 `cpcl train -c FILE key=value ...` resolves defaults <- YAML (with `base:`) <- overrides into a
 frozen `TrainConfig`, validated once and written to `RUN_DIR/config.yaml`.
@@ -83,7 +83,7 @@ class CpclSection:
     icpm_eps: float = 1e-8  # ICPM: epsilon inside log(q)
     pcm_weight: float = 1.0  # weight of the PCM terms
     icpm_weight: float = 1.0  # lambda, weight of ICPM
-    itc_weight: float = 0.0  # weight of an extra instance InfoNCE term (0: METHOD.md's loss)
+    itc_weight: float = 0.0  # weight of an extra instance InfoNCE term (0: docs/method.md's loss)
     itc_warmup_epochs: int = 0  # epochs of plain ITC before the first clustering (weak starts)
     sampler: Literal["random", "pk"] = "random"  # random pairs, or P pseudo-identities x K pairs
     pk_instances: int = 4  # K of the pk sampler

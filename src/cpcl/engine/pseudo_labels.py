@@ -1,4 +1,4 @@
-"""Pseudo labels for one epoch (METHOD.md steps 2-3): cluster each modality, copy image labels
+"""Pseudo labels for one epoch (docs/method.md steps 2-3): cluster each modality, copy image labels
 to their pairs, mine outliers. Also the oracle's labels (true ids) and the `oracle_` cluster
 quality diagnostics; those two are the only readers of person ids here, and neither feeds the
 CPCL path.

@@ -1,5 +1,5 @@
 """The run: setup, then per epoch extract -> cluster -> mine outliers -> reset memories ->
-train -> evaluate -> log -> checkpoint (METHOD.md, One epoch), then the final test.
+train -> evaluate -> log -> checkpoint (docs/method.md, One epoch), then the final test.
 
 Run dir: config.yaml (resolved), metrics.jsonl (one record per epoch), last.pt (model +
 optimiser + progress, for --resume), best.pt (selected on val, or the last epoch where the
