@@ -1,4 +1,4 @@
-"""Training losses, pure tensor in / tensor out (METHOD.md step 5 and the ITC baseline).
+"""Training losses, pure tensor in / tensor out (docs/method.md step 5 and the ITC baseline).
 
 Every function returns a dict of named `*_loss` terms; the engine weights and sums them and
 logs each one. Features are L2-normalised; labels are pseudo labels in {-1, 0..K-1}, where
@@ -39,7 +39,7 @@ def pcm_losses(
     tau: float,
     mode: PcmMode = "both",
 ) -> dict[str, torch.Tensor]:
-    """Prototypical contrastive matching (METHOD.md step 5, PCM).
+    """Prototypical contrastive matching (docs/method.md step 5, PCM).
 
     image_feats, text_feats: [B, D] of B pairs; image_labels, text_labels: [B] (the image label
     of each pair's image, the text label of its caption); image_memory [K_v, D], text_memory

@@ -1,4 +1,4 @@
-"""PMM, the prototypical multi-modal memory (METHOD.md step 4): one bank of cluster prototypes
+"""PMM, the prototypical multi-modal memory (docs/method.md step 4): one bank of cluster prototypes
 per modality, rebuilt from the epoch's features and pseudo labels, then updated with momentum
 after every optimiser step. A buffer: no gradient ever flows into it.
 """

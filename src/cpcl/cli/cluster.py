@@ -15,7 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="[N, D] float array: .npy, or .npz with --key (e.g. the output of cpcl encode)")
     parser.add_argument("--key", help="array name inside an .npz (default: its only array)")
     parser.add_argument("--out", required=True, type=Path, metavar="LABELS.npy", help="where the [N] int64 labels go")
-    # defaults (None) are ClusterConfig's, METHOD.md's k1=30, k2=6, eps=0.6, min_samples=4; the
+    # defaults (None) are ClusterConfig's, docs/method.md's k1=30, k2=6, eps=0.6, min_samples=4; the
     # clustering module is imported only when the command runs, to keep `cpcl --help` fast
     parser.add_argument("--k1", type=int, help="k-reciprocal neighbourhood size")
     parser.add_argument("--k2", type=int, help="query-expansion neighbours (1: none)")

@@ -1,4 +1,4 @@
-"""Pseudo labels by DBSCAN on the sparse k-reciprocal Jaccard distance (METHOD.md step 2).
+"""Pseudo labels by DBSCAN on the sparse k-reciprocal Jaccard distance (docs/method.md step 2).
 
 `cluster_features` is the phase function the epoch loop calls once per modality: features in,
 labels in {-1, 0..K-1} out (-1 = outlier), with wall-clock times per stage and the process's

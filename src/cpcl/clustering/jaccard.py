@@ -1,4 +1,4 @@
-"""Sparse k-reciprocal Jaccard distance (METHOD.md step 2), never an N x N dense matrix.
+"""Sparse k-reciprocal Jaccard distance (docs/method.md step 2), never an N x N dense matrix.
 
 Definition (d(i, j) = 2 - 2 x_i . x_j on L2-normalised features; rank = `knn.nearest_neighbours`,
 whose row i starts with i itself):

@@ -1,4 +1,4 @@
-"""OPLM, outlier pseudo-label mining (METHOD.md step 3): the image-caption pairing rescues
+"""OPLM, outlier pseudo-label mining (docs/method.md step 3): the image-caption pairing rescues
 outliers of one modality through the clusters of the other.
 
 Labels are per pair (an image's label is copied to each of its captions' pairs). For an image

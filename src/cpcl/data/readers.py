@@ -1,7 +1,7 @@
 """Annotation readers: CUHK-PEDES, ICFG-PEDES, RSTPReid and the generic JSONL format.
 
 Every reader turns its file into the one record model of `cpcl.data.records`. Split values are
-compared case-insensitively; a value other than train, val or test is val (METHOD.md, Data
+compared case-insensitively; a value other than train, val or test is val (docs/method.md, Data
 formats), with a warning naming it. Nothing is dropped: a bad record raises `DataError` naming
 the file, the record and the field. Person ids are 64-bit integers (JSONL: integers or strings,
 `1` and `"1"` being one person). `load_dataset` then checks the images lie inside the dataset's

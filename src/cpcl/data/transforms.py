@@ -1,5 +1,5 @@
 """Image preprocessing with PIL + torch (no torchvision): CLIP's eval transform and the training
-augmentation of METHOD.md step 6 (flip, pad + random crop, random erasing).
+augmentation of docs/method.md step 6 (flip, pad + random crop, random erasing).
 
 Randomness comes from torch's global generator, which DataLoader seeds per worker, so a run
 is reproducible for a seed.

@@ -1,1 +1,1 @@
-"""Training engine: the resolved run config, the epoch loop of METHOD.md, checkpoints and logs."""
+"""Training engine: the resolved run config, the epoch loop of docs/method.md, checkpoints and logs."""

@@ -1,4 +1,4 @@
-"""The engine's distributed pieces (torchrun, one process per device; METHOD.md's epoch unchanged).
+"""The engine's distributed pieces (torchrun, one process per device; docs/method.md's epoch unchanged).
 
 How a distributed run stays the single-process algorithm:
 - `optim.batch_size` is the global batch. Every rank draws the same global batches (the

@@ -1,4 +1,4 @@
-"""One training epoch, and the learning-rate schedule (METHOD.md step 6)."""
+"""One training epoch, and the learning-rate schedule (docs/method.md step 6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """What a training step optimises: plain ITC (the weak baseline, CLIP pretraining, warm-up
-epochs) or CPCL's hybrid-level matching over pseudo labels (METHOD.md steps 4-5).
+epochs) or CPCL's hybrid-level matching over pseudo labels (docs/method.md steps 4-5).
 
 An objective maps a batch's L2-normalised features to weighted `*_loss` terms, and is told
 after each optimiser step so the prototype memories can follow (under no_grad).
@@ -65,7 +65,7 @@ class CpclObjective:
 
     @torch.no_grad()
     def after_step(self, image_feats: torch.Tensor, text_feats: torch.Tensor, index: torch.Tensor) -> None:
-        """PMM momentum update with the batch's features, in batch order (METHOD.md step 4)."""
+        """PMM momentum update with the batch's features, in batch order (docs/method.md step 4)."""
         if self.cfg.memory_update == "on":
             self.image_memory.update(image_feats, self.image_labels[index])
             self.text_memory.update(text_feats, self.text_labels[index])

@@ -1,4 +1,4 @@
-"""Batch samplers over training pairs (METHOD.md step 6: `sampler: random | pk`).
+"""Batch samplers over training pairs (docs/method.md step 6: `sampler: random | pk`).
 
 Both are deterministic for a seed; the engine passes seed + epoch so each epoch differs and
 a resumed run replays the same batches. In a distributed run every rank draws the same global

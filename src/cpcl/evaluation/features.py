@@ -1,4 +1,4 @@
-"""Feature extraction in dataset order, eval transforms, no grad (METHOD.md step 1 and Evaluation)."""
+"""Feature extraction in dataset order, eval transforms, no grad (docs/method.md step 1 and Evaluation)."""
 
 from __future__ import annotations
 

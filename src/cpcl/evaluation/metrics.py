@@ -1,4 +1,4 @@
-"""Text-to-image retrieval metrics: Rank-k, mAP, mINP (METHOD.md, Evaluation).
+"""Text-to-image retrieval metrics: Rank-k, mAP, mINP (docs/method.md, Evaluation).
 
 Every query is ranked against the whole gallery by similarity, descending; ties are broken by
 gallery order (the lower index ranks first), as a stable sort would. A gallery item is a hit

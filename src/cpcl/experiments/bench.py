@@ -1,5 +1,5 @@
 """The quality benchmark: on one generated SynthPedes and one pretrained start, train every
-baseline and every CPCL ablation of METHOD.md for several seeds, and tabulate test metrics with
+baseline and every CPCL ablation of docs/method.md for several seeds, and tabulate test metrics with
 the paired CPCL - ITC difference per seed and its interval.
 
 Layout of OUT: data/ (SynthPedes, and the pretraining corpus when the preset pretrains from
@@ -23,7 +23,7 @@ from cpcl.experiments.common import finetune_overrides, generate_data, has_data,
 from cpcl.experiments.plans import SCRATCH
 from cpcl.utils.errors import ConfigError
 
-# method name -> config overrides on top of the `synthpedes` config (METHOD.md's baselines and ablations)
+# method name -> config overrides on top of the `synthpedes` config (docs/method.md's baselines and ablations)
 METHODS: dict[str, tuple[str, ...]] = {
     "zero_shot": ("method=zero_shot",),
     "itc": ("method=itc",),

@@ -7,7 +7,7 @@ and `logit_scale`. Each residual block is `x + attn(ln_1(x))`, then `x + mlp(ln_
 `attn.{in_proj_weight, in_proj_bias, out_proj}` laid out as in `nn.MultiheadAttention` and
 `mlp.{c_fc, c_proj}`.
 
-Backbone (METHOD.md): image feature = projected CLS token, text feature = projected EOT token.
+Backbone (docs/method.md): image feature = projected CLS token, text feature = projected EOT token.
 """
 
 from __future__ import annotations
