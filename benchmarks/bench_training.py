@@ -41,12 +41,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from cpcl.losses import itc_loss
 from cpcl.model.clip import CLIP, clip_preset
+from cpcl.model.inference import embed_images, embed_texts
 from cpcl.utils.errors import ConfigError
-from cpcl.utils.runtime import autocast, bf16_supported, resolve_device, resolve_precision
+from cpcl.utils.runtime import bf16_supported, resolve_device, resolve_precision
 
 # preset -> (training input (H, W), default batch sizes)
 CASES: dict[str, tuple[tuple[int, int], tuple[int, ...]]] = {
@@ -109,10 +109,8 @@ def train_step(model: CLIP, optimizer: torch.optim.Optimizer, images: torch.Tens
     meter, peaks["forward_backward"] and peaks["optimizer"] get each phase's peak memory."""
     if meter:
         meter.reset()
-    with autocast(device, dtype):
-        image_raw, text_raw = model.encode_image(images), model.encode_text(tokens)
-    image_feats = F.normalize(image_raw.float(), dim=1)  # [B, D]
-    text_feats = F.normalize(text_raw.float(), dim=1)  # [B, D]
+    image_feats = embed_images(model, images, device, dtype)  # [B, D]
+    text_feats = embed_texts(model, tokens, device, dtype)  # [B, D]
     scale = model.logit_scale.exp().clamp(max=model.config.max_logit_scale)
     loss = itc_loss(image_feats, text_feats, scale)["itc_loss"]
     optimizer.zero_grad(set_to_none=True)
