@@ -164,13 +164,14 @@ def _blocked_top(u: torch.Tensor, of_point: torch.Tensor, depth: int, block: int
 
     vals = torch.full((m, depth), float("-inf"), device=u.device)
     idx = torch.full((m, depth), -1, dtype=torch.long, device=u.device)
+    buffer = torch.empty(min(m, block) ** 2, device=u.device)  # one tile's memory, reused
     for a0 in range(0, m, block):
         a1 = min(m, a0 + block)
         points_a, cols_a = columns(a0)
         for b0 in range(a0, m, block):
             b1 = min(m, b0 + block)
             points_b, cols_b = columns(b0)
-            tile = u[a0:a1] @ u[b0:b1].T  # [a1 - a0, b1 - b0]
+            tile = torch.mm(u[a0:a1], u[b0:b1].T, out=buffer[: (a1 - a0) * (b1 - b0)].view(a1 - a0, b1 - b0))
             _merge_top(vals[a0:a1], idx[a0:a1], tile if cols_b is None else tile[:, cols_b], points_b)
             if a0 != b0:
                 tile_t = tile.T if cols_a is None else tile.T[:, cols_a]
