@@ -39,7 +39,7 @@ class ClusterConfig:
     k2: int = 6  # query-expansion neighbours, the point itself included (1 = no expansion)
     eps: float = 0.6  # DBSCAN radius on the Jaccard distance, 0 < eps < 1
     min_samples: int = 4  # DBSCAN core-point threshold, the point itself included
-    convention: Literal["cluster_contrast", "zhong"] = "cluster_contrast"  # neighbour lists: cluster-contrast-reid's k1 members, self included (the field's code), or zhong: k1 + 1 (Zhong et al.'s re-ranking)
+    convention: Literal["cluster_contrast", "zhong"] = "cluster_contrast"  # kNN lists: k1 incl. self (the field's code) | k1+1 (Zhong)
     search: JaccardOptions = field(default_factory=JaccardOptions)  # how J is computed (not J)
 
     def __post_init__(self) -> None:

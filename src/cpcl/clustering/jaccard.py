@@ -50,8 +50,8 @@ class JaccardOptions:
     "faiss_flat") none of these change the result beyond float rounding, only speed and memory;
     "hnsw" trades exactness for speed."""
 
-    knn_backend: str = "flat"  # "flat": exact, torch fp32 blocks; "faiss_flat": exact faiss IndexFlatIP; "hnsw": approximate
-    knn_device: str = "auto"  # where "flat" runs: auto (a CUDA tensor's device, else the first GPU, else cpu) | cpu | cuda[:N]
+    knn_backend: str = "flat"  # flat: exact, torch fp32 | faiss_flat: exact, faiss IndexFlatIP | hnsw: approximate
+    knn_device: str = "auto"  # where flat runs: auto (a CUDA tensor's device, else a GPU if any, else cpu) | cpu | cuda:N
     knn_block: int = 4096  # points per block of the "flat" kNN (memory: two block x block fp32 tiles)
     hnsw_m: int = 32  # HNSW graph degree (hnsw backend only)
     hnsw_ef_construction: int = 200  # HNSW build-time beam width (hnsw backend only)
