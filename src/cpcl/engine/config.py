@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cpcl.clustering import ClusterConfig
+from cpcl.clustering.select import SelectionGrid
 from cpcl.data.transforms import ImageTransformConfig
 from cpcl.utils.config import Range, check_ranges
 from cpcl.utils.errors import ConfigError
@@ -97,6 +98,12 @@ class CpclSection:
 
 
 @dataclass(frozen=True)
+class ClusterSelectSection:
+    on: Literal["fixed", "val"] = "fixed"  # fixed: cluster.* as given; val: per epoch and modality, the best grid setting on val
+    grid: SelectionGrid = field(default_factory=SelectionGrid)  # settings tried with on=val (convention and search kept)
+
+
+@dataclass(frozen=True)
 class LogSection:
     tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard (needs the tensorboard extra)
 
@@ -113,6 +120,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)  # optimiser and schedule
     augment: ImageTransformConfig = field(default_factory=ImageTransformConfig)  # normalisation and augmentation
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Jaccard + DBSCAN per modality
+    cluster_select: ClusterSelectSection = field(default_factory=ClusterSelectSection)  # fixed cluster.*, or chosen on val
     cpcl: CpclSection = field(default_factory=CpclSection)  # CPCL losses, memory, OPLM, sampler
     log: LogSection = field(default_factory=LogSection)  # TensorBoard (train.log is always written)
 

@@ -15,6 +15,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from cpcl.clustering import ClusterConfig, cluster_features
 from cpcl.clustering.oplm import mine_outliers
+from cpcl.clustering.select import SelectionGrid, select_clustering
 from cpcl.engine.config import CpclSection
 
 
@@ -32,16 +33,17 @@ def _count(labels: torch.Tensor) -> tuple[int, int]:
 
 def cluster_pairs(
     image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
-    cluster: ClusterConfig, cpcl: CpclSection,
+    cluster: ClusterConfig, cpcl: CpclSection, text_cluster: ClusterConfig | None = None,
 ) -> PairLabels:
     """image_feats [N_img, D], text_feats [P, D] (one per caption = pair), image_index [P].
 
     Images are clustered once per unique image; their labels are copied to each of their pairs.
+    `text_cluster` clusters the captions when given (a setting chosen per modality), else `cluster`.
     """
     start = time.perf_counter()
     image_labels = torch.from_numpy(cluster_features(image_feats.numpy(), cluster).labels).long()
     image_seconds = time.perf_counter() - start
-    text_labels = torch.from_numpy(cluster_features(text_feats.numpy(), cluster).labels).long()
+    text_labels = torch.from_numpy(cluster_features(text_feats.numpy(), text_cluster or cluster).labels).long()
     text_seconds = time.perf_counter() - start - image_seconds
     pair_image = image_labels[image_index]
     mined = mine_outliers(pair_image, text_labels, image_feats[image_index], text_feats, cpcl.oplm, cpcl.theta)
@@ -55,6 +57,26 @@ def cluster_pairs(
         "cluster_image_seconds": image_seconds, "cluster_text_seconds": text_seconds,
     }
     return PairLabels(mined.image_labels, mined.text_labels, stats)
+
+
+def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_ids: torch.Tensor,
+                  caption_ids: torch.Tensor, base: ClusterConfig, grid: SelectionGrid,
+                  ) -> tuple[ClusterConfig, ClusterConfig, dict[str, float]]:
+    """The image and the caption clustering settings chosen on the val split: val image features
+    [N, D] with their person ids [N], val caption features [M, D] with theirs [M]. The ids are
+    the val split's (as checkpoint selection reads them), never the training split's.
+    Returns (image setting, caption setting, stats for the epoch log)."""
+    stats: dict[str, float] = {}
+    chosen = []
+    for modality, feats, ids in (("image", image_feats, image_ids), ("text", text_feats, caption_ids)):
+        selection = select_clustering(feats.numpy(), ids.numpy(), base, grid)
+        chosen.append(selection.config)
+        stats.update({f"select_{modality}_k1": selection.config.k1, f"select_{modality}_eps": selection.config.eps,
+                      f"select_{modality}_min_samples": selection.config.min_samples,
+                      f"select_{modality}_val_precision": selection.scores["precision"],
+                      f"select_{modality}_val_recall": selection.scores["recall"],
+                      f"select_{modality}_val_f": selection.scores["f"]})
+    return chosen[0], chosen[1], stats
 
 
 def oracle_pair_labels(oracle_person_ids: torch.Tensor) -> PairLabels:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from cpcl.clustering import ClusterConfig
 from cpcl.configs import resolve_config_path
 from cpcl.data.check import check_images
 from cpcl.data.datasets import PairDataset
@@ -34,11 +35,12 @@ from cpcl.engine.distributed import check_world, config_header, extract_sharded,
 from cpcl.engine.logs import RunLog
 from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
-from cpcl.engine.pseudo_labels import PairLabels, cluster_pairs, oracle_cluster_quality, oracle_pair_labels
+from cpcl.engine.pseudo_labels import (PairLabels, cluster_pairs, oracle_cluster_quality, oracle_pair_labels,
+                                       select_on_val)
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
                                 save_model, write_results)
 from cpcl.engine.samplers import epoch_sampler
-from cpcl.evaluation.evaluate import evaluate_split
+from cpcl.evaluation.evaluate import evaluate_split, person_ids
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.model.checkpoints import load_clip, read_checkpoint
 from cpcl.model.clip import CLIP, clip_preset
@@ -152,15 +154,37 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     return image_feats, text_feats
 
 
-def pseudo_labels(cfg: TrainConfig, data: RunData, image_feats: torch.Tensor, text_feats: torch.Tensor,
-                  record: dict) -> PairLabels:
+def cluster_settings(run: Run, record: dict) -> tuple[ClusterConfig, ClusterConfig]:
+    """The (image, caption) clustering settings of this epoch: cluster.* as configured, or with
+    cluster_select.on=val the grid settings that cluster the val split's features best (rank 0)."""
+    cfg, data = run.cfg, run.data
+    if cfg.cluster_select.on == "fixed":
+        return cfg.cluster, cfg.cluster
+    if "val" not in data.evals:
+        raise DataError("cluster_select.on=val needs a val split with person ids; this data has none "
+                        "(use cluster_select.on=fixed)")
+    split, tokens = data.evals["val"]
+    caption_ids, image_ids = person_ids(split, "val")
+    batch, workers = cfg.eval.batch_size, cfg.data.workers
+    image_feats = extract_image_features(run.model, [image.path for image in split.images], cfg.augment, batch,
+                                         workers, run.device, run.dtype, desc="val images")
+    text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
+    image_cfg, text_cfg, stats = select_on_val(image_feats, text_feats, image_ids, caption_ids, cfg.cluster,
+                                               cfg.cluster_select.grid)
+    record.update(stats)
+    return image_cfg, text_cfg
+
+
+def pseudo_labels(run: Run, image_feats: torch.Tensor, text_feats: torch.Tensor, record: dict) -> PairLabels:
     """Steps 2-3 (or the oracle's true ids), with the `oracle_` diagnostics where ids exist."""
+    cfg, data = run.cfg, run.data
     oracle_ids = oracle_pair_person_ids(data.train)
     if cfg.method == "oracle":
         if oracle_ids is None:
             raise DataError("method=oracle needs person ids in the training data; this data has none")
         return oracle_pair_labels(oracle_ids)
-    labels = cluster_pairs(image_feats, text_feats, data.image_index, cfg.cluster, cfg.cpcl)
+    image_cluster, text_cluster = cluster_settings(run, record)
+    labels = cluster_pairs(image_feats, text_feats, data.image_index, image_cluster, cfg.cpcl, text_cluster)
     if oracle_ids is not None:
         record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
         record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))
@@ -177,7 +201,7 @@ def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | 
     image_feats, text_feats = train_features(run)
     record["time_extract"] = time.perf_counter() - start
     start = time.perf_counter()
-    labels = pseudo_labels(cfg, run.data, image_feats, text_feats, record) if world.is_main else None
+    labels = pseudo_labels(run, image_feats, text_feats, record) if world.is_main else None
     labels = broadcast_object(labels, world)
     record["time_cluster"] = time.perf_counter() - start
     record.update(labels.stats)
