@@ -230,8 +230,9 @@ def _torch_exact(
         vals, idx = vals[:, :others].contiguous(), idx[:, :others].contiguous()
         if redo.numel():
             log.debug("re-searching %d rows with a tie at the k-th neighbour", redo.numel())
-        for start in range(0, redo.numel(), opts.knn_block):
-            rows = redo[start : start + opts.knn_block]
+        chunk = max(1, opts.knn_block**2 // n)  # rows whose whole similarity rows fill one tile
+        for start in range(0, redo.numel(), chunk):
+            rows = redo[start : start + chunk]
             vals[rows], idx[rows] = _complete_rows(u, of_point, rows, others)
     rank[:, 1:] = idx.cpu().numpy()
     sims[:, 1:] = vals.cpu().numpy()
