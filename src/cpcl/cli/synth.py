@@ -6,10 +6,11 @@ import argparse
 import time
 from pathlib import Path
 
-from cpcl.synth.config import DEFAULT_SHAPE, SHAPES, SynthConfig
+from cpcl.synth.config import DEFAULT_SHAPE, SHAPES, FootageConfig, SynthConfig
 from cpcl.utils.errors import CpclError
 
 DEFAULTS = SynthConfig()
+FOOTAGE = FootageConfig()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "synth", help="generate the SynthPedes synthetic person search data",
         description="Draw synthetic pedestrians and captions. OUT/CUHK-PEDES/reid_raw.json + imgs/ by default; "
                     "with --pretrain, OUT/SynthPedes-pretrain/annotations.jsonl + imgs/ (use the same --seed "
-                    "and --ids-* as the benchmark it goes with, so its identities stay disjoint from it).")
+                    "and --ids-* as the benchmark it goes with, so its identities stay disjoint from it); with "
+                    "--footage, OUT/SynthPedes-footage/scene_NNN/ (frames/, video.mp4, det.txt, gt.json).")
     parser.add_argument("out", nargs="?", type=Path, metavar="OUT", help="output folder")
     parser.add_argument("--ids-train", metavar="N", type=int, default=DEFAULTS.ids_train, help="train identities")
     parser.add_argument("--ids-val", metavar="N", type=int, default=DEFAULTS.ids_val, help="val identities")
@@ -55,6 +57,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="write the web-style pretraining corpus instead of the benchmark")
     parser.add_argument("--pairs", metavar="N", type=int, default=DEFAULTS.pretrain_pairs,
                         help="image-caption pairs of the pretraining corpus (with --pretrain)")
+    footage = parser.add_argument_group("scene mode (--footage): frames and a video of several persons at known boxes")
+    footage.add_argument("--footage", action="store_true",
+                         help="write camera footage (frames, mp4, true boxes) instead of the benchmark")
+    footage.add_argument("--scenes", metavar="N", type=int, default=FOOTAGE.scenes, help="scenes to write")
+    footage.add_argument("--frames", metavar="N", type=int, default=FOOTAGE.frames, help="frames per scene")
+    footage.add_argument("--persons", metavar="N", type=int, default=FOOTAGE.persons, help="persons per scene")
+    footage.add_argument("--frame-size", type=int, nargs=2, metavar=("W", "H"),
+                         default=[FOOTAGE.width, FOOTAGE.height], help="frame width and height")
+    footage.add_argument("--fps", metavar="F", type=float, default=FOOTAGE.fps, help="frame rate of the video")
     parser.add_argument("--preview", type=Path, metavar="PNG",
                         help="save a contact sheet (4 identities x 3 crops with captions) to PNG")
     parser.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
@@ -87,7 +98,25 @@ def _print_counts(counts: dict[str, dict[str, int]]) -> None:
         print(f"{split:<6} {c['ids']:>6} {c['images']:>7} {c['captions']:>9}")
 
 
+def write_footage_scenes(args: argparse.Namespace) -> int:
+    """`cpcl synth OUT --footage`: the scene mode."""
+    from cpcl.synth.footage import write_footage
+
+    if args.out is None:
+        raise CpclError("--footage needs an output folder OUT")
+    cfg = FootageConfig(scenes=args.scenes, frames=args.frames, persons=args.persons, width=args.frame_size[0],
+                        height=args.frame_size[1], fps=args.fps, seed=args.seed)
+    start = time.perf_counter()
+    folders = write_footage(args.out, cfg, overwrite=args.overwrite)
+    print(f"SynthPedes footage (seed {cfg.seed}): {len(folders)} scenes of {cfg.frames} frames, {cfg.persons} "
+          f"persons each -> {folders[0].parent}")
+    print(f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def handler(args: argparse.Namespace) -> int:
+    if args.footage:
+        return write_footage_scenes(args)
     from cpcl.synth.preview import render_preview_grid
     from cpcl.synth.writer import BENCHMARK_DIR, PRETRAIN_DIR, write_pretrain_corpus, write_synthpedes
 

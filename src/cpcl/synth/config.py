@@ -100,3 +100,35 @@ class SynthConfig:
     def ids_per_split(self) -> dict[str, int]:
         """Identities asked for, per split name."""
         return {"train": self.ids_train, "val": self.ids_val, "test": self.ids_test}
+
+
+@dataclass(frozen=True)
+class FootageConfig:
+    """SynthPedes scene mode: camera footage of several walking persons at known boxes."""
+
+    scenes: int = 4  # scenes written, each a frames folder, a video and its boxes
+    frames: int = 48  # frames per scene
+    persons: int = 4  # persons walking through each scene
+    width: int = 640  # frame width in pixels
+    height: int = 360  # frame height in pixels
+    fps: float = 12.0  # frame rate of the video (and of the timestamps)
+    person_height: tuple[float, float] = (0.4, 0.75)  # person height range, share of the frame height
+    render_scale: int = 2  # supersampling factor, as for the crops
+    jpeg_quality: int = 92  # JPEG quality of the frame files
+    seed: int = 0  # master seed: same seed, same frames
+
+    def __post_init__(self) -> None:
+        for name in ("scenes", "frames", "persons", "render_scale"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"footage {name} must be >= 1, got {getattr(self, name)}")
+        if self.width < 64 or self.height < 64:
+            raise ConfigError(f"footage frame size must be at least 64x64 (W x H), got {self.width}x{self.height}")
+        if not 0 < self.fps <= 240:
+            raise ConfigError(f"footage fps must be in (0, 240], got {self.fps}")
+        lo, hi = self.person_height
+        if not 0.05 <= lo <= hi <= 0.95:
+            raise ConfigError(f"footage person_height must be MIN MAX with 0.05 <= MIN <= MAX <= 0.95, got {lo} {hi}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"footage jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.seed < 0:
+            raise ConfigError(f"footage seed must be >= 0, got {self.seed}")

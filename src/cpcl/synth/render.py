@@ -34,6 +34,12 @@ def paint_person(ident: Identity, scene: Scene, size: tuple[int, int], cx: float
     return layer
 
 
+def person_layer(ident: Identity, scene: Scene, size: tuple[int, int], cx: float, feet_y: float, person_h: float,
+                 rng: np.random.Generator) -> Image.Image:
+    """`paint_person` lit from above (see `_light`): the RGBA layer of one person, ready to paste."""
+    return _light(paint_person(ident, scene, size, cx, feet_y, person_h), cx, feet_y - person_h, person_h, rng)
+
+
 def _light(layer: Image.Image, cx: float, top: float, person_h: float, rng: np.random.Generator) -> Image.Image:
     """Round the person with soft side shading and a top-down gradient (the light comes from above)."""
     arr = np.asarray(layer, dtype=np.float32)
@@ -46,7 +52,7 @@ def _light(layer: Image.Image, cx: float, top: float, person_h: float, rng: np.r
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGBA")
 
 
-def _shadow(canvas: Image.Image, cx: float, feet_y: float, person_h: float) -> None:
+def draw_shadow(canvas: Image.Image, cx: float, feet_y: float, person_h: float) -> None:
     """A soft dark ellipse under the feet, blended into the background (in place)."""
     shadow = Image.new("L", canvas.size, 0)
     ImageDraw.Draw(shadow).ellipse([cx - 0.16 * person_h, feet_y - 0.015 * person_h,
@@ -64,8 +70,7 @@ def _passer_by(canvas: Image.Image, scene: Scene, rng: np.random.Generator) -> N
     person_h = h * rng.uniform(1.0, 1.2)
     cx = w * (0.5 + scene.occluder_side * rng.uniform(0.72, 0.9))
     feet_y = h * rng.uniform(0.95, 1.1)
-    layer = _light(paint_person(other, other_scene, (w, h), cx, feet_y, person_h), cx, feet_y - person_h,
-                   person_h, rng)
+    layer = person_layer(other, other_scene, (w, h), cx, feet_y, person_h, rng)
     canvas.paste(layer, (0, 0), layer)
 
 
@@ -77,8 +82,8 @@ def render_image(ident: Identity, scene: Scene, rng: np.random.Generator, height
     person_h = scene.scale * h
     feet_y = h * (0.5 + scene.scale / 2 + scene.offset_y) - 0.02 * h
     cx = w * (0.5 + scene.offset_x)
-    _shadow(canvas, cx, feet_y, person_h)
-    layer = _light(paint_person(ident, scene, (w, h), cx, feet_y, person_h), cx, feet_y - person_h, person_h, rng)
+    draw_shadow(canvas, cx, feet_y, person_h)
+    layer = person_layer(ident, scene, (w, h), cx, feet_y, person_h, rng)
     canvas.paste(layer, (0, 0), layer)
     if scene.occluder == "passer-by":
         _passer_by(canvas, scene, rng)
