@@ -1,4 +1,4 @@
-"""`cpcl index build` and `cpcl index add`: embed a gallery of person crops for search."""
+"""`cpcl index build` and `cpcl index add`: embed a gallery of person crops, or footage through a person detector."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser("index", help="index a gallery of images for cpcl search / serve")
     actions = index.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    build = actions.add_parser("build", help="embed every image under a folder into a new index (or continue one)")
+    build = actions.add_parser("build", help="embed every image under a folder, or the persons detected in "
+                                             "footage, into a new index (or continue one)")
     model_arguments(build)
-    build.add_argument("--images", required=True, type=Path, help="gallery root, searched recursively")
+    gallery = build.add_mutually_exclusive_group(required=True)
+    gallery.add_argument("--images", type=Path, help="gallery root of person crops, searched recursively")
+    footage_sources(gallery)
     build.add_argument("--out", required=True, type=Path, help="index directory to create (or to continue)")
     build.add_argument("--metadata", type=Path,
                        help="sidecar .csv / .jsonl: path (relative to --images), camera, time, other fields")
@@ -28,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="galleries of at least this many images use IVF, smaller ones exact search")
     build.add_argument("--nlist", type=int, default=IndexConfig.nlist, help="IVF lists")
     build.add_argument("--nprobe", type=int, default=IndexConfig.nprobe, help="IVF lists visited per query")
+    footage_arguments(build, root=True)
     build.set_defaults(func=run_build)
 
     add = actions.add_parser("add", help="embed the images of the gallery that are new to an index")
@@ -37,14 +41,79 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--metadata", type=Path, help="sidecar .csv / .jsonl for the new images")
     add.add_argument("--checkpoint", type=Path, help="default: the one the index was built with (must match it)")
     extraction_arguments(add)
+    footage_sources(add.add_mutually_exclusive_group())
+    footage_arguments(add, root=False)
     add.set_defaults(func=run_add)
+
+
+def footage_sources(group: argparse._MutuallyExclusiveGroup) -> None:
+    """--frames DIR / --video FILE...: footage instead of crops."""
+    group.add_argument("--frames", type=Path, nargs="+", metavar="DIR",
+                       help="folders of frame images (one video each, frames in natural name order)")
+    group.add_argument("--video", type=Path, nargs="+", metavar="FILE", help="video files (decoded by OpenCV)")
+
+
+def footage_arguments(parser: argparse.ArgumentParser, root: bool) -> None:
+    """How footage is sampled and detected (with --frames / --video)."""
+    footage = parser.add_argument_group("footage (with --frames / --video)")
+    footage.add_argument("--detector", metavar="SPEC",
+                         help="detections:FILE (MOTChallenge det.txt or COCO results .json, frames from 1), hog "
+                              "(OpenCV's HOG people detector) or onnx:MODEL.onnx (a YOLO-family model)")
+    footage.add_argument("--det-threshold", type=float, metavar="T",
+                         help="keep detections scoring at least this (default: all from a file, 0 for hog's SVM "
+                              "margin, 0.25 for onnx)")
+    footage.add_argument("--nms-iou", type=float, default=0.45, metavar="IOU",
+                         help="onnx: drop a box overlapping a better one by more than this")
+    sampling = footage.add_mutually_exclusive_group()
+    sampling.add_argument("--every", type=int, default=1, metavar="N", help="keep every N-th frame")
+    sampling.add_argument("--fps", type=float, metavar="F", help="keep about F frames a second")
+    footage.add_argument("--source-fps", type=float, metavar="R",
+                         help="frame rate of the sources (needed for times of frame folders; overrides a video's)")
+    footage.add_argument("--start", metavar="TIME",
+                         help="wall-clock time of each source's first frame (ISO 8601 or seconds): records get "
+                              "time = start + offset, and --from / --to filter on it")
+    footage.add_argument("--camera", metavar="NAME", help="camera name of these sources (for --camera filters)")
+    footage.add_argument("--crops", type=Path, metavar="DIR", help="also write every crop as a JPEG below DIR")
+    if root:
+        footage.add_argument("--root", type=Path, metavar="DIR",
+                             help="folder the sources are named relative to, and the page serves frames from "
+                                  "(default: the folder holding them)")
+
+
+def footage_options(args: argparse.Namespace):
+    """The FootageOptions of --frames / --video, or None (then no footage option may be given)."""
+    from cpcl.index.detectors import normalise_spec
+    from cpcl.index.gallery import parse_time
+    from cpcl.index.ingest import FootageOptions
+    from cpcl.utils.errors import ConfigError
+
+    kind, paths = ("frames", args.frames) if args.frames else ("video", args.video) if args.video else (None, None)
+    if kind is None:
+        given = [flag for flag, value in (("--detector", args.detector), ("--start", args.start),
+                                          ("--camera", args.camera), ("--crops", args.crops),
+                                          ("--root", getattr(args, "root", None))) if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} is for footage: give --frames DIR or --video FILE with it")
+        return None
+    if args.detector is None:
+        raise ConfigError("--frames / --video need --detector: detections:FILE, hog or onnx:MODEL.onnx")
+    if getattr(args, "metadata", None) is not None:
+        raise ConfigError("--metadata is for --images; footage records get --camera and --start instead")
+    start = parse_time(args.start, "--start") if args.start is not None else None
+    return FootageOptions(kind, tuple(paths), normalise_spec(args.detector), args.det_threshold, args.nms_iou,
+                          args.every, args.fps, args.source_fps, start, args.camera, args.crops)
 
 
 def _summary(report, index: Path) -> None:
     """Print what a build or add did, naming the first unreadable files."""
-    print(f"{index}: {report.added} images embedded, {report.already} already indexed, "
-          f"{report.total} in the index ({report.backend} search)"
-          + (f"; metadata of {report.relabelled} indexed images updated" if report.relabelled else ""))
+    if report.frames is not None:
+        print(f"{index}: {report.added} persons embedded from {report.frames} frames"
+              + (f", {report.already} sources already indexed to the end" if report.already else "")
+              + f"; {report.total} in the index ({report.backend} search)")
+    else:
+        print(f"{index}: {report.added} images embedded, {report.already} already indexed, "
+              f"{report.total} in the index ({report.backend} search)"
+              + (f"; metadata of {report.relabelled} indexed images updated" if report.relabelled else ""))
     if report.unreadable:
         listed = "; ".join(f"{path} ({problem})" for path, problem in list(report.unreadable.items())[:MAX_LISTED])
         print(f"{len(report.unreadable)} files could not be read and were left out (all in "
@@ -58,9 +127,15 @@ def run_build(args: argparse.Namespace) -> int:
 
     config = IndexConfig(shard_size=args.shard_size, ivf_threshold=args.ivf_threshold, nlist=args.nlist,
                          nprobe=args.nprobe)
+    footage = footage_options(args)
     encoder = Encoder.load(args.checkpoint, tuple(args.image_size) if args.image_size else None, args.device,
                            args.precision)
-    report = build_index(encoder, args.images, args.out, args.metadata, config, args.batch_size, args.workers)
+    if footage is not None:
+        from cpcl.index.ingest import build_footage_index
+
+        report = build_footage_index(encoder, footage, args.out, args.root, config, args.batch_size)
+    else:
+        report = build_index(encoder, args.images, args.out, args.metadata, config, args.batch_size, args.workers)
     _summary(report, args.out)
     return 0
 
@@ -69,9 +144,18 @@ def run_add(args: argparse.Namespace) -> int:
     from cpcl.index.build import add_to_index
     from cpcl.index.encoder import Encoder
     from cpcl.index.store import IndexStore
+    from cpcl.utils.errors import CpclError
 
+    footage = footage_options(args)
+    if footage is not None and args.paths:
+        raise CpclError("give image PATHs or --frames / --video, not both")
     manifest = IndexStore.open(args.index).manifest
     encoder = Encoder.for_index(manifest, args.index, args.checkpoint, args.device, args.precision)
-    report = add_to_index(encoder, args.index, args.paths, args.metadata, args.batch_size, args.workers)
+    if footage is not None:
+        from cpcl.index.ingest import add_footage
+
+        report = add_footage(encoder, args.index, footage, args.batch_size)
+    else:
+        report = add_to_index(encoder, args.index, args.paths, args.metadata, args.batch_size, args.workers)
     _summary(report, args.index)
     return 0

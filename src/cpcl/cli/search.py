@@ -1,4 +1,4 @@
-"""`cpcl search`: find gallery images by a sentence or by an example image."""
+"""`cpcl search`: find gallery images, or persons in indexed footage, by a sentence or by an example image."""
 
 from __future__ import annotations
 
@@ -28,21 +28,68 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--from", dest="time_from", metavar="TIME",
                         help="only images taken at or after (ISO 8601 or seconds)")
     search.add_argument("--to", dest="time_to", metavar="TIME", help="only images taken at or before")
+    search.add_argument("--source", action="append", default=[], metavar="NAME",
+                        help="footage: only detections from this video or frame folder (repeat for several)")
+    search.add_argument("--no-group", dest="group", action="store_false",
+                        help="footage: one result per detection, not one per person track")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search_arguments(search)
     search.set_defaults(func=run_search)
 
 
+def clock(seconds: float | None) -> str:
+    """Seconds into a video as M:SS.S (H:MM:SS.S from an hour), or "?" when unknown."""
+    if seconds is None:
+        return "?"
+    minutes, rest = divmod(float(seconds), 60)
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours}:{minutes:02d}:{rest:04.1f}" if hours else f"{minutes}:{rest:04.1f}"
+
+
+def where(footage: dict) -> tuple[str, str]:
+    """(time or span, frames) of a detection hit, as text."""
+    span = footage.get("span")
+    if span and span["first_frame"] != span["last_frame"]:
+        return (f"{clock(span['start'])}-{clock(span['end'])}",
+                f"{footage['frame']} ({span['first_frame']}-{span['last_frame']}, {span['detections']} det.)")
+    return clock(footage.get("offset")), str(footage["frame"])
+
+
+def file_of(hit) -> str:
+    """The file a hit is in, relative to the root: the image, the frame file or the video."""
+    if hit.footage is None:
+        return hit.path
+    return hit.footage.get("file", hit.footage["source"])
+
+
 def _table(hits: list, root: Path) -> str:
-    """Rank, score, path and metadata as aligned text."""
+    """Rank, score, path (footage: source, time, frame, box) and metadata as aligned text."""
     if not hits:
         return "no match"
+    if any(hit.footage for hit in hits):
+        return _footage_table(hits, root)
     width = max(len(hit.path) for hit in hits)
     lines = [f"gallery: {root}", f"{'rank':>4}  {'score':>7}  {'path':<{width}}  metadata"]
     for hit in hits:
         meta = "  ".join(f"{key}={value}" for key, value in hit.metadata.items())
         lines.append(f"{hit.rank:>4}  {hit.score:7.4f}  {hit.path:<{width}}  {meta}".rstrip())
     return "\n".join(lines)
+
+
+def _footage_table(hits: list, root: Path) -> str:
+    """Rank, score, source (or path), time or span, frame, box (x, y, w, h) and metadata as aligned text."""
+    rows = []
+    for hit in hits:
+        footage = hit.footage or {}
+        when, frames = where(footage) if footage else ("", "")
+        box = ",".join(str(v) for v in footage.get("box", []))
+        meta = "  ".join(f"{key}={value}" for key, value in hit.metadata.items())
+        rows.append((f"{hit.rank:>4}", f"{hit.score:7.4f}", footage.get("source", hit.path), when, frames, box, meta))
+    head = ("rank", "  score", "source", "time", "frame", "box x,y,w,h", "metadata")
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(6)]
+    lines = [f"root: {root}"] + ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[6]
+                                 for row in [head, *rows]]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def run_search(args: argparse.Namespace) -> int:
@@ -59,14 +106,14 @@ def run_search(args: argparse.Namespace) -> int:
         raise CpclError(f"-k must be at least 1, got {args.k}")
     if args.image is not None and (problem := image_problem(args.image)):
         raise DataError(f"--image {args.image}: {problem}")
-    filters = Filters.parse(args.camera, args.time_from, args.time_to)
+    filters = Filters.parse(args.camera, args.time_from, args.time_to, args.source)
     searcher = Searcher.open(args.index, args.checkpoint, args.device, args.precision)
     if args.image is not None:
-        hits = searcher.search_image(load_rgb(args.image), args.k, args.min_score, filters)
+        hits = searcher.search_image(load_rgb(args.image), args.k, args.min_score, filters, args.group)
     else:
-        hits = searcher.search_text(args.text, args.k, args.min_score, filters)
+        hits = searcher.search_text(args.text, args.k, args.min_score, filters, args.group)
     if args.json:
-        results = [{**hit.to_dict(), "file": str(searcher.root / hit.path)} for hit in hits]
+        results = [{**hit.to_dict(), "file": str(searcher.root / file_of(hit))} for hit in hits]
         query = {"text": args.text} if args.text is not None else {"image": str(args.image)}
         print(json.dumps({"query": query, "index": str(args.index), "gallery_root": str(searcher.root),
                           "results": results}, ensure_ascii=False))

@@ -45,12 +45,13 @@ def printable(path: str) -> str:
 class SyncReport:
     """What one build or add did."""
 
-    added: int = 0  # images embedded in this run
-    already: int = 0  # images found already indexed (skipped)
+    added: int = 0  # images (footage: crops) embedded in this run
+    already: int = 0  # images found already indexed (skipped); footage: sources already scanned to the end
     relabelled: int = 0  # indexed images whose metadata the sidecar changed
     unreadable: dict[str, str] = field(default_factory=dict)  # relative path -> problem
     total: int = 0  # rows in the index afterwards
     backend: str = "exact"  # the backend searches will use
+    frames: int | None = None  # footage: frames decoded and run through the detector in this run; None: no footage
 
 
 def _new_manifest(encoder: Encoder, root: Path, config: IndexConfig) -> Manifest:
@@ -72,10 +73,7 @@ def sync(store: IndexStore, encoder: Encoder, paths: list[str], sidecar: dict[st
     files of an interrupted run are removed first; ivf.faiss is trained again unless it is bound to the rows.
     """
     manifest = store.manifest
-    store.remove_stale_temporaries()
-    indexed = {record["path"] for record in store.read_records()}
-    manifest.count, manifest.complete = len(indexed), False
-    store.write_manifest()
+    indexed = {record["path"] for record in start_sync(store)}
     badly_named = {path for path in paths if not is_utf8(path)}
     todo = [path for path in paths if path not in indexed and path not in badly_named]
     report = SyncReport(already=len(paths) - len(todo) - len(badly_named))
@@ -95,15 +93,56 @@ def sync(store: IndexStore, encoder: Encoder, paths: list[str], sidecar: dict[st
                 store.append_shard(feats, _records(good, sidecar))
             report.added += len(good)
             report.unreadable.update(bad_rel)
+    return finish_sync(store, report)
+
+
+def start_sync(store: IndexStore) -> list[dict[str, Any]]:
+    """Open a build or add on `store`: temporaries of a killed run removed, the count taken from the whole shards,
+    the manifest marked incomplete; returns the records already indexed."""
+    store.remove_stale_temporaries()
+    records = store.read_records()
+    store.manifest.count, store.manifest.complete = len(records), False
+    store.write_manifest()
+    return records
+
+
+def finish_sync(store: IndexStore, report: SyncReport) -> SyncReport:
+    """Close a build or add: unreadable files listed, ivf.faiss (re)trained unless bound to exactly these rows,
+    the manifest marked complete; `report` gets the total and the backend."""
+    manifest = store.manifest
     store.write_unreadable(report.unreadable)
     report.total, report.backend = manifest.count, backend_name(manifest.count, manifest.config)
-    if report.backend == "ivf":  # (re)trained unless ivf.faiss is bound to exactly these rows
+    if report.backend == "ivf":
         embeddings, _ = store.read()
         if store.saved_ivf(embeddings) is None:
             store.save_ivf(make_backend("ivf", embeddings, manifest.config), embeddings)
     manifest.complete = True
     store.write_manifest()
     return report
+
+
+def open_or_create(encoder: Encoder, root: Path, out: Path, config: IndexConfig) -> IndexStore:
+    """The index in `out` to continue (same root, checkpoint and settings, else refused), or a new one there."""
+    if (out / MANIFEST).exists():
+        store = IndexStore.open(out)
+        encoder.check(store.manifest, out)
+        if store.manifest.root != root or store.manifest.config != config:
+            raise SearchIndexError(f"{out} holds an index of {store.manifest.root} with settings "
+                                   f"{store.manifest.settings}; give another --out, or the same gallery and "
+                                   f"settings to continue it")
+        log.info("continuing the index in %s", out)
+        return store
+    return IndexStore.create(out, _new_manifest(encoder, root, config))
+
+
+def open_for_add(encoder: Encoder, index: Path) -> IndexStore:
+    """An existing index to add to, checked against `encoder`; its root must still be there."""
+    store = IndexStore.open(index)
+    encoder.check(store.manifest, index)
+    if not store.manifest.root.is_dir():
+        raise SearchIndexError(f"the gallery {store.manifest.root} of {index} is gone; an index cannot move away "
+                               f"from its images")
+    return store
 
 
 def build_index(encoder: Encoder, images: Path, out: Path, metadata: Path | None, config: IndexConfig,
@@ -119,30 +158,20 @@ def build_index(encoder: Encoder, images: Path, out: Path, metadata: Path | None
     paths = list_images(root)
     if not paths:
         raise SearchIndexError(f"no image files under {root} (looked for jpg, png, bmp, gif, webp, tif)")
-    if (out / MANIFEST).exists():
-        store = IndexStore.open(out)
-        encoder.check(store.manifest, out)
-        if store.manifest.root != root or store.manifest.config != config:
-            raise SearchIndexError(f"{out} holds an index of {store.manifest.root} with settings "
-                                   f"{store.manifest.settings}; give another --out, or the same gallery and "
-                                   f"settings to continue it")
-        log.info("continuing the index in %s", out)
-    else:
-        store = IndexStore.create(out, _new_manifest(encoder, root, config))
-    return sync(store, encoder, paths, sidecar, batch_size, workers)
+    return sync(open_or_create(encoder, root, out, config), encoder, paths, sidecar, batch_size, workers)
 
 
 def add_to_index(encoder: Encoder, index: Path, under: list[Path], metadata: Path | None,
                  batch_size: int, workers: int) -> SyncReport:
-    """Embed the images new to the index: below the given files / folders of its gallery, or the whole gallery."""
-    store = IndexStore.open(index)
-    encoder.check(store.manifest, index)
+    """Embed the images new to the index: below the given files / folders of its gallery, or the whole gallery
+    (never the frames of an indexed frame folder)."""
+    store = open_for_add(encoder, index)
     root = store.manifest.root
-    if not root.is_dir():
-        raise SearchIndexError(f"the gallery {root} of {index} is gone; an index cannot move away from its images")
     sidecar = read_sidecar(metadata, root) if metadata else {}
     resolved = [path.expanduser().resolve() for path in under]
     outside = [path for path in resolved if path != root and root not in path.parents]
     if outside:
         raise SearchIndexError(f"{outside[0]} is outside the gallery {root} of {index}; copy it in first")
-    return sync(store, encoder, list_images(root, under), sidecar, batch_size, workers)
+    frame_folders = [f"{source}/" for source, state in store.manifest.sources.items() if state.get("kind") == "frames"]
+    paths = [path for path in list_images(root, under) if not path.startswith(tuple(frame_folders))]
+    return sync(store, encoder, paths, sidecar, batch_size, workers)

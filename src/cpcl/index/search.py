@@ -2,8 +2,9 @@
 
 `Searcher.open` loads the index and the model it was built with (checked against the
 manifest), chooses exact search or IVF by the gallery's size, and answers queries with
-optional metadata filters (camera, time range) applied inside the search and a score floor.
-Scores are cosine similarities in [-1, 1].
+optional metadata filters (camera, time range, footage source) applied inside the search and a
+score floor. Scores are cosine similarities in [-1, 1]. Detections from footage linked into one
+track (`cpcl.index.tracks`) come back as one hit, its best detection, with the track's span.
 """
 
 from __future__ import annotations
@@ -20,11 +21,16 @@ from PIL import Image
 
 from cpcl.index.backends import Backend, backend_name, make_backend
 from cpcl.index.encoder import Encoder
+from cpcl.index.footage import FOOTAGE_FIELDS, SourceState
 from cpcl.index.gallery import parse_time
 from cpcl.index.store import IndexStore, Manifest
+from cpcl.index.tracks import link_tracks, track_spans
 from cpcl.utils.errors import SearchIndexError
 
 log = logging.getLogger(__name__)
+
+GROUP_FETCH = 4  # with tracks, each search asks the backend for this many times more rows than results (again
+# with four times as many while tracks leave fewer than k results)
 
 
 @dataclass(frozen=True)
@@ -34,19 +40,21 @@ class Filters:
     cameras: tuple[str, ...] = ()  # keep rows whose camera is one of these (empty: any camera)
     time_from: float | None = None  # keep rows taken at or after this (seconds since the epoch)
     time_to: float | None = None  # keep rows taken at or before this
+    sources: tuple[str, ...] = ()  # keep detections from these footage sources (empty: any row)
 
     @classmethod
-    def parse(cls, cameras: Sequence[str] = (), time_from: Any = None, time_to: Any = None) -> Filters:
+    def parse(cls, cameras: Sequence[str] = (), time_from: Any = None, time_to: Any = None,
+              sources: Sequence[str] = ()) -> Filters:
         """From user input: times as ISO 8601 or seconds, empty strings as absent."""
         start = parse_time(time_from, "time_from") if time_from not in (None, "") else None
         stop = parse_time(time_to, "time_to") if time_to not in (None, "") else None
         if start is not None and stop is not None and start > stop:
             raise SearchIndexError(f"time range is empty: from {time_from} is after to {time_to}")
-        return cls(tuple(str(c) for c in cameras if str(c)), start, stop)
+        return cls(tuple(str(c) for c in cameras if str(c)), start, stop, tuple(str(s) for s in sources if str(s)))
 
     @property
     def active(self) -> bool:
-        return bool(self.cameras) or self.time_from is not None or self.time_to is not None
+        return bool(self.cameras) or self.time_from is not None or self.time_to is not None or bool(self.sources)
 
 
 @dataclass
@@ -56,11 +64,14 @@ class Hit:
     rank: int  # 1-based
     score: float  # cosine similarity in [-1, 1]
     row: int  # row of the index
-    path: str  # relative to the gallery root
+    path: str  # relative to the gallery root (a detection: SOURCE#FRAME:K)
     metadata: dict[str, Any] = field(default_factory=dict)  # the record's other fields (camera, time, ...)
+    footage: dict[str, Any] | None = None  # a detection: source, frame, offset, box, detector_score, frame_size,
+    # span (its track: first / last frame and offset, detections); None for a crop
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rank": self.rank, "score": round(self.score, 6), "path": self.path, "metadata": self.metadata}
+        out = {"rank": self.rank, "score": round(self.score, 6), "path": self.path, "metadata": self.metadata}
+        return out if self.footage is None else {**out, "footage": self.footage}
 
 
 class Searcher:
@@ -76,7 +87,14 @@ class Searcher:
         self.count, self.dim = embeddings.shape
         self.cameras = np.array([str(r.get("camera", "")) for r in records], dtype=object)  # "" = none
         self.times = np.array([parse_time(r["time"]) if "time" in r else math.nan for r in records], dtype=np.float64)
+        self.row_sources = np.array([str(r.get("source", "")) for r in records], dtype=object)  # "" = a crop
         self._paths = {record["path"]: row for row, record in enumerate(records)}
+        self.sources = {name: SourceState.from_dict(raw, f"{directory}: source {name}")
+                        for name, raw in manifest.sources.items()}
+        config = manifest.config
+        self.track = link_tracks(records, embeddings, {name: state.max_gap for name, state in self.sources.items()},
+                                 config.link_iou, config.link_cosine)
+        self.spans = track_spans(records, self.track)
 
     @classmethod
     def open(cls, directory: Path, checkpoint: Path | None = None, device: str = "auto", precision: str = "auto",
@@ -117,6 +135,10 @@ class Searcher:
     def camera_names(self) -> list[str]:
         return sorted(set(self.cameras) - {""})
 
+    def source_names(self) -> list[str]:
+        """The footage sources with detections in the index."""
+        return sorted(set(self.row_sources) - {""})
+
     def time_range(self) -> tuple[float, float] | None:
         """(earliest, latest) time of the gallery, or None when no row has one."""
         known = self.times[~np.isnan(self.times)]
@@ -143,38 +165,75 @@ class Searcher:
                     mask &= self.times >= filters.time_from
                 if filters.time_to is not None:
                     mask &= self.times <= filters.time_to
+        if filters.sources:
+            if not self.source_names():
+                raise SearchIndexError("this index holds no footage (build it with --video or --frames)")
+            mask &= np.isin(self.row_sources, list(filters.sources))
         return mask
 
     def search_vector(self, query: np.ndarray, k: int, min_score: float | None = None,
-                      filters: Filters = Filters()) -> list[Hit]:
+                      filters: Filters = Filters(), group: bool = True) -> list[Hit]:
         """query [D] (L2-normalised) -> up to k hits, best first, each scoring >= min_score.
 
-        k is clamped to the rows that may be returned: no more slots are ever asked of the backend.
+        With `group`, a track of detections is one hit (its best detection, with the track's span). The rows
+        asked of the backend are clamped to the rows that may be returned: no more slots are ever allocated.
         """
         allowed = self.allowed(filters)
-        k = min(k, self.count if allowed is None else int(allowed.sum()))
+        limit = self.count if allowed is None else int(allowed.sum())
+        k = min(k, limit)
         if k < 1:
             return []
-        scores, rows = self.backend.search(np.asarray(query, dtype=np.float32).reshape(1, -1), k, allowed)
-        hits = []
-        for score, row in zip(scores[0].tolist(), rows[0].tolist()):
+        group = group and bool(self.spans)
+        fetch = min(limit, k * GROUP_FETCH) if group else k
+        query = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        while True:
+            scores, rows = self.backend.search(query, fetch, allowed)
+            hits = self._hits(scores[0].tolist(), rows[0].tolist(), k, min_score, group)
+            if len(hits) >= k or fetch >= limit or (min_score is not None and scores[0, -1] < min_score):
+                return hits
+            fetch = min(limit, fetch * GROUP_FETCH)
+
+    def _hits(self, scores: list[float], rows: list[int], k: int, min_score: float | None, group: bool) -> list[Hit]:
+        """Up to k hits from the backend's ranked rows; with `group`, the first row of each track only."""
+        hits: list[Hit] = []
+        seen: set[int] = set()
+        for score, row in zip(scores, rows):
             if row < 0 or (min_score is not None and score < min_score):
                 continue
+            if group:
+                if int(self.track[row]) in seen:
+                    continue
+                seen.add(int(self.track[row]))
             record = self.records[row]
-            meta = {key: value for key, value in record.items() if key != "path"}
-            hits.append(Hit(len(hits) + 1, float(score), row, record["path"], meta))
+            meta = {key: value for key, value in record.items() if key != "path" and key not in FOOTAGE_FIELDS}
+            hits.append(Hit(len(hits) + 1, float(score), row, record["path"], meta, self._footage(row, group)))
+            if len(hits) == k:
+                break
         return hits
+
+    def _footage(self, row: int, group: bool) -> dict[str, Any] | None:
+        """The footage fields of a detection row (with its frame size and, grouped, its track's span)."""
+        record = self.records[row]
+        if "source" not in record:
+            return None
+        state = self.sources.get(record["source"])
+        info = {key: record[key] for key in FOOTAGE_FIELDS if key in record}
+        info["frame_size"] = state.size if state else None
+        span = self.spans.get(int(self.track[row])) if group else None
+        info["span"] = span.to_dict() if span else None
+        return info
 
     def _encoder(self) -> Encoder:
         if self.encoder is None:
             raise SearchIndexError("this searcher was opened without its model; open it with load_model=True")
         return self.encoder
 
-    def search_text(self, text: str, k: int, min_score: float | None = None, filters: Filters = Filters()) -> list[Hit]:
+    def search_text(self, text: str, k: int, min_score: float | None = None, filters: Filters = Filters(),
+                    group: bool = True) -> list[Hit]:
         """A sentence -> hits (see `search_vector`)."""
-        return self.search_vector(self._encoder().texts([text])[0], k, min_score, filters)
+        return self.search_vector(self._encoder().texts([text])[0], k, min_score, filters, group)
 
     def search_image(self, image: Image.Image, k: int, min_score: float | None = None,
-                     filters: Filters = Filters()) -> list[Hit]:
+                     filters: Filters = Filters(), group: bool = True) -> list[Hit]:
         """An example image -> hits (see `search_vector`)."""
-        return self.search_vector(self._encoder().pil_images([image])[0], k, min_score, filters)
+        return self.search_vector(self._encoder().pil_images([image])[0], k, min_score, filters, group)

@@ -6,6 +6,10 @@
     INDEX/unreadable.jsonl     files the last build or add could not read: {"path", "problem"}
     INDEX/ivf.faiss            the trained IVF index, for galleries large enough to use it
 
+Footage (videos, frame folders) adds detection records: {"path": "SOURCE#FRAME:K", "source", "frame",
+"box", "detector_score", "offset", ...} (`cpcl.index.footage`), and the manifest's `sources` records
+each source's settings and how far it was scanned.
+
 A shard is written as .npy first and .jsonl second, each through a temporary file and a
 rename, so a shard counts once its .jsonl exists: an interrupted build leaves whole shards
 only, and building again continues after them. Row i of the index is row i of the shards in
@@ -33,7 +37,7 @@ from cpcl.utils.files import atomic_write, remove_stale_temporaries
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "cpcl-index"  # value of the manifest's "format" field
-INDEX_VERSION = 1  # newest index layout this code reads and the one it writes
+INDEX_VERSION = 2  # newest index layout this code reads and the one it writes (2: footage `sources`)
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 UNREADABLE = "unreadable.jsonl"
@@ -55,6 +59,7 @@ class Manifest:
     dim: int = 0  # embedding size
     complete: bool = False  # False while a build or add is running (or was interrupted)
     ivf: dict[str, Any] | None = None  # what ivf.faiss was trained on (see `IndexStore.ivf_binding`); None: nothing
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # footage source -> asdict(SourceState)
     cpcl_version: str = __version__  # cpcl that wrote the index
     format: str = INDEX_FORMAT
     version: int = INDEX_VERSION
@@ -144,6 +149,7 @@ class IndexStore:
             raise SearchIndexError(f"{path} is malformed: {err}") from None
 
     def write_manifest(self) -> None:
+        self.manifest.version = INDEX_VERSION  # what this code writes, whichever version it read
         _write_bytes(self.directory / MANIFEST, json.dumps(asdict(self.manifest), indent=2).encode())
 
     def shards(self) -> list[tuple[Path, Path]]:

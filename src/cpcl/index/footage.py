@@ -1,0 +1,267 @@
+"""Footage sources: videos and folders of frames, how they are sampled, and what the index remembers of each.
+
+A source is a video file (decoded by OpenCV, whose wheels carry FFmpeg) or a folder of frame images
+(its image files, in natural order: frame2 before frame10), named by its path relative to the
+index's root. Frames are counted from 0 in the records (detections files count from 1, as
+MOTChallenge does). Sampling keeps every N-th frame (`every`) or about `sample_fps` frames a second
+(the first frame of each 1/fps interval; needs the source's rate). A frame's offset is its index over
+the source's rate; with a start time, its `time` is start + offset.
+
+`SourceState` is what the manifest saves of a source (settings, frame size, how far it was scanned),
+so that a build killed at any moment continues after the frames whose detections are already in
+whole shards, and a finished source is not scanned again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from cpcl.index.gallery import IMAGE_SUFFIXES, relative_to_root
+from cpcl.utils.errors import DataError, SearchIndexError
+from cpcl.utils.optional import require
+
+FOOTAGE_FIELDS = ("source", "frame", "offset", "box", "detector_score", "file", "crop")  # a detection's own fields
+KINDS = ("video", "frames")
+FRAME_CACHE = 16  # decoded frames the web app keeps (a page of results often shows several crops of one frame)
+
+
+def natural_key(name: str) -> list[Any]:
+    """Sort key that orders digit runs by value: frame2 < frame10."""
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", name))]
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The image files directly in `folder` (not hidden), in natural order: its frames."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+             and p.is_file()]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+@dataclass
+class SourceState:
+    """One footage source as the manifest records it (under `sources`, keyed by its path relative to the root)."""
+
+    kind: str  # "video" or "frames"
+    detector: str  # the --detector it was indexed with
+    threshold: float | None  # the detector's score threshold (None: the detector's default)
+    every: int  # sampling: keep every N-th frame (1: all) when `sample_fps` is None
+    sample_fps: float | None  # sampling: about this many frames a second (needs source_fps)
+    source_fps: float | None  # the source's frame rate (None: unknown, so no offsets are recorded)
+    start: float | None  # seconds since the epoch of frame 0 (--start), or None
+    camera: str | None  # camera name given to its records (--camera), or None
+    size: list[int] | None = None  # [width, height] of its frames, once one was read
+    next_frame: int = 0  # every frame before this one is scanned, its detections in whole shards
+    complete: bool = False  # every frame scanned
+
+    def keeps(self, index: int) -> bool:
+        """Whether frame `index` is sampled."""
+        if self.sample_fps is None:
+            return index % self.every == 0
+        ratio = self.sample_fps / self.source_fps
+        return index == 0 or math.floor(index * ratio) != math.floor((index - 1) * ratio)
+
+    @property
+    def max_gap(self) -> int:
+        """Largest distance between two consecutive sampled frames."""
+        if self.sample_fps is None:
+            return self.every
+        return max(1, math.ceil(self.source_fps / self.sample_fps))
+
+    def settings(self) -> dict[str, Any]:
+        """What must be the same to continue indexing this source."""
+        return {"kind": self.kind, "detector": self.detector, "threshold": self.threshold, "every": self.every,
+                "sample_fps": self.sample_fps, "start": self.start, "camera": self.camera}
+
+    def offset(self, index: int) -> float | None:
+        return None if not self.source_fps else round(index / self.source_fps, 3)
+
+    def record(self, source: str, index: int, k: int, box: tuple[int, int, int, int], score: float) -> dict[str, Any]:
+        """The index record of detection `k` of frame `index`."""
+        record: dict[str, Any] = {"path": f"{source}#{index}:{k}", "source": source, "frame": index,
+                                  "box": list(box), "detector_score": round(float(score), 4)}
+        offset = self.offset(index)
+        if offset is not None:
+            record["offset"] = offset
+            if self.start is not None:
+                moment = datetime.fromtimestamp(self.start + offset, tz=timezone.utc)
+                record["time"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+        if self.camera:
+            record["camera"] = self.camera
+        return record
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> SourceState:
+        """From the manifest; SearchIndexError naming the field when it is not what this class writes."""
+        names = {f.name for f in fields(cls)}
+        if not isinstance(raw, dict) or not {"kind", "detector", "every"} <= set(raw) or set(raw) - names:
+            found = sorted(raw) if isinstance(raw, dict) else type(raw).__name__
+            raise SearchIndexError(f"{where}: malformed source entry (fields {found}; expected {sorted(names)}); "
+                                   f"build the index again")
+        state = cls(**raw)
+        if state.kind not in KINDS or not isinstance(state.every, int) or state.every < 1:
+            raise SearchIndexError(f"{where}: malformed source entry (kind {state.kind!r}, every {state.every!r})")
+        return state
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VideoFrames:
+    """Frames of a video file through OpenCV, read in order (frames not wanted are grabbed, not converted)."""
+
+    def __init__(self, path: Path):
+        self.cv2 = require("cv2", "opencv-python-headless", "reading video", "footage")
+        self.path = path
+        self.capture = self.cv2.VideoCapture(str(path))
+        if not self.capture.isOpened():
+            raise DataError(f"{path}: OpenCV cannot open this video")
+        fps = float(self.capture.get(self.cv2.CAP_PROP_FPS))
+        self.fps = fps if math.isfinite(fps) and fps > 0 else None
+
+    def frames(self, start: int, wanted: Any) -> Iterator[tuple[int, np.ndarray]]:
+        """(index, RGB [H, W, 3] uint8) of every frame from `start` on for which `wanted(index)` is true."""
+        index = 0
+        while True:
+            if index < start or not wanted(index):
+                if not self.capture.grab():
+                    return
+            else:
+                ok, bgr = self.capture.read()
+                if not ok:
+                    return
+                yield index, self.cv2.cvtColor(bgr, self.cv2.COLOR_BGR2RGB)
+            index += 1
+
+    def frame(self, index: int) -> np.ndarray:
+        """One frame by seeking; DataError when the video has no such frame."""
+        self.capture.set(self.cv2.CAP_PROP_POS_FRAMES, index)
+        ok, bgr = self.capture.read()
+        if not ok:
+            raise DataError(f"{self.path}: no frame {index}")
+        return self.cv2.cvtColor(bgr, self.cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self.capture.release()
+
+
+class FolderFrames:
+    """Frames of a folder of images (see `frame_files`); a frame that cannot be read is noted in `problems`."""
+
+    def __init__(self, folder: Path, root: Path):
+        self.folder, self.root = folder, root
+        self.files = frame_files(folder)
+        self.fps = None
+        self.problems: dict[str, str] = {}
+
+    def file(self, index: int) -> str:
+        """Frame `index`'s file, relative to the root."""
+        return self.files[index].relative_to(self.root).as_posix()
+
+    def frames(self, start: int, wanted: Any) -> Iterator[tuple[int, np.ndarray]]:
+        for index in range(start, len(self.files)):
+            if not wanted(index):
+                continue
+            try:
+                with Image.open(self.files[index]) as image:
+                    rgb = np.asarray(image.convert("RGB"))
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
+                self.problems[self.file(index)] = f"cannot read this frame: {err}"
+                continue
+            yield index, rgb
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(root: Path, source: str, kind: str) -> VideoFrames | FolderFrames:
+    """The frames of `source` (relative to `root`)."""
+    path = root / source
+    return VideoFrames(path) if kind == "video" else FolderFrames(path, root)
+
+
+def resolve_sources(paths: list[Path], kind: str, root: Path) -> list[tuple[str, Path]]:
+    """(source name relative to `root`, absolute path) of each --video file or --frames folder; DataError for a
+    missing one or one outside `root`."""
+    out = []
+    for given in paths:
+        path = given.expanduser().absolute()
+        if kind == "video" and not path.is_file():
+            raise DataError(f"--video {given}: no such file")
+        if kind == "frames" and not path.is_dir():
+            raise DataError(f"--frames {given}: not a folder")
+        rel = relative_to_root(path, root)
+        if rel is None or rel == ".":
+            raise DataError(f"{given} is outside the index's root {root}; give --root a folder that holds it")
+        out.append((rel, path))
+    return out
+
+
+def common_root(paths: list[Path]) -> Path:
+    """The folder holding every path: their parents' common path."""
+    return Path(os.path.commonpath([str(p.expanduser().resolve().parent) for p in paths]))
+
+
+class FrameReader:
+    """Frames of the indexed sources for the web app: only a source the manifest lists, only inside the root.
+
+    Keeps the last `FRAME_CACHE` decoded frames; safe from several threads.
+    """
+
+    def __init__(self, root: Path, sources: dict[str, SourceState]):
+        self.root = root.resolve()
+        self.sources = sources
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _inside(self, rel: str) -> Path:
+        path = (self.root / rel).resolve()
+        if not path.is_relative_to(self.root) or not path.exists():
+            raise DataError(f"{rel} is not inside the index's root")
+        return path
+
+    def frame(self, record: dict[str, Any]) -> np.ndarray:
+        """The RGB frame [H, W, 3] of a detection record; DataError when its source is not indexed or gone."""
+        source, index = record.get("source"), record.get("frame")
+        state = self.sources.get(source) if isinstance(source, str) else None
+        if state is None or not isinstance(index, int):
+            raise DataError("not a detection of an indexed source")
+        key = (source, index)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        if state.kind == "frames":
+            file = self._inside(str(record.get("file", "")))
+            if not file.is_relative_to(self._inside(source)):
+                raise DataError(f"{record.get('file')} is not a frame of {source}")
+            with Image.open(file) as image:
+                rgb = np.asarray(image.convert("RGB"))
+        else:
+            video = VideoFrames(self._inside(source))
+            try:
+                rgb = video.frame(index)
+            finally:
+                video.close()
+        with self._lock:
+            self._cache[key] = rgb
+            while len(self._cache) > FRAME_CACHE:
+                self._cache.popitem(last=False)
+        return rgb
+
+
+def crop(frame: np.ndarray, box: list[int] | tuple[int, ...]) -> Image.Image:
+    """The box x, y, w, h of an RGB frame [H, W, 3] as a PIL image."""
+    x, y, w, h = (int(v) for v in box)
+    return Image.fromarray(np.ascontiguousarray(frame[y:y + h, x:x + w]))
