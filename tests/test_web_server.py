@@ -5,40 +5,21 @@ concurrent API requests."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import expect, sync_playwright
 
+from browser_support import CHROMIUM_FLAGS, chromium_path, serving
 from cpcl.cli import main
 from cpcl.index.search import Searcher
 from cpcl.web.app import create_app
 from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
-from cpcl.web.server import server_config
 from search_support import write_checkpoint, write_gallery
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CONCURRENT = 200  # simultaneous API requests in the load test
-
-
-def chromium_path() -> str:
-    """Debian's chromium (CPCL_CHROMIUM overrides); skipped where absent, except in CI (which installs it)."""
-    path = os.environ.get("CPCL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"no Chromium at {path}: .ci/run installs Debian's chromium")
-        pytest.skip(f"no Chromium at {path} (apt-get install chromium)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,24 +33,8 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Searcher]]:
                  "--device", "cpu", "--precision", "fp32"]) == 0
     searcher = Searcher.open(base / "idx", device="cpu", precision="fp32")
     app = create_app(searcher, WebConfig(default_k=6, min_score=-1.0, allowed_hosts=LOOPBACK_HOSTS))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = server_config(app, "127.0.0.1", 0, WebConfig())  # the timed protocol and timeouts cpcl serve runs with
-    config.backlog = CONCURRENT * 2
-    uv = uvicorn.Server(config)
-    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", searcher
-    finally:
-        uv.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(app, backlog=CONCURRENT * 2) as url:
+        yield url, searcher
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,8 @@
 
 `create_app(searcher)` builds the app around an open `cpcl.index.Searcher`; nothing is loaded
 at import time. Safe by construction: images are served only when their path is a record of
-the index *and* resolves inside the gallery root; queries, k, filters and uploads are bounded
+the index *and* resolves inside the gallery root (footage: a frame or crop only by the row of a
+detection, from a source the manifest lists, inside the root); queries, k, filters and uploads are bounded
 (numbers strict and finite, text valid Unicode; uploads decoded a few at a time and at reduced
 size, `cpcl.web.uploads`); bad requests get a 4xx with a one-line `detail` (validation errors:
 FastAPI's list, without the input); responses carry a strict content security policy (the page
@@ -12,6 +13,7 @@ with every timeout set.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -19,37 +21,58 @@ from importlib import resources
 from urllib.parse import quote
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from PIL import Image
+
 from cpcl import __version__
+from cpcl.index.footage import FrameReader, crop
 from cpcl.index.search import Filters, Hit, Searcher
 from cpcl.utils.errors import CpclError
 from cpcl.web.config import WebConfig
-from cpcl.web.limits import (MAX_FIELD_CHARS, MAX_FILTER_VALUES, MAX_K, MAX_UPLOAD_BYTES, BodyLimit, InfoResponse,
-                             SearchRequest, SearchResponse, security_headers)
+from cpcl.web.limits import (MAX_FIELD_CHARS, MAX_FILTER_VALUES, MAX_K, MAX_SOURCE_CHARS, MAX_UPLOAD_BYTES, BodyLimit,
+                             InfoResponse, SearchRequest, SearchResponse, security_headers)
 from cpcl.web.uploads import UploadDecoder
 
 log = logging.getLogger(__name__)
 
+JPEG_QUALITY = 90  # frames and crops of footage, encoded for the page
+CACHE = {"Cache-Control": "private, max-age=3600"}
+
+
+def _result(hit: Hit) -> dict:
+    if hit.footage is None:
+        return {**hit.to_dict(), "url": "/gallery/" + quote(hit.path)}
+    return {**hit.to_dict(), "url": f"/footage/{hit.row}/crop", "frame_url": f"/footage/{hit.row}/frame"}
+
 
 def _results(hits: list[Hit]) -> list[dict]:
-    return [{**hit.to_dict(), "url": "/gallery/" + quote(hit.path)} for hit in hits]
+    return [_result(hit) for hit in hits]
+
+
+def _jpeg(image: Image.Image) -> Response:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return Response(buffer.getvalue(), media_type="image/jpeg", headers=CACHE)
 
 
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _filters(cameras: list[str], time_from: str | None, time_to: str | None) -> Filters:
+def _filters(cameras: list[str], time_from: str | None, time_to: str | None, sources: list[str]) -> Filters:
     """The metadata filters of a request (both search endpoints); 422 with the reason when they are bad."""
     if any(len(name) > MAX_FIELD_CHARS for name in cameras):
         raise HTTPException(status_code=422, detail=f"camera names are at most {MAX_FIELD_CHARS} characters")
+    if any(len(name) > MAX_SOURCE_CHARS for name in sources):
+        raise HTTPException(status_code=422, detail=f"source names are at most {MAX_SOURCE_CHARS} characters")
     try:
-        return Filters.parse(cameras, time_from, time_to)
+        return Filters.parse(cameras, time_from, time_to, sources)
     except CpclError as err:
         raise HTTPException(status_code=422, detail=str(err)) from None
 
@@ -84,6 +107,7 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
     root = searcher.root.resolve()
     decoder = UploadDecoder(searcher.image_size, config.decode_slots, config.decode_wait_s)
+    frames = FrameReader(root, searcher.sources)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -93,12 +117,12 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
     def info() -> dict:
         times = searcher.time_range()
         return {"count": searcher.count, "backend": searcher.backend.name, "cameras": searcher.camera_names(),
-                "time_range": [_iso(t) for t in times] if times else None, "default_k": config.default_k,
-                "min_score": config.min_score}
+                "sources": searcher.source_names(), "time_range": [_iso(t) for t in times] if times else None,
+                "default_k": config.default_k, "min_score": config.min_score}
 
     @app.post("/api/search", response_model=SearchResponse, summary="Search by a sentence")
     def search_text(request: SearchRequest) -> dict:
-        filters = _filters(request.cameras, request.time_from, request.time_to)
+        filters = _filters(request.cameras, request.time_from, request.time_to, request.sources)
         k = request.k or config.default_k
         return _answer(lambda: searcher.search_text(request.text, k, request.min_score, filters))
 
@@ -108,9 +132,10 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
                      min_score: float | None = Form(None, ge=-1.0, le=1.0, allow_inf_nan=False),
                      cameras: list[str] = Form([], max_length=MAX_FILTER_VALUES),
                      time_from: str | None = Form(None, max_length=MAX_FIELD_CHARS),
-                     time_to: str | None = Form(None, max_length=MAX_FIELD_CHARS)) -> dict:
+                     time_to: str | None = Form(None, max_length=MAX_FIELD_CHARS),
+                     sources: list[str] = Form([], max_length=MAX_FILTER_VALUES)) -> dict:
         k = k or config.default_k
-        filters = _filters(cameras, time_from, time_to)
+        filters = _filters(cameras, time_from, time_to, sources)
         picture = decoder.decode(image)
         return _answer(lambda: searcher.search_image(picture, k, min_score, filters))
 
@@ -126,7 +151,27 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
             served = False
         if not served:
             raise missing
-        return FileResponse(file, headers={"Cache-Control": "private, max-age=3600"})
+        return FileResponse(file, headers=CACHE)
+
+    def detection_frame(row: int) -> tuple:
+        """(frame [H, W, 3], box) of a detection row; 404 for any other row or a frame that cannot be read."""
+        record = searcher.records[row] if row < searcher.count else {}
+        if "source" not in record:  # first: only a detection of an indexed source is ever looked up on disk
+            raise HTTPException(status_code=404, detail="no such detection in the index")
+        try:
+            return frames.frame(record), record["box"]
+        except (CpclError, OSError, ValueError, Image.DecompressionBombError):
+            raise HTTPException(status_code=404, detail="the frame of this detection cannot be read") from None
+
+    @app.get("/footage/{row}/frame", summary="The frame of a detection (the page draws its box)")
+    def footage_frame(row: int = PathParam(ge=0, le=2**40)) -> Response:
+        frame, _ = detection_frame(row)
+        return _jpeg(Image.fromarray(frame))
+
+    @app.get("/footage/{row}/crop", summary="The crop of a detection, cut from its frame")
+    def footage_crop(row: int = PathParam(ge=0, le=2**40)) -> Response:
+        frame, box = detection_frame(row)
+        return _jpeg(crop(frame, box))
 
     return app
 

@@ -16,6 +16,7 @@ MAX_UPLOAD_BYTES = 5 * 2**20  # largest example image accepted
 MAX_IMAGE_PIXELS = 25_000_000  # largest example image accepted, in pixels (decompression bombs)
 MAX_FILTER_VALUES = 64  # most cameras one filter names
 MAX_FIELD_CHARS = 64  # longest camera name or time accepted in a filter
+MAX_SOURCE_CHARS = 1024  # longest footage source (a path relative to the root) accepted in a filter
 CSP = ("default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; object-src 'none'; "
        "base-uri 'none'; frame-ancestors 'none'; form-action 'none'")
 NO_CSP_PREFIXES = ("/docs", "/redoc")  # FastAPI's API explorers load their own scripts
@@ -50,6 +51,8 @@ class SearchRequest(BaseModel):
     time_from: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or after "
                                   "(ISO 8601 or seconds)")
     time_to: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or before")
+    sources: list[str] = Field([], max_length=MAX_FILTER_VALUES, description="only detections from these footage "
+                               f"sources (empty: any row; paths of at most {MAX_SOURCE_CHARS} characters)")
 
     @field_validator("text")
     @classmethod
@@ -58,20 +61,40 @@ class SearchRequest(BaseModel):
             raise ValueError("the search text is blank")
         return text
 
-    @field_validator("cameras")
+    @field_validator("cameras", "sources")
     @classmethod
-    def _unicode(cls, cameras: list[str]) -> list[str]:  # strict str fields refuse lone surrogates; list items not
-        for name in cameras:
+    def _unicode(cls, names: list[str]) -> list[str]:  # strict str fields refuse lone surrogates; list items not
+        for name in names:
             readable_text(name)
-        return cameras
+        return names
+
+
+class Span(BaseModel):
+    first_frame: int
+    last_frame: int
+    start: float | None = Field(description="seconds into the source of the first frame")
+    end: float | None = Field(description="seconds into the source of the last frame")
+    detections: int = Field(description="detections of this person linked across consecutive frames")
+
+
+class Footage(BaseModel):
+    source: str = Field(description="video file or frame folder, relative to the root")
+    frame: int = Field(description="frame index, from 0")
+    offset: float | None = Field(None, description="seconds into the source (None: its frame rate is unknown)")
+    box: list[int] = Field(description="x, y, width, height in frame pixels")
+    detector_score: float = Field(description="the detector's confidence, on its own scale")
+    frame_size: list[int] | None = Field(description="width and height of the frame")
+    span: Span | None = Field(description="the person's track over consecutive frames (None: not grouped)")
 
 
 class Result(BaseModel):
     rank: int = Field(description="1 = best")
     score: float = Field(description="cosine similarity, -1..1")
-    path: str = Field(description="path relative to the gallery root")
-    url: str = Field(description="where the image is served")
+    path: str = Field(description="path relative to the gallery root (a detection: SOURCE#FRAME:K)")
+    url: str = Field(description="where the image (a detection: its crop) is served")
     metadata: dict[str, Any] = Field(description="camera, time and any other sidecar fields")
+    footage: Footage | None = Field(None, description="a detection in footage: where it is")
+    frame_url: str | None = Field(None, description="a detection: where its whole frame is served")
 
 
 class SearchResponse(BaseModel):
@@ -89,6 +112,7 @@ class InfoResponse(BaseModel):
     count: int = Field(description="images in the index")
     backend: str = Field(description="exact or ivf")
     cameras: list[str] = Field(description="camera names in the metadata (empty: no camera filter)")
+    sources: list[str] = Field(description="footage sources with detections (empty: no source filter)")
     time_range: list[str] | None = Field(description="earliest and latest time in the metadata (UTC)")
     default_k: int
     min_score: float = Field(description="the page's starting score threshold")

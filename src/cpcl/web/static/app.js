@@ -26,9 +26,54 @@ function detailOf(body, status) {
   return `request failed (HTTP ${status})`;
 }
 
+function checked(list) {
+  return Array.from(document.querySelectorAll(`#${list} input:checked`)).map((box) => box.value);
+}
+
 function filters() {
-  const cameras = Array.from(document.querySelectorAll("#camera-list input:checked")).map((box) => box.value);
-  return { cameras, time_from: $("time-from").value || null, time_to: $("time-to").value || null };
+  return { cameras: checked("camera-list"), sources: checked("source-list"),
+           time_from: $("time-from").value || null, time_to: $("time-to").value || null };
+}
+
+function clock(seconds) {
+  // seconds into a video as M:SS.S (H:MM:SS.S from an hour); "?" when the frame rate is unknown
+  if (seconds === null || seconds === undefined) return "?";
+  const hours = Math.floor(seconds / 3600);
+  const minutes = Math.floor((seconds % 3600) / 60);
+  const rest = (seconds % 60).toFixed(1).padStart(4, "0");
+  return hours ? `${hours}:${String(minutes).padStart(2, "0")}:${rest}` : `${minutes}:${rest}`;
+}
+
+function when(footage) {
+  // the time (or the span of the person's track) and the frame of a detection, as text
+  const span = footage.span;
+  if (span && span.first_frame !== span.last_frame) {
+    return `${clock(span.start)}–${clock(span.end)} · frames ${span.first_frame}–${span.last_frame}`;
+  }
+  return `${clock(footage.offset)} · frame ${footage.frame}`;
+}
+
+function showFrame(hit) {
+  // the whole frame of a detection with its box drawn over it (positioned in shares of the frame)
+  const footage = hit.footage;
+  const [width, height] = footage.frame_size || [1, 1];
+  const [x, y, w, h] = footage.box;
+  const box = $("frame-box");
+  box.style.left = `${(100 * x) / width}%`;
+  box.style.top = `${(100 * y) / height}%`;
+  box.style.width = `${(100 * w) / width}%`;
+  box.style.height = `${(100 * h) / height}%`;
+  $("frame-image").src = hit.frame_url;
+  $("frame-image").alt = `frame ${footage.frame} of ${footage.source}`;
+  $("frame-caption").textContent = `${footage.source} · ${when(footage)} · box ${footage.box.join(", ")} · ` +
+    `score ${hit.score.toFixed(3)}`;
+  $("frame-view").hidden = false;
+  $("close-frame").focus();
+}
+
+function closeFrame() {
+  $("frame-view").hidden = true;
+  $("frame-image").removeAttribute("src");
 }
 
 function render() {
@@ -53,7 +98,18 @@ function render() {
     top.append(element("span", "rank", `#${hit.rank}`), element("span", "score", hit.score.toFixed(3)));
     const bar = element("div", "bar");
     bar.style.width = `${Math.max(0, Math.min(1, hit.score)) * 100}%`;
-    caption.append(top, bar, element("div", "path", hit.path));
+    if (hit.footage) {
+      card.classList.add("footage");
+      card.dataset.source = hit.footage.source;
+      card.dataset.frame = String(hit.footage.frame);
+      card.tabIndex = 0;
+      card.title = "show the frame";
+      card.addEventListener("click", () => showFrame(hit));
+      card.addEventListener("keydown", (event) => { if (event.key === "Enter") showFrame(hit); });
+      caption.append(top, bar, element("div", "path", hit.footage.source), element("div", "meta", when(hit.footage)));
+    } else {
+      caption.append(top, bar, element("div", "path", hit.path));
+    }
     for (const [key, value] of Object.entries(hit.metadata)) {
       const text = key === "time" ? String(value).replace("T", " ") : String(value);
       caption.append(element("div", "meta", `${key} ${text}`));
@@ -106,6 +162,7 @@ function searchImage() {
   form.append("k", $("k").value);
   const chosen = filters();
   for (const camera of chosen.cameras) form.append("cameras", camera);
+  for (const source of chosen.sources) form.append("sources", source);
   if (chosen.time_from) form.append("time_from", chosen.time_from);
   if (chosen.time_to) form.append("time_to", chosen.time_to);
   run({ url: "/api/search/image", init: { method: "POST", body: form } }, `the image ${file.name}`);
@@ -128,19 +185,24 @@ async function loadInfo() {
     const response = await fetch("/api/info");
     const info = await response.json();
     state.limits = info.limits;
-    $("gallery-info").textContent = `${info.count.toLocaleString()} images indexed (${info.backend} search)`;
+    const sources = info.sources || [];
+    const what = sources.length ? `detections indexed from ${sources.length} footage source${sources.length > 1 ? "s" : ""}`
+      : "images indexed";
+    $("gallery-info").textContent = `${info.count.toLocaleString()} ${what} (${info.backend} search)`;
     $("threshold").value = info.min_score;
     $("k").value = [6, 12, 24, 48, 96].includes(info.default_k) ? String(info.default_k) : "12";
-    if (info.cameras.length) {
-      $("camera-filter").hidden = false;
-      for (const name of info.cameras) {
+    for (const [names, fieldset, list] of [[info.cameras, "camera-filter", "camera-list"],
+                                           [info.sources || [], "source-filter", "source-list"]]) {
+      if (!names.length) continue;
+      $(fieldset).hidden = false;
+      for (const name of names) {
         const label = element("label", "camera");
         const box = element("input");
         box.type = "checkbox";
         box.value = name;
         box.addEventListener("change", again);
         label.append(box, document.createTextNode(` ${name}`));
-        $("camera-list").append(label);
+        $(list).append(label);
       }
     }
     if (info.time_range) {
@@ -171,5 +233,8 @@ document.addEventListener("DOMContentLoaded", () => {
     searchImage();
   });
   $("clear-image").addEventListener("click", () => clearImage(true));
+  $("close-frame").addEventListener("click", closeFrame);
+  $("frame-view").addEventListener("click", (event) => { if (event.target === $("frame-view")) closeFrame(); });
+  document.addEventListener("keydown", (event) => { if (event.key === "Escape" && !$("frame-view").hidden) closeFrame(); });
   loadInfo();
 });
