@@ -1,4 +1,4 @@
-"""Helpers for the browser tests: Debian's Chromium for Playwright, and the app served by uvicorn in a thread."""
+"""Helpers for the server tests: Debian's Chromium for Playwright, and the app served by uvicorn in a thread."""
 
 from __future__ import annotations
 
@@ -33,15 +33,15 @@ def chromium_path() -> str:
 
 
 @contextmanager
-def serving(app: FastAPI, backlog: int = 2048) -> Iterator[str]:
-    """The base URL of uvicorn running `app` in a thread on a free loopback port, with the timed protocol and
-    timeouts cpcl serve runs with; stopped on exit."""
+def serving(app: FastAPI, config: WebConfig = WebConfig(), backlog: int = 2048) -> Iterator[tuple[str, int]]:
+    """(host, port) of uvicorn running `app` in a thread on a free loopback port, with the timed protocol and
+    the timeouts of `config`, as cpcl serve runs it; stopped on exit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = server_config(app, "127.0.0.1", 0, WebConfig())
-    config.backlog = backlog
-    uv = uvicorn.Server(config)
+    uvicorn_config = server_config(app, "127.0.0.1", 0, config)
+    uvicorn_config.backlog = backlog
+    uv = uvicorn.Server(uvicorn_config)
     thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -49,7 +49,7 @@ def serving(app: FastAPI, backlog: int = 2048) -> Iterator[str]:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield sock.getsockname()
     finally:
         uv.should_exit = True
         thread.join(timeout=10)

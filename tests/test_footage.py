@@ -15,7 +15,7 @@ from cpcl.cli import main
 from cpcl.index.detectors import (DETECTORS, DetectionsFile, HogDetector, OnnxDetector, box_iou, letterbox,
                                   make_detector, nms)
 from cpcl.index.encoder import Encoder
-from cpcl.index.footage import SourceState, natural_key
+from cpcl.index.footage import SourceState, VideoFrames, natural_key
 from cpcl.index.search import Searcher
 from cpcl.index.store import IndexStore
 from cpcl.index.tracks import link_tracks, track_spans
@@ -86,6 +86,20 @@ def test_scene_mode_writes_frames_video_and_true_boxes(scene):
             assert np.sign(shift) == (1 if person["view"] == "right" else -1)
     lines = (scene / "det.txt").read_text().splitlines()
     assert len(lines) == len(gt["boxes"]) and lines[0].split(",")[0] == "1"
+
+
+def test_a_frame_read_by_seeking_is_the_frame_read_in_order(scene):
+    """The page reads one frame by seeking; the build reads them in order: they must be the same frame."""
+    in_order = video_frames(scene / "video.mp4")
+    video = VideoFrames(scene / "video.mp4")
+    try:
+        for index in (7, 0, 11, 3):
+            np.testing.assert_array_equal(video.frame(index), in_order[index])
+        assert [i for i, _ in video.frames(5, lambda i: i % 2 == 0)] == [6, 8, 10]
+        with pytest.raises(DataError, match="no frame 40"):
+            video.frame(40)
+    finally:
+        video.close()
 
 
 def test_scene_mode_is_deterministic_per_seed():

@@ -120,10 +120,10 @@ def test_a_frame_file_outside_its_source_or_a_source_not_in_the_manifest_is_404(
 
 def test_the_page_shows_the_crops_and_a_frame_with_the_box(searcher):
     app = create_app(searcher, WebConfig(default_k=6, min_score=-1.0, allowed_hosts=LOOPBACK_HOSTS))
-    with serving(app) as url, sync_playwright() as playwright:
+    with serving(app) as (host, port), sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1100, "height": 900})
-        page.goto(url + "/")
+        page.goto(f"http://{host}:{port}/")
         page.wait_for_selector("text=24 detections indexed from 2 footage sources")
         assert page.locator("#source-list input").evaluate_all("bs => bs.map(b => b.value)") == ["frames", "video.mp4"]
         page.check("#source-list input[value='video.mp4']")

@@ -14,17 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
 
+from browser_support import serving
 from cpcl.cli import main
 from cpcl.index.search import Searcher
 from cpcl.web import uploads
 from cpcl.web.app import create_app
 from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
 from cpcl.web.limits import MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES
-from cpcl.web.server import server_config
 from search_support import write_checkpoint, write_gallery
 
 TEXT = "a man in a blue jacket with a backpack"
@@ -299,21 +298,8 @@ def test_concurrent_decodes_are_bounded_and_a_long_wait_is_503(client, searcher,
 def live_server(searcher) -> Iterator[tuple[str, int]]:
     """(host, port) of uvicorn serving the app with the timed protocol: head 0.5 s, body 1 s, keep-alive 1 s."""
     config = WebConfig(header_timeout_s=0.5, body_timeout_s=1.0, keep_alive_s=1)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(server_config(create_app(searcher, config), "127.0.0.1", 0, config))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield sock.getsockname()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    with serving(create_app(searcher, config), config) as address:
+        yield address
 
 
 def seconds_until_closed(address: tuple[str, int], sent: bytes, limit: float = 10.0) -> tuple[float, bytes]:

@@ -33,8 +33,8 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Searcher]]:
                  "--device", "cpu", "--precision", "fp32"]) == 0
     searcher = Searcher.open(base / "idx", device="cpu", precision="fp32")
     app = create_app(searcher, WebConfig(default_k=6, min_score=-1.0, allowed_hosts=LOOPBACK_HOSTS))
-    with serving(app, backlog=CONCURRENT * 2) as url:
-        yield url, searcher
+    with serving(app, backlog=CONCURRENT * 2) as (host, port):
+        yield f"http://{host}:{port}", searcher
 
 
 @pytest.fixture(scope="module")

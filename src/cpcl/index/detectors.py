@@ -40,6 +40,8 @@ MIN_BOX = 2  # boxes narrower or lower than this many pixels (after clipping) ar
 HOG_STRIDE = (8, 8)  # HOG: window stride in pixels
 HOG_PADDING = (8, 8)  # HOG: padding around the frame
 HOG_SCALE = 1.05  # HOG: image pyramid step
+HOG_BORDER = 0.125  # HOG: border added on every side (edge pixels repeated), share of the frame height: the
+# window's margin below the feet of a person 3/4 of the frame tall, so one standing at the bottom still fits a window
 HOG_WINDOW_MARGIN = (0.25, 0.125)  # HOG: the 64x128 window holds the person with 16 px on every side (Dalal-Triggs)
 
 
@@ -174,8 +176,9 @@ class DetectionsFile:
 class HogDetector:
     """OpenCV's HOG people detector (a linear SVM on 64x128 windows; persons under ~100 px tall are missed).
 
-    Its boxes are detection windows, which hold the person with a margin (`HOG_WINDOW_MARGIN`); they are
-    shrunk to the person. `threshold` is the SVM margin a window must reach (detectMultiScale's hitThreshold).
+    The frame gets a border (`HOG_BORDER`) so that persons at its edges fit a window. Its boxes are detection
+    windows, which hold the person with a margin (`HOG_WINDOW_MARGIN`); they are shrunk to the person.
+    `threshold` is the SVM margin a window must reach (detectMultiScale's hitThreshold).
     """
 
     def __init__(self, threshold: float | None):
@@ -190,12 +193,15 @@ class HogDetector:
 
     def detect(self, frame: np.ndarray, index: int) -> list[Detection]:
         height, width = frame.shape[:2]
-        rects, weights = self.hog.detectMultiScale(self.cv2.cvtColor(frame, self.cv2.COLOR_RGB2GRAY),
-                                                   hitThreshold=self.threshold, winStride=HOG_STRIDE,
+        border = round(HOG_BORDER * height)
+        grey = self.cv2.copyMakeBorder(self.cv2.cvtColor(frame, self.cv2.COLOR_RGB2GRAY), border, border, border,
+                                       border, self.cv2.BORDER_REPLICATE)
+        rects, weights = self.hog.detectMultiScale(grey, hitThreshold=self.threshold, winStride=HOG_STRIDE,
                                                    padding=HOG_PADDING, scale=HOG_SCALE)
         mx, my = HOG_WINDOW_MARGIN
         found = []
         for (x, y, w, h), score in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
+            x, y = x - border, y - border
             clipped = clip_box((x + mx * w, y + my * h, w * (1 - 2 * mx), h * (1 - 2 * my)), width, height)
             if clipped is not None:
                 found.append(Detection(clipped, float(score)))

@@ -132,6 +132,8 @@ class VideoFrames:
 
     def frames(self, start: int, wanted: Any) -> Iterator[tuple[int, np.ndarray]]:
         """(index, RGB [H, W, 3] uint8) of every frame from `start` on for which `wanted(index)` is true."""
+        if self.capture.get(self.cv2.CAP_PROP_POS_FRAMES) != 0:  # read from the first frame, whatever came before
+            self.capture.set(self.cv2.CAP_PROP_POS_FRAMES, 0)
         index = 0
         while True:
             if index < start or not wanted(index):
