@@ -36,8 +36,8 @@ def evaluate_shipped(path: Path, cfg: TrainConfig) -> dict[str, dict[str, float]
     for name in ("val", "test"):
         split = data.splits[name]
         tokens = default_tokenizer().tokenize([c.text for c in split.captions], model.config.text.context_length)
-        out[name] = evaluate_split(model, split, tokens, cfg.augment, cfg.eval.batch_size, cfg.data.workers,
-                                   loaded.device, loaded.dtype, name=name)
+        out[name] = evaluate_split(model, split, tokens, loaded.preprocessing, cfg.eval.batch_size,
+                                   cfg.data.workers, loaded.device, loaded.dtype, name=name)
     return out
 
 
@@ -54,6 +54,7 @@ def card(name: str, run_dir: Path, cfg: TrainConfig, records: list[dict], metric
     rows = "\n".join(f"| {split} | " + " | ".join(f"{v:.2f}" for v in values.values()) + " |"
                      for split, values in metrics.items())
     init = json.loads(meta["token_embedding_init"])
+    preprocessing = json.loads(meta["preprocessing"])
     return f"""# {name}: a small CLIP pretrained from scratch on SynthPedes' web-style corpus
 
 The start that `synthpedes.yaml`, `cpcl demo` and `cpcl bench quality --preset standard` fine-tune.
@@ -69,7 +70,10 @@ Use it by name: `model.init: {name}` in a config, `--checkpoint {name}` on the c
   grad clip {cfg.optim.grad_clip:g}, precision {cfg.precision}, seed {cfg.seed}; checkpoint selected on SynthPedes val R1.
 - **File**: `{name}.safetensors`, {size / 2**20:.1f} MiB, float16; the token embedding stores the {meta['rows']:,} rows
   pretraining changed, the rest is regenerated from torch seed {init['seed']} (`cpcl.model.shipped`).
-  sha256 `{sha256}`; digest of the unpacked float16 state dict `{meta['state_sha256']}` (checked on every load).
+  sha256 `{sha256}`; digest of the unpacked float16 state dict and the preprocessing `{meta['state_sha256']}`
+  (checked on every load).
+- **Preprocessing** (recorded in the file, used wherever it is loaded): resize to {preprocessing['image_size'][0]}x{preprocessing['image_size'][1]} ({preprocessing['resize']}),
+  mean {preprocessing['mean']}, std {preprocessing['std']}.
 
 ## Loss curve (per epoch)
 
@@ -97,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             "context_length": cfg.model.context_length}
     checkpoint = read_checkpoint(args.run_dir / "best.pt")
     target = SHIPPED_DIR / f"{args.name}.safetensors"
-    meta = pack(checkpoint.state_dict, checkpoint.config, init, target)
+    preprocessing = checkpoint.preprocessing or cfg.augment.preprocessing(cfg.model.image_size)  # a run before
+    # checkpoints recorded it: its config says what it trained with
+    meta = pack(checkpoint.state_dict, checkpoint.config, preprocessing, init, target)
     meta["rows"] = int(read_rows(target))
     metrics = evaluate_shipped(target, cfg)
     records = [json.loads(line) for line in (args.run_dir / "metrics.jsonl").read_text().splitlines() if line]

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from cpcl.model import CLIP, ClipConfig, TextConfig, VisionConfig, save_clip
+from cpcl.utils.preprocessing import Preprocessing
 
 CAMERAS = ("c1", "c2", "c3")
 FORMATS = (".png", ".jpg", ".bmp", ".webp")
@@ -26,7 +27,7 @@ def write_checkpoint(path: Path, seed: int = 0) -> Path:
     """A cpcl checkpoint of a randomly initialised tiny CLIP."""
     torch.manual_seed(seed)
     model = CLIP(tiny_config())
-    return save_clip(path, model, model.config)
+    return save_clip(path, model, model.config, Preprocessing(model.config.image.image_size))
 
 
 def write_crop(path: Path, seed: int) -> Path:

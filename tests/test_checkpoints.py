@@ -18,6 +18,7 @@ from cpcl.model import (CLIP, ClipConfig, TextConfig, VisionConfig, load_clip, r
                         resize_pos_embed, save_clip)
 from cpcl.model.torchscript import read_torchscript_weights
 from cpcl.utils.errors import CheckpointError
+from cpcl.utils.preprocessing import Preprocessing
 
 VOCAB = 1000  # small vocabulary keeps the files small; EOT is its largest id
 EOT = VOCAB - 1
@@ -30,6 +31,11 @@ def openai_like_config(image_size: int = 32, patch: int = 8, width: int = 128) -
         image=VisionConfig(width=width, layers=2, heads=width // 64, patch_size=patch,
                            image_size=(image_size, image_size)),
         text=TextConfig(width=128, layers=2, heads=2, vocab_size=VOCAB, context_length=16))
+
+
+def default_preprocessing(config: ClipConfig) -> Preprocessing:
+    """OpenAI CLIP's, at the model's input size."""
+    return Preprocessing(config.image.image_size)
 
 
 def make_model(config: ClipConfig, seed: int = 0) -> CLIP:
@@ -165,7 +171,8 @@ def test_crafted_torchscript_archive_runs_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("damage", ["tensor_byte", "truncate"])
 def test_damaged_cpcl_checkpoint_is_refused_with_its_name(tmp_path: Path, damage: str) -> None:
     config = openai_like_config()
-    target = save_clip(tmp_path / "best.pt", make_model(config), config, extra={"epoch": 1})
+    target = save_clip(tmp_path / "best.pt", make_model(config), config, default_preprocessing(config),
+                       extra={"epoch": 1})
     raw = bytearray(target.read_bytes())
     if damage == "tensor_byte":  # one flipped bit inside the largest tensor's bytes
         weight = make_model(config).token_embedding.weight.detach().numpy().tobytes()
@@ -182,7 +189,7 @@ def test_damaged_cpcl_checkpoint_is_refused_with_its_name(tmp_path: Path, damage
 def test_version_1_cpcl_checkpoint_loads_with_a_warning(tmp_path: Path, caplog) -> None:
     config = openai_like_config()
     model = make_model(config)
-    save_clip(tmp_path / "old.pt", model, config)
+    save_clip(tmp_path / "old.pt", model, config, default_preprocessing(config))
     raw = torch.load(tmp_path / "old.pt", weights_only=True)
     raw["version"] = 1
     del raw["digest"]
@@ -315,13 +322,14 @@ def test_cpcl_round_trip_atomic_and_weights_only(tmp_path: Path) -> None:
     config = replace(openai_like_config(), image=replace(openai_like_config().image, image_size=(32, 16)))
     model = make_model(config)
     target = tmp_path / "ckpt" / "model.pt"
-    save_clip(target, model, config, extra={"epoch": 3, "metrics": {"r1": 0.5}, "ids": [1, 2]})
+    save_clip(target, model, config, default_preprocessing(config),
+              extra={"epoch": 3, "metrics": {"r1": 0.5}, "ids": [1, 2]})
     assert [p.name for p in target.parent.iterdir()] == ["model.pt"]  # no temporary file left
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     raw = torch.load(target, weights_only=True)
-    assert raw["format"] == "cpcl-clip" and raw["version"] == 2 and len(raw["digest"]) == 64
+    assert raw["format"] == "cpcl-clip" and raw["version"] == 3 and len(raw["digest"]) == 64
     assert raw["config"]["image"]["image_size"] == (32, 16)
     checkpoint = read_checkpoint(target)
     assert checkpoint.source == "cpcl" and checkpoint.extra["metrics"] == {"r1": 0.5}
@@ -337,10 +345,10 @@ def test_failed_save_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch) ->
     config = openai_like_config()
     model = make_model(config)
     target = tmp_path / "model.pt"
-    save_clip(target, model, config, extra={"epoch": 1})
+    save_clip(target, model, config, default_preprocessing(config), extra={"epoch": 1})
     before = target.read_bytes()
     with pytest.raises(TypeError, match="plain types"):
-        save_clip(target, model, config, extra={"path": tmp_path})
+        save_clip(target, model, config, default_preprocessing(config), extra={"path": tmp_path})
 
     def broken_save(obj, stream):
         stream.write(b"partial")
@@ -348,7 +356,7 @@ def test_failed_save_leaves_old_file_and_no_temp(tmp_path: Path, monkeypatch) ->
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_clip(target, model, config, extra={"epoch": 2})
+        save_clip(target, model, config, default_preprocessing(config), extra={"epoch": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
     assert target.read_bytes() == before
 

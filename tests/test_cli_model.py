@@ -18,9 +18,11 @@ from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import ImageTransformConfig, eval_transform, load_rgb
 from cpcl.model import CLIP, ClipConfig, TextConfig, VisionConfig, save_clip
 from cpcl.synth import SynthConfig, write_pretrain_corpus
+from cpcl.utils.preprocessing import Preprocessing
 from test_train_e2e import METRIC_KEYS, write_config, write_tiny_cuhk
 
 TEXTS = ["a woman in a red coat with a black backpack", "a man in blue jeans"]
+TRAINED_WITH = Preprocessing((32, 32), "bilinear", (0.3, 0.4, 0.5), (0.2, 0.25, 0.3))  # what the cpcl file records
 
 
 def full_vocab_config() -> ClipConfig:
@@ -38,7 +40,7 @@ def model_and_files(tmp_path_factory) -> tuple[CLIP, dict[str, Path], list[Path]
     model = CLIP(full_vocab_config()).eval()
     files = {"openai": root / "openai_state_dict.pt", "cpcl": root / "cpcl.pt"}
     torch.save(model.state_dict(), files["openai"])
-    save_clip(files["cpcl"], model, model.config)
+    save_clip(files["cpcl"], model, model.config, TRAINED_WITH)
     rng = np.random.default_rng(0)
     images = []
     for i, size in enumerate([(20, 50), (48, 96)]):  # (W, H): not the model's size, resized on load
@@ -48,9 +50,10 @@ def model_and_files(tmp_path_factory) -> tuple[CLIP, dict[str, Path], list[Path]
     return model, files, images
 
 
-def expected_embeddings(model: CLIP, images: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    pixels = torch.stack([eval_transform(load_rgb(p), model.config.image.image_size, ImageTransformConfig())
-                          for p in images])
+def expected_embeddings(model: CLIP, images: list[Path],
+                        transform: ImageTransformConfig | Preprocessing = ImageTransformConfig()
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    pixels = torch.stack([eval_transform(load_rgb(p), model.config.image.image_size, transform) for p in images])
     tokens = default_tokenizer().tokenize(TEXTS, model.config.text.context_length)
     with torch.no_grad():
         return (F.normalize(model.encode_image(pixels), dim=1).numpy(),
@@ -65,8 +68,8 @@ def test_encode_writes_normalised_embeddings_in_input_order(model_and_files, tmp
             "--out", str(out), "--device", "cpu", "--precision", "fp32", "--workers", "0"]
     assert main(args) == 0
     saved = np.load(out)
-    want_image, want_text = expected_embeddings(model, images)
-    np.testing.assert_allclose(saved["image"], want_image, atol=1e-5)
+    want_image, want_text = expected_embeddings(model, images, TRAINED_WITH if kind == "cpcl" else ImageTransformConfig())
+    np.testing.assert_allclose(saved["image"], want_image, atol=1e-5)  # the cpcl file's own preprocessing
     np.testing.assert_allclose(saved["text"], want_text, atol=1e-5)
     assert np.allclose(np.linalg.norm(saved["image"], axis=1), 1, atol=1e-5)
 

@@ -15,6 +15,7 @@ from cpcl.data.tokenizer import default_tokenizer
 from cpcl.model import CLIP, clip_preset, load_clip, save_clip
 from cpcl.model import shipped
 from cpcl.model.inference import embed_images, embed_texts
+from cpcl.utils.preprocessing import Preprocessing
 
 CONTEXT = 16
 CAPTIONS = ["a man", "a woman in a long red coat with a black backpack and white shoes walking", "x"]
@@ -26,14 +27,21 @@ def tiny_model(image_size: tuple[int, int], seed: int = 1) -> CLIP:
     return CLIP(clip_preset("tiny", image_size, CONTEXT)).eval()
 
 
+def preprocessing(model: CLIP) -> Preprocessing:
+    """OpenAI CLIP's, at the model's input size."""
+    return Preprocessing(model.config.image.image_size)
+
+
 def run_dir_with(model: CLIP, folder: Path) -> Path:
     """A run directory as `cpcl train` leaves it: best.pt, config.yaml, results.json."""
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text("method: cpcl\naugment:\n  mean: [0.5, 0.5, 0.5]\n  std: [0.25, 0.25, 0.25]\n")
+    (folder / "config.yaml").write_text("method: cpcl\naugment:\n  mean: [0.5, 0.5, 0.5]\n  std: [0.25, 0.25, 0.25]\n"
+                                        "  resize: bilinear\n")
     metrics = {"R1": 12.5, "R5": 30.0, "R10": 41.0, "mAP": 15.0, "mINP": 5.0}
     (folder / "results.json").write_text(json.dumps({"selected_on": "val", "best_epoch": 3,
                                                      "test": {"best": metrics, "last": metrics}}))
-    return save_clip(folder / "best.pt", model, model.config)
+    trained_with = Preprocessing(model.config.image.image_size, "bilinear", (0.5,) * 3, (0.25,) * 3)
+    return save_clip(folder / "best.pt", model, model.config, trained_with)
 
 
 def inputs(model: CLIP, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +94,8 @@ def test_hugging_face_directory_reproduces_the_torch_embeddings(exported, tmp_pa
     model, _, hf_dir = exported
     if image_size != model.config.image.image_size:  # a square model, exported here
         model = tiny_model(image_size)
-        assert main(["export", "--checkpoint", str(save_clip(tmp_path / "m.pt", model, model.config)),
-                     "--hf", str(tmp_path / "hf")]) == 0
+        checkpoint = save_clip(tmp_path / "m.pt", model, model.config, preprocessing(model))
+        assert main(["export", "--checkpoint", str(checkpoint), "--hf", str(tmp_path / "hf")]) == 0
         hf_dir = tmp_path / "hf"
     hf_model = transformers.CLIPModel.from_pretrained(hf_dir).eval()
     images, tokens = inputs(model, 3)
@@ -109,12 +117,12 @@ def test_each_export_has_a_card_with_the_training_config_and_metrics(exported):
     for folder, says in ((onnx_dir, "image_encoder.onnx"), (hf_dir, "interpolate_pos_encoding=True")):
         card = (folder / "README.md").read_text()
         assert says in card and "method: cpcl" in card and "| test, best checkpoint | 12.50 | 30.00 |" in card
-        assert "mean [0.5, 0.5, 0.5]" in card and "32x16" in card
+        assert "mean [0.5, 0.5, 0.5]" in card and "32x16 (bilinear)" in card  # the checkpoint's
 
 
 def test_a_checkpoint_outside_a_run_dir_says_its_training_is_not_recorded(tmp_path):
     model = tiny_model((32, 16))
-    checkpoint = save_clip(tmp_path / "loose.pt", model, model.config)
+    checkpoint = save_clip(tmp_path / "loose.pt", model, model.config, preprocessing(model))
     assert main(["export", "--checkpoint", str(checkpoint), "--hf", str(tmp_path / "hf")]) == 0
     card = (tmp_path / "hf" / "README.md").read_text()
     assert "## Training\n\nNot recorded" in card and "## Metrics\n\nNot recorded" in card
@@ -125,7 +133,7 @@ def test_a_shipped_name_is_exported_with_its_shipped_card(tmp_path, monkeypatch)
     torch.manual_seed(init["seed"])
     model = CLIP(clip_preset("tiny", (32, 16), CONTEXT))
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "weights")
-    shipped.pack(model.state_dict(), model.config, init, shipped.shipped_file("synthpedes-small"))
+    shipped.pack(model.state_dict(), model.config, preprocessing(model), init, shipped.shipped_file("synthpedes-small"))
     shipped.shipped_file("synthpedes-small").with_suffix(".md").write_text("# synthpedes-small: the card\n")
     monkeypatch.chdir(tmp_path)  # no file named synthpedes-small here: the name is looked up
     assert main(["export", "--checkpoint", "synthpedes-small", "--hf", str(tmp_path / "hf")]) == 0
@@ -137,6 +145,7 @@ def test_a_shipped_name_is_exported_with_its_shipped_card(tmp_path, monkeypatch)
 
 def test_export_without_a_target_is_one_line(tmp_path, capsys):
     model = tiny_model((32, 16))
-    assert main(["export", "--checkpoint", str(save_clip(tmp_path / "m.pt", model, model.config))]) == 2
+    checkpoint = save_clip(tmp_path / "m.pt", model, model.config, preprocessing(model))
+    assert main(["export", "--checkpoint", str(checkpoint)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "cpcl export: error: nothing to export: give --onnx DIR and/or --hf DIR"

@@ -52,7 +52,7 @@ def test_a_last_pt_in_todays_format_resumes_to_the_uninterrupted_result(tiny_roo
     assert set(run) - set(todays) == {"step"}  # the only field this change added
     model = CLIP(last.config)
     model.load_state_dict(last.state_dict)
-    save_clip(tmp_path / "cut" / "last.pt", model, last.config, extra={"run": todays})
+    save_clip(tmp_path / "cut" / "last.pt", model, last.config, last.preprocessing, extra={"run": todays})
     monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
     assert main(["train", "--resume", str(tmp_path / "cut")]) == 0
     results = [json.loads((tmp_path / name / "results.json").read_text()) for name in ("full", "cut")]

@@ -12,8 +12,10 @@ from safetensors.torch import load_file, save_file
 from cpcl.model import CLIP, clip_preset, load_clip, read_checkpoint
 from cpcl.model.shipped import ROWS, SPARSE_KEY, VALUES, pack, resolve_checkpoint, shipped_file, unpack
 from cpcl.utils.errors import CheckpointError
+from cpcl.utils.preprocessing import Preprocessing
 
 INIT = {"seed": 5, "preset": "tiny", "image_size": [64, 32], "context_length": 16}
+PREPROCESSING = Preprocessing((64, 32), "bilinear", (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))  # what it was trained with
 
 
 def trained_tiny() -> CLIP:
@@ -33,12 +35,12 @@ def trained_tiny() -> CLIP:
 def test_pack_stores_changed_rows_and_unpacks_bit_identical(tmp_path: Path) -> None:
     model = trained_tiny()
     target = tmp_path / "start.safetensors"
-    metadata = pack(model.state_dict(), model.config, INIT, target)
+    metadata = pack(model.state_dict(), model.config, PREPROCESSING, INIT, target)
     stored = load_file(str(target))
     assert stored[ROWS].tolist() == [3, 17, 400] and stored[VALUES].dtype == torch.float16
     assert SPARSE_KEY not in stored
-    state, config = unpack(target)
-    assert config == model.config and len(metadata["state_sha256"]) == 64
+    state, config, preprocessing = unpack(target)
+    assert config == model.config and preprocessing == PREPROCESSING and len(metadata["state_sha256"]) == 64
     for key, value in model.state_dict().items():
         assert state[key].dtype == torch.float16
         assert torch.equal(state[key], value.to(torch.float16)), key
@@ -50,7 +52,7 @@ def test_pack_stores_changed_rows_and_unpacks_bit_identical(tmp_path: Path) -> N
 def test_damaged_or_wrong_init_is_refused(tmp_path: Path) -> None:
     model = trained_tiny()
     target = tmp_path / "start.safetensors"
-    pack(model.state_dict(), model.config, INIT, target)
+    pack(model.state_dict(), model.config, PREPROCESSING, INIT, target)
     tensors = load_file(str(target))
     with safe_open(str(target), framework="pt") as handle:
         metadata = handle.metadata()
@@ -59,7 +61,8 @@ def test_damaged_or_wrong_init_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is damaged"):
         read_checkpoint(target)
     with pytest.raises(CheckpointError, match="does not give the model's token embedding shape"):
-        pack(model.state_dict(), model.config, {**INIT, "preset": "small"}, tmp_path / "other.safetensors")
+        pack(model.state_dict(), model.config, PREPROCESSING, {**INIT, "preset": "small"},
+             tmp_path / "other.safetensors")
 
 
 def test_names_resolve_to_the_package_and_paths_win(tmp_path: Path, monkeypatch) -> None:

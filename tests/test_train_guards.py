@@ -22,6 +22,7 @@ from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import clip_preset
 from cpcl.utils import files
 from cpcl.utils.errors import RunDirError, TrainingError
+from cpcl.utils.preprocessing import Preprocessing
 from test_train_e2e import interrupt_second_epoch, write_config, write_tiny_cuhk
 
 
@@ -108,7 +109,7 @@ def test_a_last_pt_without_progress_is_one_line(tiny_root, tmp_path, capsys, ext
     assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 0
     model = tiny_model()
     model.load_state_dict(read_checkpoint(tmp_path / "run" / "last.pt").state_dict)
-    save_clip(tmp_path / "run" / "last.pt", model, model.config, extra=extra)
+    save_clip(tmp_path / "run" / "last.pt", model, model.config, Preprocessing((32, 16)), extra=extra)
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "run")]) == 2
     line = one_error_line(capsys)
@@ -149,7 +150,7 @@ def failing_open(error: int):
 
 
 @pytest.mark.parametrize("write, fail", [
-    (lambda d: rundir.save_model(d, "last.pt", tiny_model(), {"run": {"epoch": 1}}), "disk"),
+    (lambda d: rundir.save_model(d, "last.pt", tiny_model(), Preprocessing((32, 16)), {"run": {"epoch": 1}}), "disk"),
     (lambda d: rundir.write_results(d, {"test": {}}), "disk"),
     (lambda d: rundir.append_record(d, {"epoch": 0}), "open"),
     (lambda d: rundir.drop_records_from(d, 1), "disk"),
@@ -174,10 +175,10 @@ def test_a_full_disk_during_training_is_one_line_and_resume_continues(tiny_root,
     config = write_config(tmp_path / "cfg.yaml", tiny_root, method="itc")
     real_save = rundir.save_model
 
-    def full_at_the_second_last_pt(run_dir, name, model, extra):
+    def full_at_the_second_last_pt(run_dir, name, model, preprocessing, extra):
         if name == "last.pt" and extra["run"]["epoch"] == 2:
             disk_full_after(monkeypatch, allowed=4096)
-        real_save(run_dir, name, model, extra)
+        real_save(run_dir, name, model, preprocessing, extra)
 
     monkeypatch.setattr(rundir, "save_model", full_at_the_second_last_pt)
     assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 2

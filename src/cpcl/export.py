@@ -13,9 +13,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cpcl.data.transforms import CLIP_MEAN, CLIP_STD
 from cpcl.index.store import sha256_of
 from cpcl.model.checkpoints import ClipCheckpoint, build_clip, read_checkpoint
 from cpcl.model.clip import ClipConfig
@@ -54,7 +51,7 @@ def model_card(source: ClipCheckpoint, config: ClipConfig, kind: str) -> str:
     """The card of an export (`kind`: onnx | hf) of `source`."""
     image, text = config.image, config.text
     run_dir = source.path.parent if (source.path.parent / "config.yaml").is_file() else None
-    mean, std = _normalisation(run_dir)
+    preprocessing = source.preprocessing_at(image.image_size)
     digest = f", sha256 `{sha256_of(source.path)}`" if source.path.is_file() else ""
     lines = [
         f"# {source.path.name}: a cpcl CLIP exported as {'ONNX' if kind == 'onnx' else 'a Hugging Face CLIPModel'}",
@@ -64,8 +61,8 @@ def model_card(source: ClipCheckpoint, config: ClipConfig, kind: str) -> str:
         f"layers, {image.heads} heads, {image.patch_size}-px patches at {image.image_size[0]}x{image.image_size[1]} "
         f"(H x W); text tower {text.width} wide, {text.layers} layers, {text.heads} heads, context "
         f"{text.context_length}.",
-        f"- **Image input**: RGB, resized to {image.image_size[0]}x{image.image_size[1]} (bicubic), scaled to [0, 1], "
-        f"normalised with mean {list(mean)} and std {list(std)}.",
+        f"- **Image input**: RGB, resized to {image.image_size[0]}x{image.image_size[1]} ({preprocessing.resize}), "
+        f"scaled to [0, 1], normalised with mean {list(preprocessing.mean)} and std {list(preprocessing.std)}.",
         f"- **Text input**: OpenAI CLIP BPE (`cpcl tokenize`), {text.context_length} tokens: start-of-text, the text, "
         f"end-of-text (over-long text cut, its last token set to end-of-text), zero padding.",
         *_usage(config, kind), "", "## Training", "", *_training(source, run_dir), "", "## Metrics", "",
@@ -89,12 +86,6 @@ def _usage(config: ClipConfig, kind: str) -> list[str]:
     return [f"- **Use**: `transformers.CLIPModel.from_pretrained(DIR)`, then {call} and "
             f"`get_text_features(input_ids=...)`; L2-normalise both. cpcl reads the directory too "
             f"(`--checkpoint DIR`)."]
-
-
-def _normalisation(run_dir: Path | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the run's `augment` section, else OpenAI CLIP's (what cpcl trains with by default)."""
-    augment = (_yaml(run_dir / "config.yaml") or {}).get("augment", {}) if run_dir else {}
-    return tuple(augment.get("mean", CLIP_MEAN)), tuple(augment.get("std", CLIP_STD))
 
 
 def _training(source: ClipCheckpoint, run_dir: Path | None) -> list[str]:
@@ -121,14 +112,6 @@ def _metrics(run_dir: Path | None) -> list[str]:
     table += [f"| {name} | " + " | ".join(f"{values.get(m, float('nan')):.2f}" for m in METRIC_NAMES) + " |"
               for name, values in rows if isinstance(values, dict)]
     return table
-
-
-def _yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        log.warning("%s cannot be read for the model card: %s", path, err)
-        return None
 
 
 def _json(path: Path) -> Any:

@@ -51,27 +51,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _load(args: argparse.Namespace):
+    """The checkpoint, ready for inference with the preprocessing it records."""
     from cpcl.model.inference import load_for_inference
 
-    loaded = load_for_inference(args.checkpoint, args.device, args.precision,
-                                tuple(args.image_size) if args.image_size else None)
-    return loaded.model, loaded.device, loaded.dtype
+    return load_for_inference(args.checkpoint, args.device, args.precision,
+                              tuple(args.image_size) if args.image_size else None)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from cpcl.data.check import check_images
     from cpcl.data.readers import load_dataset
     from cpcl.data.tokenizer import default_tokenizer
-    from cpcl.data.transforms import ImageTransformConfig
     from cpcl.evaluation.evaluate import evaluate_split
 
     data = load_dataset(args.dataset, args.root, allow_outside_root=args.allow_outside_root, strict=args.strict)
     check_images(data, decode=False)
-    model, device, dtype = _load(args)
+    loaded = _load(args)
     split = data.splits[args.split]
-    tokens = default_tokenizer().tokenize([c.text for c in split.captions], model.config.text.context_length)
-    metrics = evaluate_split(model, split, tokens, ImageTransformConfig(), args.batch_size, args.workers,
-                             device, dtype, name=args.split)
+    tokens = default_tokenizer().tokenize([c.text for c in split.captions], loaded.model.config.text.context_length)
+    metrics = evaluate_split(loaded.model, split, tokens, loaded.preprocessing, args.batch_size, args.workers,
+                             loaded.device, loaded.dtype, name=args.split)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -85,7 +84,6 @@ def run_encode(args: argparse.Namespace) -> int:
 
     from cpcl.data.check import find_bad_images
     from cpcl.data.tokenizer import default_tokenizer
-    from cpcl.data.transforms import ImageTransformConfig
     from cpcl.evaluation.features import extract_image_features, extract_text_features
     from cpcl.utils.errors import CpclError, DataError
 
@@ -95,9 +93,10 @@ def run_encode(args: argparse.Namespace) -> int:
     if bad:
         first = "; ".join(f"{path} ({problem})" for path, problem in list(bad.items())[:5])
         raise DataError(f"{len(bad)} of {len(args.images)} images cannot be read: {first}")
-    model, device, dtype = _load(args)
+    loaded = _load(args)
+    model, device, dtype = loaded.model, loaded.device, loaded.dtype
     dim = model.config.embed_dim
-    image = (extract_image_features(model, args.images, ImageTransformConfig(), args.batch_size, args.workers,
+    image = (extract_image_features(model, args.images, loaded.preprocessing, args.batch_size, args.workers,
                                     device, dtype) if args.images else torch.empty(0, dim))
     tokens = default_tokenizer().tokenize(args.texts, model.config.text.context_length)
     text = extract_text_features(model, tokens, args.batch_size, device, dtype) if args.texts else torch.empty(0, dim)

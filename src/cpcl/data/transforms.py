@@ -17,17 +17,19 @@ from PIL import Image
 
 from cpcl.utils.config import Range, check_ranges
 from cpcl.utils.errors import ConfigError
+from cpcl.utils.preprocessing import CLIP_MEAN, CLIP_STD, Preprocessing, Resize
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's per-channel pixel mean
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)  # OpenAI CLIP's per-channel pixel std
+FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+           "lanczos": Image.Resampling.LANCZOS, "nearest": Image.Resampling.NEAREST}  # Resize name -> PIL filter
 
 
 @dataclass(frozen=True)
 class ImageTransformConfig:
-    """Normalisation and training augmentation; the input size (H, W) comes from the model."""
+    """Resize filter, normalisation and training augmentation; the input size (H, W) comes from the model."""
 
     mean: tuple[float, float, float] = CLIP_MEAN  # normalisation mean per channel
     std: tuple[float, float, float] = CLIP_STD  # normalisation std per channel
+    resize: Resize = "bicubic"  # filter resizing every image to the model's input size (recorded in checkpoints)
     flip_prob: float = 0.5  # training: horizontal flip probability
     pad: int = 10  # training: zero padding on each side before the random crop back to `size`
     erase_prob: float = 0.5  # training: random-erasing probability
@@ -45,6 +47,11 @@ class ImageTransformConfig:
                 raise ConfigError(f"config field 'augment.{name}' must be (low, high) with low <= high, "
                                   f"got {getattr(self, name)!r}")
 
+    def preprocessing(self, image_size: tuple[int, int]) -> Preprocessing:
+        """The eval transform of a model trained with this section at `image_size` (H, W): what its
+        checkpoints record."""
+        return Preprocessing(tuple(image_size), self.resize, self.mean, self.std)
+
 
 def load_rgb(path: Path) -> Image.Image:
     """Open an image file as RGB (decoded now, file closed)."""
@@ -58,17 +65,24 @@ def to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def normalise(pixels: torch.Tensor, cfg: ImageTransformConfig) -> torch.Tensor:
+def normalise(pixels: torch.Tensor, cfg: ImageTransformConfig | Preprocessing) -> torch.Tensor:
     """[3, H, W] in [0, 1] -> normalised by the config's mean and std."""
     mean = torch.tensor(cfg.mean).view(3, 1, 1)
     std = torch.tensor(cfg.std).view(3, 1, 1)
     return (pixels - mean) / std
 
 
-def eval_transform(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig) -> torch.Tensor:
-    """Resize to size = (H, W) (bicubic, as CLIP) and normalise: [3, H, W]."""
+def resized(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig | Preprocessing) -> torch.Tensor:
+    """`image` resized to size = (H, W) with the config's filter: [3, H, W] in [0, 1]."""
     height, width = size
-    return normalise(to_tensor(image.resize((width, height), Image.BICUBIC)), cfg)
+    return to_tensor(image.resize((width, height), FILTERS[cfg.resize]))
+
+
+def eval_transform(image: Image.Image, size: tuple[int, int],
+                   cfg: ImageTransformConfig | Preprocessing) -> torch.Tensor:
+    """Resize to size = (H, W) and normalise, as `cfg` (a run's `augment` section or a checkpoint's
+    preprocessing) says: [3, H, W]."""
+    return normalise(resized(image, size, cfg), cfg)
 
 
 def random_erase(pixels: torch.Tensor, cfg: ImageTransformConfig) -> torch.Tensor:
@@ -92,7 +106,7 @@ def random_erase(pixels: torch.Tensor, cfg: ImageTransformConfig) -> torch.Tenso
 def train_transform(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig) -> torch.Tensor:
     """Resize to size = (H, W), flip, pad + random crop, normalise, random erasing: [3, H, W]."""
     height, width = size
-    pixels = to_tensor(image.resize((width, height), Image.BICUBIC))
+    pixels = resized(image, size, cfg)
     if torch.rand(()) < cfg.flip_prob:
         pixels = pixels.flip(-1)
     if cfg.pad > 0:

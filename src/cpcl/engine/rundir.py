@@ -25,6 +25,7 @@ from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import CLIP
 from cpcl.utils.errors import CheckpointError, RunDirError
 from cpcl.utils.files import atomic_write, remove_stale_temporaries
+from cpcl.utils.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +101,17 @@ def prepare_run_dir(run_dir: Path, resume: bool, write_config: Callable[[Path], 
         (run_dir / METRICS).unlink(missing_ok=True)
 
 
-def save_model(run_dir: Path, name: str, model: CLIP, extra: Mapping[str, Any]) -> None:
-    """run_dir/name (best.pt, last.pt): the model with `extra`, written atomically."""
+def save_model(run_dir: Path, name: str, model: CLIP, preprocessing: Preprocessing, extra: Mapping[str, Any]) -> None:
+    """run_dir/name (best.pt, last.pt): the model with the preprocessing it trains with and `extra`, written
+    atomically."""
     with writing(run_dir / name, run_dir):
-        save_clip(run_dir / name, model, model.config, extra=extra)
+        save_clip(run_dir / name, model, model.config, preprocessing, extra=extra)
 
 
-def save_last(run_dir: Path, model: CLIP, optimizer: torch.optim.Optimizer, progress: RunProgress,
-              scaler: torch.amp.GradScaler) -> None:
+def save_last(run_dir: Path, model: CLIP, preprocessing: Preprocessing, optimizer: torch.optim.Optimizer,
+              progress: RunProgress, scaler: torch.amp.GradScaler) -> None:
     """last.pt; the scaler's state is {} when it is disabled (bf16 / fp32)."""
-    save_model(run_dir, "last.pt", model,
+    save_model(run_dir, "last.pt", model, preprocessing,
                {"run": {**progress.to_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}})
 
 

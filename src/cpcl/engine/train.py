@@ -42,12 +42,13 @@ from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, l
 from cpcl.engine.samplers import epoch_sampler
 from cpcl.evaluation.evaluate import evaluate_split, person_ids
 from cpcl.evaluation.features import extract_image_features, extract_text_features
-from cpcl.model.checkpoints import load_clip, read_checkpoint
+from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import CLIP, clip_preset
 from cpcl.utils.config import load_config, save_config
 from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
                                     rank_seed, tensor_digest)
 from cpcl.utils.errors import ConfigError, DataError
+from cpcl.utils.preprocessing import Preprocessing
 from cpcl.utils.runtime import resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
@@ -95,15 +96,20 @@ def oracle_pair_person_ids(split: SplitData) -> torch.Tensor | None:
     return None if any(i is None for i in ids) else torch.tensor(ids, dtype=torch.long)
 
 
-def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
+def build_model(cfg: TrainConfig, device: torch.device, preprocessing: Preprocessing) -> CLIP:
     """The starting model: a checkpoint at the configured sizes, or a preset's random weights,
-    with activation checkpointing as configured."""
+    with activation checkpointing as configured. A start trained with other preprocessing than the
+    run's (`preprocessing`, from the config, which decides) is warned about."""
     init = cfg.model.init
     if init.startswith(PRESET_PREFIX):
         config = clip_preset(init[len(PRESET_PREFIX):], cfg.model.image_size, cfg.model.context_length)
         model = CLIP(config).to(device)
     else:
-        model, _ = load_clip(init, cfg.model.image_size, cfg.model.context_length, device)
+        start = read_checkpoint(init)
+        model, _ = build_clip(start, cfg.model.image_size, cfg.model.context_length, device)
+        if start.preprocessing is not None and start.preprocessing_at(cfg.model.image_size) != preprocessing:
+            log.warning("model.init %s was trained with preprocessing %s; this run uses %s (its augment section)",
+                        init, start.preprocessing.to_dict(), preprocessing.to_dict())
     model.set_grad_checkpointing(cfg.model.grad_checkpointing)
     return model
 
@@ -129,6 +135,7 @@ class Run:
     world: World  # this process's rank and the world size
     device: torch.device
     dtype: torch.dtype | None  # autocast dtype, None for fp32
+    preprocessing: Preprocessing  # the eval transform (the config's): extraction, evaluation, every checkpoint
     data: RunData
     model: CLIP  # the bare model (checkpoints, extraction, evaluation)
     optimizer: torch.optim.Optimizer
@@ -144,8 +151,8 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     cfg, data, batch = run.cfg, run.data, run.cfg.eval.batch_size
     paths = [image.path for image in data.train.images]
     image_feats = extract_sharded(
-        lambda start, stop: extract_image_features(run.model, paths[start:stop], cfg.augment, batch, cfg.data.workers,
-                                                   run.device, run.dtype, desc="train images"),
+        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
+                                                   cfg.data.workers, run.device, run.dtype, desc="train images"),
         len(paths), batch, run.world, run.device)
     text_feats = extract_sharded(
         lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
@@ -166,8 +173,8 @@ def cluster_settings(run: Run, record: dict) -> tuple[ClusterConfig, ClusterConf
     split, tokens = data.evals["val"]
     caption_ids, image_ids = person_ids(split, "val")
     batch, workers = cfg.eval.batch_size, cfg.data.workers
-    image_feats = extract_image_features(run.model, [image.path for image in split.images], cfg.augment, batch,
-                                         workers, run.device, run.dtype, desc="val images")
+    image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
+                                         batch, workers, run.device, run.dtype, desc="val images")
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
     image_cfg, text_cfg, stats = select_on_val(image_feats, text_feats, image_ids, caption_ids, cfg.cluster,
                                                cfg.cluster_select.grid)
@@ -212,11 +219,11 @@ def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | 
     return objective, labels.image
 
 
-def evaluate(cfg: TrainConfig, model: CLIP, data: RunData, name: str, device: torch.device,
-             dtype: torch.dtype | None) -> dict[str, float]:
-    split, tokens = data.evals[name]
-    return evaluate_split(model, split, tokens, cfg.augment, cfg.eval.batch_size, cfg.data.workers,
-                          device, dtype, name=name)
+def evaluate(run: Run, name: str) -> dict[str, float]:
+    """The run's model on its `name` split ("val" / "test"), with the preprocessing its checkpoints record."""
+    split, tokens = run.data.evals[name]
+    return evaluate_split(run.model, split, tokens, run.preprocessing, run.cfg.eval.batch_size, run.cfg.data.workers,
+                          run.device, run.dtype, name=name)
 
 
 def final_results(run: Run) -> dict:
@@ -225,11 +232,11 @@ def final_results(run: Run) -> dict:
     results: dict = {"method": cfg.method, "epochs": progress.epoch,
                      "selected_on": "val" if "val" in data.evals else "last", "best_epoch": progress.best_epoch}
     if "test" in data.evals:
-        last = evaluate(cfg, model, data, "test", run.device, run.dtype)
+        last = evaluate(run, "test")
         best = last
         if progress.best_epoch not in (None, progress.epoch - 1) and (run_dir / "best.pt").is_file():
             model.load_state_dict(read_checkpoint(run_dir / "best.pt").state_dict, strict=True)
-            best = evaluate(cfg, model, data, "test", run.device, run.dtype)
+            best = evaluate(run, "test")
         results["test"] = {"best": best, "last": last}
     if progress.best_val is not None:
         results["val"] = {"best": progress.best_val}
@@ -242,6 +249,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     """Config and metrics files (rank 0), data, model, optimiser, progress (from last.pt when
     resuming, on every rank), the encoder that trains, and TensorBoard from the progress's step."""
     dtype = resolve_precision(cfg.precision, device)
+    preprocessing = cfg.augment.preprocessing(cfg.model.image_size)
     settings = launch_settings(cfg, world, device)
     seed_everything(cfg.seed)
     if world.is_main:
@@ -250,7 +258,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     if world.size > 1:
         log.info("distributed: %s", ", ".join(f"{k} {v}" for k, v in settings.items() if k != "lr_scaling"))
     data = load_run_data(cfg)
-    model = build_model(cfg, device)
+    model = build_model(cfg, device, preprocessing)
     optimizer = build_optimizer(model, cfg.optim)
     scaler = make_scaler(dtype, device)
     progress = RunProgress()
@@ -262,7 +270,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     run_log.begin(progress.step)
     find_unused = cfg.method != "itc" and cfg.cpcl.itc_weight == 0  # the logit scale then idles in CPCL epochs
     encoder = wrap_model(PairEncoder(model, device, dtype), world, device, find_unused)
-    return Run(cfg, run_dir, world, device, dtype, data, model, optimizer, scaler, encoder, progress, run_log)
+    return Run(cfg, run_dir, world, device, dtype, preprocessing, data, model, optimizer, scaler, encoder, progress,
+               run_log)
 
 
 def train_epoch(run: Run, epoch: int) -> dict:
@@ -289,12 +298,12 @@ def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: dict) -> None
     cfg, data, progress = run.cfg, run.data, run.progress
     if "val" in data.evals and ((epoch + 1) % cfg.eval.every == 0 or last_epoch):
         start = time.perf_counter()
-        val = evaluate(cfg, run.model, data, "val", run.device, run.dtype)
+        val = evaluate(run, "val")
         record.update({f"val_{k}": v for k, v in val.items()})
         record["time_eval"] = time.perf_counter() - start
         if val["R1"] > progress.best_r1:
             progress.best_r1, progress.best_epoch, progress.best_val = val["R1"], epoch, val
-            save_model(run.run_dir, "best.pt", run.model, {"epoch": epoch, "val": val})
+            save_model(run.run_dir, "best.pt", run.model, run.preprocessing, {"epoch": epoch, "val": val})
     elif "val" not in data.evals:
         progress.best_epoch = epoch
 
@@ -305,9 +314,9 @@ def finish_run(run: Run, epochs: int) -> dict:
     if run.world.is_main:
         model, progress = run.model, run.progress
         if epochs == 0:
-            save_model(run.run_dir, "last.pt", model, {"run": progress.to_dict()})
+            save_model(run.run_dir, "last.pt", model, run.preprocessing, {"run": progress.to_dict()})
         if "val" not in run.data.evals or progress.best_epoch is None:
-            save_model(run.run_dir, "best.pt", model, {"epoch": progress.best_epoch})
+            save_model(run.run_dir, "best.pt", model, run.preprocessing, {"epoch": progress.best_epoch})
         results = final_results(run)
     return broadcast_object(results, run.world)
 
@@ -332,7 +341,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: W
                 evaluate_epoch(run, epoch, epoch + 1 == epochs, record)
                 append_record(run.run_dir, record)
                 run_log.epoch(run.progress.step, record)
-                save_last(run.run_dir, run.model, run.optimizer, run.progress, run.scaler)
+                save_last(run.run_dir, run.model, run.preprocessing, run.optimizer, run.progress, run.scaler)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                                                           if isinstance(v, float) and k.endswith(("loss", "R1"))))
         return finish_run(run, epochs)

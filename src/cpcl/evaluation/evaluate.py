@@ -10,6 +10,7 @@ from cpcl.evaluation.features import extract_image_features, extract_text_featur
 from cpcl.evaluation.metrics import retrieval_metrics
 from cpcl.model.clip import CLIP
 from cpcl.utils.errors import DataError
+from cpcl.utils.preprocessing import Preprocessing
 
 
 def person_ids(split: SplitData, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,8 +26,8 @@ def person_ids(split: SplitData, name: str) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def evaluate_split(
-    model: CLIP, split: SplitData, tokens: torch.Tensor, transform: ImageTransformConfig, batch_size: int,
-    workers: int, device: torch.device, dtype: torch.dtype | None, name: str = "test",
+    model: CLIP, split: SplitData, tokens: torch.Tensor, transform: ImageTransformConfig | Preprocessing,
+    batch_size: int, workers: int, device: torch.device, dtype: torch.dtype | None, name: str = "test",
 ) -> dict[str, float]:
     """R1/R5/R10/mAP/mINP (%) of text-to-image retrieval on `split`; tokens: [num captions, L]."""
     query_ids, gallery_ids = person_ids(split, name)

@@ -14,21 +14,26 @@ from cpcl.data.datasets import ImageDataset
 from cpcl.data.transforms import ImageTransformConfig, eval_transform
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import embed_images, embed_texts
+from cpcl.utils.preprocessing import Preprocessing
 from cpcl.utils.progress import Progress
 
 
 @torch.no_grad()
 def extract_image_features(
-    model: CLIP, paths: Sequence[Path], transform: ImageTransformConfig, batch_size: int,
+    model: CLIP, paths: Sequence[Path], transform: ImageTransformConfig | Preprocessing, batch_size: int,
     workers: int, device: torch.device, dtype: torch.dtype | None, desc: str = "image features",
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """[N, D] float32 on the CPU, L2-normalised, row i = paths[i].
+    """[N, D] float32 on the CPU, L2-normalised, row i = paths[i]; images resized to the model's input size
+    and normalised as `transform` says (a checkpoint's preprocessing, whose size must be the model's, or a
+    run's `augment` section).
 
     Progress goes to `progress` when given (a caller's bar over several calls), else to a bar of its own.
     """
     model.eval()
     size = model.config.image.image_size
+    if isinstance(transform, Preprocessing) and transform.image_size != size:
+        raise ValueError(f"preprocessing for {transform.image_size} images given to a model at {size}")
     dataset = ImageDataset(paths, partial(eval_transform, size=size, cfg=transform))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     out = torch.empty(len(paths), model.config.embed_dim)

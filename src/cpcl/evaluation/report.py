@@ -20,6 +20,7 @@ from cpcl.data.transforms import ImageTransformConfig, load_rgb
 from cpcl.evaluation.evaluate import person_ids
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.model.clip import CLIP
+from cpcl.utils.preprocessing import Preprocessing
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -54,8 +55,9 @@ class Example:
 
 @torch.no_grad()
 def retrieval_examples(
-    model: CLIP, split: SplitData, tokens: torch.Tensor, queries: list[int], k: int, transform: ImageTransformConfig,
-    batch_size: int, workers: int, device: torch.device, dtype: torch.dtype | None,
+    model: CLIP, split: SplitData, tokens: torch.Tensor, queries: list[int], k: int,
+    transform: ImageTransformConfig | Preprocessing, batch_size: int, workers: int, device: torch.device,
+    dtype: torch.dtype | None,
 ) -> list[Example]:
     """Top-k text-to-image results of the captions `queries` (indices into split.captions)."""
     query_ids, gallery_ids = person_ids(split, "report")

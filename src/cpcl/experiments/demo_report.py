@@ -47,7 +47,8 @@ def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | 
     tokens = default_tokenizer().tokenize([c.text for c in test.captions], model.config.text.context_length)
     step = max(1, len(test.captions) // EXAMPLES)
     examples = retrieval_examples(model, test, tokens, list(range(0, len(test.captions), step))[:EXAMPLES], TOP_K,
-                                  cfg.augment, cfg.eval.batch_size, cfg.data.workers, loaded.device, loaded.dtype)
+                                  loaded.preprocessing, cfg.eval.batch_size, cfg.data.workers, loaded.device,
+                                  loaded.dtype)
     train, val, test_ids = plan.ids
     start = (f"a {plan.preset} CLIP pretrained here from scratch on {plan.pretrain_pairs} web-style pairs for "
              f"{plan.pretrain_epochs} epochs" if plan.scratch else f"the shipped start {plan.start}")

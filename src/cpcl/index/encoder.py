@@ -2,7 +2,7 @@
 
 An index is only meaningful with the exact weights and preprocessing that made it, so opening
 a model for an existing index compares the checkpoint's sha256, the model config and the
-preprocessing with the manifest and refuses a mismatch in one line.
+preprocessing (the one the checkpoint records) with the manifest and refuses a mismatch in one line.
 """
 
 from __future__ import annotations
@@ -20,18 +20,17 @@ from PIL import Image
 
 from cpcl.data.check import find_bad_images
 from cpcl.data.tokenizer import default_tokenizer
-from cpcl.data.transforms import ImageTransformConfig, eval_transform
+from cpcl.data.transforms import eval_transform
 from cpcl.evaluation.features import extract_image_features
 from cpcl.index.store import Manifest, sha256_of
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import embed_images, embed_texts, load_for_inference
 from cpcl.model.shipped import resolve_checkpoint
 from cpcl.utils.errors import SearchIndexError
+from cpcl.utils.preprocessing import Preprocessing
 from cpcl.utils.progress import Progress
 
 log = logging.getLogger(__name__)
-
-RESIZE = "bicubic"  # eval_transform's resize filter, recorded in the manifest
 
 
 class Encoder:
@@ -42,13 +41,13 @@ class Encoder:
     """
 
     def __init__(self, model: CLIP, checkpoint: Path, sha256: str, device: torch.device,
-                 dtype: torch.dtype | None, transform: ImageTransformConfig | None = None):
+                 dtype: torch.dtype | None, transform: Preprocessing):
         self.model = model.eval()
         self.checkpoint = checkpoint
         self.sha256 = sha256
         self.device = device
         self.dtype = dtype
-        self.transform = transform or ImageTransformConfig()
+        self.transform = transform  # the checkpoint's, at the model's input size
         self._tokenizer = default_tokenizer()
         self._lock = threading.Lock()
 
@@ -58,7 +57,8 @@ class Encoder:
         """Read a checkpoint (any format `cpcl.model.checkpoints` reads) for indexing or search."""
         checkpoint = resolve_checkpoint(checkpoint).resolve()
         loaded = load_for_inference(checkpoint, device, precision, image_size)
-        return cls(loaded.model, checkpoint, sha256 or sha256_of(checkpoint), loaded.device, loaded.dtype)
+        return cls(loaded.model, checkpoint, sha256 or sha256_of(checkpoint), loaded.device, loaded.dtype,
+                   loaded.preprocessing)
 
     @classmethod
     def for_index(cls, manifest: Manifest, index: Path, checkpoint: Path | None = None, device: str = "auto",
@@ -82,9 +82,8 @@ class Encoder:
         return self.model.config.embed_dim
 
     def preprocessing(self) -> dict[str, Any]:
-        """What the manifest records about preprocessing (compared on every load)."""
-        return {"image_size": list(self.model.config.image.image_size), "resize": RESIZE,
-                "mean": list(self.transform.mean), "std": list(self.transform.std)}
+        """What the manifest records about preprocessing (compared on every load): the checkpoint's."""
+        return self.transform.to_dict()
 
     def model_config(self) -> dict[str, Any]:
         """asdict(ClipConfig) as JSON would give it back (tuples as lists)."""

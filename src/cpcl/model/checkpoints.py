@@ -3,7 +3,9 @@
 Every source is converted to OpenAI's key layout (`cpcl.model.clip`), the architecture is
 inferred from the keys and shapes (OpenAI and HF files) or read from the file (cpcl), the
 visual positional embedding is resized to the requested image size and the text one cut to
-the requested context length, and the weights are loaded strictly.
+the requested context length, and the weights are loaded strictly. A cpcl checkpoint also records
+the preprocessing its model was trained with (`cpcl.utils.preprocessing`); other files are read
+with OpenAI CLIP's.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from cpcl.model.shipped import is_shipped, resolve_checkpoint, unpack
 from cpcl.model.torchscript import read_torchscript_weights
 from cpcl.utils.errors import CheckpointError, ConfigError
 from cpcl.utils.files import atomic_write
+from cpcl.utils.preprocessing import Preprocessing
 
 logger = logging.getLogger(__name__)
 
 CPCL_FORMAT = "cpcl-clip"  # value of the "format" field of cpcl checkpoints
-CPCL_VERSION = 2  # newest cpcl checkpoint version this code reads and the one it writes (2: with "digest")
+CPCL_VERSION = 3  # newest cpcl checkpoint version read, the one written (2: with "digest", 3: "preprocessing")
 OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI archives
 OPENAI_HEAD_DIM = 64  # OpenAI CLIP: heads = width // 64 (heads are not stored in the weights)
 MAX_NAMED_KEYS = 5  # mismatched keys named in an error message
@@ -55,6 +58,20 @@ class ClipCheckpoint:
     source: str  # "openai-jit" | "openai" | "hf" | "cpcl" | "shipped"
     path: Path  # where it was read from
     extra: dict[str, Any] = field(default_factory=dict)  # the `extra` dict of cpcl checkpoints
+    preprocessing: Preprocessing | None = None  # the eval transform it records, at its own image size; None: the
+    # file records none (OpenAI, HF, cpcl before version 3, shipped version 1)
+
+    def preprocessing_at(self, image_size: tuple[int, int]) -> Preprocessing:
+        """How to preprocess images for this model built at `image_size` (H, W): as recorded, else OpenAI CLIP's
+        (one warning line when a cpcl file, which records it since version 3, does not)."""
+        if self.preprocessing is not None:
+            return replace(self.preprocessing, image_size=tuple(image_size))
+        default = Preprocessing(tuple(image_size))
+        if self.source in ("cpcl", "shipped"):
+            logger.warning("%s: saved by an older cpcl without its preprocessing; using the defaults (resize %s, "
+                           "mean %s, std %s), which may not be what it was trained with", self.path, default.resize,
+                           list(default.mean), list(default.std))
+        return default
 
 
 def read_checkpoint(path: str | Path) -> ClipCheckpoint:
@@ -71,8 +88,8 @@ def read_checkpoint(path: str | Path) -> ClipCheckpoint:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}; {DOWNLOAD_HINT}")
     if is_shipped(path):
-        state_dict, config = unpack(path)
-        return ClipCheckpoint(state_dict, config, "shipped", path)
+        state_dict, config, preprocessing = unpack(path)
+        return ClipCheckpoint(state_dict, config, "shipped", path, preprocessing=preprocessing)
     if path.is_dir():
         hf_state, hf_config = read_hf_directory(path)
         return _from_hf(hf_state, hf_config, path)
@@ -117,24 +134,29 @@ def load_clip(path: str | Path, image_size: tuple[int, int] | None = None,
     return build_clip(read_checkpoint(path), image_size, context_length, device)
 
 
-def save_clip(path: str | Path, model: nn.Module, config: ClipConfig,
+def save_clip(path: str | Path, model: nn.Module, config: ClipConfig, preprocessing: Preprocessing,
               extra: Mapping[str, Any] | None = None) -> Path:
     """Write a cpcl checkpoint atomically (temporary file in the same folder, then rename).
 
     The file holds plain types only, so `torch.load(weights_only=True)` reads it:
-    {"format", "version", "config": asdict(config), "state_dict", "extra", "digest"}; "digest" is
-    `payload_digest` of the rest, checked when the file is read.
+    {"format", "version", "config": asdict(config), "preprocessing": preprocessing.to_dict(), "state_dict",
+    "extra", "digest"}; "digest" is `payload_digest` of the rest, checked when the file is read.
+    `preprocessing` is what the model was trained with, at its input size (`config.image.image_size`).
     """
+    if tuple(preprocessing.image_size) != tuple(config.image.image_size):
+        raise ValueError(f"preprocessing for {preprocessing.image_size} images saved with a model at "
+                         f"{config.image.image_size}")
     extra = dict(extra or {})
     _check_plain(extra, "extra")
     payload = {
         "format": CPCL_FORMAT,
         "version": CPCL_VERSION,
         "config": asdict(config),
+        "preprocessing": preprocessing.to_dict(),
         "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
         "extra": extra,
     }
-    payload["digest"] = payload_digest(payload["config"], payload["state_dict"], extra)
+    payload["digest"] = payload_digest(payload["config"], payload["state_dict"], extra, payload["preprocessing"])
     path = Path(path)
     atomic_write(path, partial(torch.save, payload))
     return path
@@ -314,19 +336,28 @@ def _from_cpcl(raw: Mapping[str, Any], path: Path) -> ClipCheckpoint:
         raise CheckpointError(f"{path}: invalid model config: {err}") from err
     state_dict = _unwrap(raw.get("state_dict"), path)
     extra = dict(raw.get("extra") or {})
+    recorded_preprocessing = raw.get("preprocessing") if version >= 3 else None
     if version >= 2:
         recorded = raw.get("digest")
-        if not isinstance(recorded, str) or recorded != payload_digest(raw["config"], state_dict, extra):
-            raise CheckpointError(f"{path} is damaged: its tensors do not match the digest recorded when it was "
+        if not isinstance(recorded, str) or recorded != payload_digest(raw["config"], state_dict, extra,
+                                                                       recorded_preprocessing):
+            raise CheckpointError(f"{path} is damaged: its contents do not match the digest recorded when it was "
                                   f"saved (a flipped or truncated byte); restore the file or use another one")
     else:
         logger.warning("%s: a version-1 cpcl checkpoint, saved without a digest; damage cannot be detected", path)
-    return ClipCheckpoint(state_dict, config, "cpcl", path, extra)
+    if version < 3:
+        return ClipCheckpoint(state_dict, config, "cpcl", path, extra)
+    preprocessing = Preprocessing.from_dict(recorded_preprocessing, str(path))
+    if preprocessing.image_size != config.image.image_size:
+        raise CheckpointError(f"{path}: its preprocessing is for {preprocessing.image_size} images, its model for "
+                              f"{config.image.image_size}; the file was not written by cpcl's save_clip")
+    return ClipCheckpoint(state_dict, config, "cpcl", path, extra, preprocessing)
 
 
-def payload_digest(config: Mapping[str, Any], state_dict: Mapping[str, Tensor], extra: Mapping[str, Any]) -> str:
+def payload_digest(config: Mapping[str, Any], state_dict: Mapping[str, Tensor], extra: Mapping[str, Any],
+                   preprocessing: Mapping[str, Any] | None = None) -> str:
     """SHA-256 of a cpcl checkpoint's config, and of every tensor (name, dtype, shape, bytes) in
-    its state dict and its `extra`, in key order."""
+    its state dict and its `extra`, in key order, then of its preprocessing (version 3; None: version 2)."""
     sha = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
 
     def visit(obj: Any, where: str) -> None:
@@ -345,6 +376,8 @@ def payload_digest(config: Mapping[str, Any], state_dict: Mapping[str, Tensor], 
 
     visit(dict(state_dict), "state_dict")
     visit(dict(extra), "extra")
+    if preprocessing is not None:
+        visit(preprocessing, "preprocessing")
     return sha.hexdigest()
 
 

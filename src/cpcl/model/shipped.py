@@ -9,9 +9,11 @@ The format is compact: every tensor in float16, except the token embedding, whic
 the rows pretraining changed (`token_embedding.weight@rows` int64 [n] and `@values` fp16
 [n, W]). The others still hold the random initialisation and are regenerated from the init
 recipe in the metadata (torch seed, preset, image size, context length: `CLIP(config)` after
-`torch.manual_seed(seed)`, as `cpcl pretrain` built it). `state_sha256` in the metadata is the
-digest of the full float16 state dict, checked on every load, so the regenerated table is
-bit-identical to the packed one or the file is refused.
+`torch.manual_seed(seed)`, as `cpcl pretrain` built it). The metadata also records the
+preprocessing the start was trained with (version 2; a version-1 file is read with the defaults
+and a warning). `state_sha256` in the metadata is the digest of the full float16 state dict and
+of that preprocessing, checked on every load, so the regenerated table is bit-identical to the
+packed one and the preprocessing is the packed one, or the file is refused.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from torch import Tensor
 
 from cpcl.model.clip import CLIP, ClipConfig, clip_preset
 from cpcl.utils.errors import CheckpointError
+from cpcl.utils.preprocessing import Preprocessing
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "weights"  # src/cpcl/weights
 SHIPPED_FORMAT = "cpcl-shipped"  # value of the metadata field "format"
+SHIPPED_VERSION = "2"  # metadata "version" written (2: with "preprocessing"; 1 is read too)
 SHIPPED_NAMES = ("synthpedes-small",)  # names a config or --checkpoint may give
 SPARSE_KEY = "token_embedding.weight"  # the tensor stored as changed rows only
 ROWS, VALUES = f"{SPARSE_KEY}@rows", f"{SPARSE_KEY}@values"
@@ -59,13 +63,16 @@ def is_shipped(path: Path) -> bool:
         return False
 
 
-def state_sha256(state_dict: dict[str, Tensor]) -> str:
-    """SHA-256 over the sorted keys, dtypes, shapes and bytes of a state dict."""
+def state_sha256(state_dict: dict[str, Tensor], preprocessing: str | None = None) -> str:
+    """SHA-256 over the sorted keys, dtypes, shapes and bytes of a state dict, then the preprocessing's
+    JSON as the metadata holds it (version 2; None: version 1)."""
     sha = hashlib.sha256()
     for key in sorted(state_dict):
         flat = state_dict[key].detach().cpu().contiguous().reshape(-1)
         sha.update(f"{key}|{flat.dtype}|{tuple(state_dict[key].shape)}|".encode())
         sha.update(flat.view(torch.uint8).numpy().tobytes())
+    if preprocessing is not None:
+        sha.update(f"preprocessing|{preprocessing}".encode())
     return sha.hexdigest()
 
 
@@ -76,9 +83,13 @@ def initial_token_embedding(init: dict) -> Tensor:
     return CLIP(config).token_embedding.weight.detach()
 
 
-def pack(state_dict: dict[str, Tensor], config: ClipConfig, init: dict, path: Path) -> dict[str, str]:
-    """Write the shipped file for `state_dict` (trained from `init`: seed, preset, image_size,
-    context_length); returns its metadata. Refuses when the unpacked file would differ."""
+def pack(state_dict: dict[str, Tensor], config: ClipConfig, preprocessing: Preprocessing, init: dict,
+         path: Path) -> dict[str, str]:
+    """Write the shipped file for `state_dict` (trained with `preprocessing` from `init`: seed, preset,
+    image_size, context_length); returns its metadata. Refuses when the unpacked file would differ."""
+    if preprocessing.image_size != config.image.image_size:
+        raise CheckpointError(f"preprocessing for {preprocessing.image_size} images does not fit a model at "
+                              f"{config.image.image_size}")
     half = {key: value.detach().cpu().to(torch.float16) for key, value in state_dict.items()}
     start = initial_token_embedding(init)
     if start.shape != state_dict[SPARSE_KEY].shape:
@@ -86,25 +97,30 @@ def pack(state_dict: dict[str, Tensor], config: ClipConfig, init: dict, path: Pa
     changed = (state_dict[SPARSE_KEY].detach().cpu() != start).any(dim=1).nonzero().flatten()
     tensors = {key: value for key, value in half.items() if key != SPARSE_KEY}
     tensors[ROWS], tensors[VALUES] = changed.to(torch.int64), half[SPARSE_KEY][changed].clone()
-    metadata = {"format": SHIPPED_FORMAT, "version": "1", "config": json.dumps(asdict(config)),
-                "token_embedding_init": json.dumps(init), "state_sha256": state_sha256(half)}
+    recorded = json.dumps(preprocessing.to_dict())
+    metadata = {"format": SHIPPED_FORMAT, "version": SHIPPED_VERSION, "config": json.dumps(asdict(config)),
+                "preprocessing": recorded, "token_embedding_init": json.dumps(init),
+                "state_sha256": state_sha256(half, recorded)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
-    unpacked, _ = unpack(path)  # proves the round trip before anyone ships it
-    if state_sha256(unpacked) != metadata["state_sha256"]:
+    unpacked, _, _ = unpack(path)  # proves the round trip before anyone ships it
+    if state_sha256(unpacked, recorded) != metadata["state_sha256"]:
         path.unlink()
         raise CheckpointError(f"{path}: unpacking does not reproduce the packed weights; not written")
     return metadata
 
 
-def unpack(path: Path) -> tuple[dict[str, Tensor], ClipConfig]:
-    """The full float16 state dict (OpenAI layout) and the architecture of a shipped file."""
+def unpack(path: Path) -> tuple[dict[str, Tensor], ClipConfig, Preprocessing | None]:
+    """The full float16 state dict (OpenAI layout), the architecture and the preprocessing (None: a
+    version-1 file, which records none) of a shipped file."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
         config = ClipConfig.from_dict(json.loads(metadata["config"]))
         init = json.loads(metadata["token_embedding_init"])
+        recorded = metadata["preprocessing"] if metadata.get("version", "1") != "1" else None
+        preprocessing = None if recorded is None else json.loads(recorded)
     except Exception as err:  # safetensors, JSON and config errors of a damaged file
         raise CheckpointError(f"cannot read shipped weights {path}: {type(err).__name__}: {err}") from err
     rows, values = tensors.pop(ROWS), tensors.pop(VALUES)
@@ -113,6 +129,13 @@ def unpack(path: Path) -> tuple[dict[str, Tensor], ClipConfig]:
         raise CheckpointError(f"{path}: the stored token-embedding rows do not fit a {tuple(table.shape)} table")
     table[rows] = values
     tensors[SPARSE_KEY] = table
-    if state_sha256(tensors) != metadata.get("state_sha256"):
-        raise CheckpointError(f"{path} is damaged: its weights do not match the digest recorded when it was packed")
-    return tensors, config
+    if state_sha256(tensors, recorded) != metadata.get("state_sha256"):
+        raise CheckpointError(f"{path} is damaged: its weights or preprocessing do not match the digest recorded "
+                              f"when it was packed")
+    if preprocessing is None:
+        return tensors, config, None
+    read = Preprocessing.from_dict(preprocessing, str(path))
+    if read.image_size != config.image.image_size:
+        raise CheckpointError(f"{path}: its preprocessing is for {read.image_size} images, its model for "
+                              f"{config.image.image_size}; pack it again")
+    return tensors, config, read
