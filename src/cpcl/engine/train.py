@@ -96,10 +96,10 @@ def oracle_pair_person_ids(split: SplitData) -> torch.Tensor | None:
     return None if any(i is None for i in ids) else torch.tensor(ids, dtype=torch.long)
 
 
-def build_model(cfg: TrainConfig, device: torch.device, preprocessing: Preprocessing) -> CLIP:
+def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
     """The starting model: a checkpoint at the configured sizes, or a preset's random weights,
     with activation checkpointing as configured. A start trained with other preprocessing than the
-    run's (`preprocessing`, from the config, which decides) is warned about."""
+    run's (its augment section, which decides) is warned about."""
     init = cfg.model.init
     if init.startswith(PRESET_PREFIX):
         config = clip_preset(init[len(PRESET_PREFIX):], cfg.model.image_size, cfg.model.context_length)
@@ -107,6 +107,7 @@ def build_model(cfg: TrainConfig, device: torch.device, preprocessing: Preproces
     else:
         start = read_checkpoint(init)
         model, _ = build_clip(start, cfg.model.image_size, cfg.model.context_length, device)
+        preprocessing = cfg.augment.preprocessing(cfg.model.image_size)
         if start.preprocessing is not None and start.preprocessing_at(cfg.model.image_size) != preprocessing:
             log.warning("model.init %s was trained with preprocessing %s; this run uses %s (its augment section)",
                         init, start.preprocessing.to_dict(), preprocessing.to_dict())
@@ -258,7 +259,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     if world.size > 1:
         log.info("distributed: %s", ", ".join(f"{k} {v}" for k, v in settings.items() if k != "lr_scaling"))
     data = load_run_data(cfg)
-    model = build_model(cfg, device, preprocessing)
+    model = build_model(cfg, device)
     optimizer = build_optimizer(model, cfg.optim)
     scaler = make_scaler(dtype, device)
     progress = RunProgress()
