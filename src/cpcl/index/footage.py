@@ -19,7 +19,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -130,7 +130,7 @@ class VideoFrames:
         fps = float(self.capture.get(self.cv2.CAP_PROP_FPS))
         self.fps = fps if math.isfinite(fps) and fps > 0 else None
 
-    def frames(self, start: int, wanted: Any) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
         """(index, RGB [H, W, 3] uint8) of every frame from `start` on for which `wanted(index)` is true."""
         if self.capture.get(self.cv2.CAP_PROP_POS_FRAMES) != 0:  # read from the first frame, whatever came before
             self.capture.set(self.cv2.CAP_PROP_POS_FRAMES, 0)
@@ -171,7 +171,7 @@ class FolderFrames:
         """Frame `index`'s file, relative to the root."""
         return self.files[index].relative_to(self.root).as_posix()
 
-    def frames(self, start: int, wanted: Any) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
         for index in range(start, len(self.files)):
             if not wanted(index):
                 continue

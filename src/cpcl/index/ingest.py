@@ -65,11 +65,12 @@ class FootageOptions:
             raise ConfigError(f"--detector {self.detector} holds the boxes of one source, and {len(self.paths)} "
                               f"were given; index one source per command (cpcl index add for the others)")
 
-    def new_state(self, kind: str, fps: float | None, source: str) -> SourceState:
+    def new_state(self, fps: float | None, source: str) -> SourceState:
+        """The state of a source not indexed yet; `fps` is the rate the source states (None: unknown)."""
         source_fps = self.source_fps or fps
         if self.sample_fps is not None and source_fps is None:
             raise ConfigError(f"--fps needs the frame rate of {source}, which it does not say; give --source-fps")
-        return SourceState(kind, self.detector, self.threshold, self.every, self.sample_fps, source_fps, self.start,
+        return SourceState(self.kind, self.detector, self.threshold, self.every, self.sample_fps, source_fps, self.start,
                            self.camera)
 
 
@@ -141,7 +142,7 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
                 report.unreadable[source] = str(err)
                 continue
             try:
-                state = options.new_state(options.kind, reader.fps, source)
+                state = options.new_state(reader.fps, source)
                 if source in manifest.sources:
                     saved = SourceState.from_dict(manifest.sources[source], f"{store.directory}: source {source}")
                     was, now = saved.settings(), state.settings()
