@@ -4,6 +4,7 @@ sampling, build / resume / add, person tracks, and `cpcl search` finding the rig
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import cv2
@@ -21,7 +22,7 @@ from cpcl.index.store import IndexStore
 from cpcl.index.tracks import link_tracks, track_spans
 from cpcl.synth.config import FootageConfig
 from cpcl.synth.footage import render_scene
-from cpcl.utils.errors import ConfigError, DataError
+from cpcl.utils.errors import ConfigError, CpclError, DataError
 from search_support import write_checkpoint
 
 FRAMES, FPS, SIZE = 12, 8.0, (320, 192)  # the test scene: frames, frame rate, width x height
@@ -341,7 +342,7 @@ def test_a_source_is_continued_only_with_its_own_options(scene, checkpoint, tmp_
     assert "video.mp4 is indexed with every 3 (now 2); continue it with the same options" in err
 
 
-def test_frame_folders_coco_results_and_crops_on_disk(scene, checkpoint, tmp_path):
+def test_frame_folders_coco_results_and_crops_on_disk(scene, checkpoint, tmp_path, capsys):
     gt = truth(scene)
     coco = tmp_path / "results.json"
     coco.write_text(json.dumps([{"image_id": b["frame"] + 1, "category_id": 1, "bbox": b["box"], "score": 0.5}
@@ -357,6 +358,17 @@ def test_frame_folders_coco_results_and_crops_on_disk(scene, checkpoint, tmp_pat
     reference = np.asarray(Image.open(scene / "frames" / "000002.jpg"), dtype=np.float32)
     x, y, w, h = records[4]["box"]
     assert np.abs(np.asarray(crop, dtype=np.float32) - reference[y:y + h, x:x + w]).mean() < 4  # the JPEG of the cut
+    capsys.readouterr()
+    assert main(["index", "add", "--index", str(tmp_path / "idx"), *DEVICE]) == 0  # images of the root: not frames
+    assert "0 images embedded" in capsys.readouterr().out
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(CpclError, match=r"the onnx detector needs the onnxruntime package .*pip install "
+                                        r"'cpcl\[footage\]'") as err:
+        make_detector("onnx:model.onnx")
+    assert "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("args, message", [

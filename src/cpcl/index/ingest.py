@@ -153,8 +153,11 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
                     state = saved
                 state.next_frame = max(state.next_frame, last.get(source, -1) + 1)
                 if state.complete:
+                    log.info("%s: indexed to the end already", source)
                     report.already += 1
                     continue
+                if state.next_frame:
+                    log.info("%s: continuing from frame %d", source, state.next_frame)
                 _scan(store, encoder, detector, source, state, reader, options, batch_size, report, bar)
             finally:
                 reader.close()
