@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from functools import partial
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
 
 from cpcl.engine.config import CpclSection, OptimSection, TrainConfig
 from cpcl.engine.loop import lr_factor, make_scaler, optimizer_step
 from cpcl.engine.pseudo_labels import cluster_pairs, oracle_cluster_quality, oracle_pair_labels
-from cpcl.engine.samplers import PKBatchSampler, RandomBatchSampler
+from cpcl.engine.samplers import DistributedBatchSampler, PKBatchSampler, PositionedBatches, RandomBatchSampler
 from cpcl.clustering import ClusterConfig
+from cpcl.data.datasets import PairDataset
+from cpcl.data.records import SplitData
+from cpcl.data.transforms import ImageTransformConfig, train_transform
 from cpcl.utils.config import load_config
+from cpcl.utils.distributed import World
 from cpcl.utils.errors import ConfigError
 from cpcl.utils.runtime import resolve_precision
 
@@ -42,6 +52,36 @@ def test_pk_sampler_groups_identities():
         seen |= set(batch_labels)
     assert seen == {0, 1, 2, 3}
     assert batches == list(PKBatchSampler(labels, 4, 2, seed=0))
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_positions_number_the_global_batches_whatever_the_world_size(size):
+    batches = RandomBatchSampler(30, 6, seed=2)
+    one = [item for batch in PositionedBatches(batches, 6, World()) for item in batch]
+    assert one == list(enumerate(pair for batch in batches for pair in batch))
+    ranks = [list(PositionedBatches(DistributedBatchSampler(batches, World(rank, size)) if size > 1 else batches,
+                                    6, World(rank, size))) for rank in range(size)]
+    assert sorted(itertools.chain(*itertools.chain(*ranks))) == sorted(one)  # each pair at its global position
+
+
+def test_a_pairs_augmentation_depends_on_its_position_only_not_on_the_loader_workers(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    split = SplitData()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 20, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        split.add(tmp_path / f"{i}.png", i, [f"a{i}", f"b{i}"])
+    transform = partial(train_transform, size=(32, 16), cfg=ImageTransformConfig(pad=4))
+    dataset = PairDataset(split, torch.zeros(8, 5, dtype=torch.long), transform, seed=11)
+    batches = PositionedBatches(RandomBatchSampler(8, 4, seed=3), 4, World())
+
+    def images_loaded(workers: int) -> torch.Tensor:
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=workers)
+        return torch.cat([batch["image"] for batch in loader])
+
+    serial = images_loaded(0)
+    assert torch.equal(serial, images_loaded(2))
+    assert torch.equal(dataset[(5, 1)]["image"], dataset[(5, 1)]["image"])
+    assert not torch.equal(dataset[(5, 1)]["image"], dataset[(6, 1)]["image"])  # another draw, another crop
 
 
 def test_lr_schedule_warmup_then_cosine():

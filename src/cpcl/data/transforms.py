@@ -1,8 +1,9 @@
 """Image preprocessing with PIL + torch (no torchvision): CLIP's eval transform and the training
 augmentation of docs/method.md step 6 (flip, pad + random crop, random erasing).
 
-Randomness comes from torch's global generator, which DataLoader seeds per worker, so a run
-is reproducible for a seed.
+The training augmentation draws from the generator it is given: the engine seeds one per pair
+by the epoch and the pair's position in it (`cpcl.data.datasets.PairDataset`), so a seed fixes
+every augmentation whatever the number of DataLoader workers or ranks.
 """
 
 from __future__ import annotations
@@ -85,33 +86,37 @@ def eval_transform(image: Image.Image, size: tuple[int, int],
     return normalise(resized(image, size, cfg), cfg)
 
 
-def random_erase(pixels: torch.Tensor, cfg: ImageTransformConfig) -> torch.Tensor:
-    """Zero a random rectangle of `pixels` [3, H, W] (in place) with probability erase_prob."""
-    if torch.rand(()) >= cfg.erase_prob:
+def random_erase(pixels: torch.Tensor, cfg: ImageTransformConfig,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a random rectangle of `pixels` [3, H, W] (in place) with probability erase_prob, drawing from
+    `generator` (None: torch's global one)."""
+    if torch.rand((), generator=generator) >= cfg.erase_prob:
         return pixels
     _, height, width = pixels.shape
     log_lo, log_hi = math.log(cfg.erase_ratio[0]), math.log(cfg.erase_ratio[1])
     for _ in range(10):  # as torchvision: up to ten tries to fit a rectangle
-        area = height * width * float(torch.empty(()).uniform_(*cfg.erase_area))
-        ratio = math.exp(float(torch.empty(()).uniform_(log_lo, log_hi)))
+        area = height * width * float(torch.empty(()).uniform_(*cfg.erase_area, generator=generator))
+        ratio = math.exp(float(torch.empty(()).uniform_(log_lo, log_hi, generator=generator)))
         h, w = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
         if 0 < h < height and 0 < w < width:
-            top = int(torch.randint(0, height - h + 1, ()))
-            left = int(torch.randint(0, width - w + 1, ()))
+            top = int(torch.randint(0, height - h + 1, (), generator=generator))
+            left = int(torch.randint(0, width - w + 1, (), generator=generator))
             pixels[:, top:top + h, left:left + w] = 0.0
             return pixels
     return pixels
 
 
-def train_transform(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig) -> torch.Tensor:
-    """Resize to size = (H, W), flip, pad + random crop, normalise, random erasing: [3, H, W]."""
+def train_transform(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Resize to size = (H, W), flip, pad + random crop, normalise, random erasing: [3, H, W]; every draw
+    from `generator` (None: torch's global one)."""
     height, width = size
     pixels = resized(image, size, cfg)
-    if torch.rand(()) < cfg.flip_prob:
+    if torch.rand((), generator=generator) < cfg.flip_prob:
         pixels = pixels.flip(-1)
     if cfg.pad > 0:
         padded = torch.nn.functional.pad(pixels, (cfg.pad,) * 4)
-        top = int(torch.randint(0, 2 * cfg.pad + 1, ()))
-        left = int(torch.randint(0, 2 * cfg.pad + 1, ()))
+        top = int(torch.randint(0, 2 * cfg.pad + 1, (), generator=generator))
+        left = int(torch.randint(0, 2 * cfg.pad + 1, (), generator=generator))
         pixels = padded[:, top:top + height, left:left + width]
-    return random_erase(normalise(pixels, cfg), cfg)
+    return random_erase(normalise(pixels, cfg), cfg, generator)

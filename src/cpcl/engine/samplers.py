@@ -87,6 +87,22 @@ class DistributedBatchSampler(Sampler[list[int]]):
             yield batch[rank * per_rank:(rank + 1) * per_rank]
 
 
+class PositionedBatches(Sampler[list[tuple[int, int]]]):
+    """Each pair of `batches` (this rank's slices of global batches of `batch_size`) as (position, pair):
+    its position in the epoch's global order, the key PairDataset seeds its augmentation by."""
+
+    def __init__(self, batches: Sampler[list[int]], batch_size: int, world: World):
+        self.batches, self.batch_size, self.world = batches, batch_size, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for number, batch in enumerate(self.batches):
+            start = number * self.batch_size + self.world.rank * len(batch)
+            yield [(start + offset, pair) for offset, pair in enumerate(batch)]
+
+
 def epoch_sampler(num_pairs: int, batch_size: int, group_labels: torch.Tensor | None, pk_instances: int,
                   seed: int, world: World) -> Sampler[list[int]]:
     """This rank's batches for an epoch seeded `seed`: P x K over `group_labels` when given (the pk

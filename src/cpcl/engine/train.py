@@ -39,7 +39,7 @@ from cpcl.engine.pseudo_labels import (PairLabels, cluster_pairs, oracle_cluster
                                        select_on_val)
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
                                 save_model, write_results)
-from cpcl.engine.samplers import epoch_sampler
+from cpcl.engine.samplers import PositionedBatches, epoch_sampler
 from cpcl.evaluation.evaluate import evaluate_split, person_ids
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.model.checkpoints import build_clip, read_checkpoint
@@ -115,11 +115,14 @@ def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
     return model
 
 
-def make_loader(cfg: TrainConfig, data: RunData, batch_sampler: torch.utils.data.Sampler) -> DataLoader:
+def make_loader(cfg: TrainConfig, data: RunData, batches: torch.utils.data.Sampler, seed: int,
+                world: World) -> DataLoader:
+    """The epoch's augmented pairs in `batches` (this rank's); the augmentation of the epoch's j-th pair is
+    seeded by (`seed`, j) alone, the same for any data.workers and world size."""
     transform = partial(train_transform, size=cfg.model.image_size, cfg=cfg.augment)
-    dataset = PairDataset(data.train, data.tokens, transform)
-    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=cfg.data.workers,
-                      persistent_workers=False)
+    dataset = PairDataset(data.train, data.tokens, transform, seed)
+    return DataLoader(dataset, batch_sampler=PositionedBatches(batches, cfg.optim.batch_size, world),
+                      num_workers=cfg.data.workers, persistent_workers=False)
 
 
 def itc_epoch(cfg: TrainConfig, epoch: int) -> bool:
@@ -284,7 +287,8 @@ def train_epoch(run: Run, epoch: int) -> dict:
     sampler = epoch_sampler(len(run.data.tokens), cfg.optim.batch_size,
                             group_labels if cfg.cpcl.sampler == "pk" else None, cfg.cpcl.pk_instances,
                             cfg.seed + epoch, world)
-    start, loader, first_step = time.perf_counter(), make_loader(cfg, run.data, sampler), run.progress.step
+    loader = make_loader(cfg, run.data, sampler, cfg.seed + epoch, world)
+    start, first_step = time.perf_counter(), run.progress.step
     record.update(train_one_epoch(run.encoder, loader, run.optimizer, objective, epoch, cfg.optim, run.device, world,
                                   run.scaler, on_step=lambda step, values: run.log.step(first_step + step, values)))
     record["time_train"] = time.perf_counter() - start

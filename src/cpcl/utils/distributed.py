@@ -15,12 +15,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from cpcl.utils.errors import ConfigError
-from cpcl.utils.runtime import resolve_device
+from cpcl.utils.runtime import derived_seed, resolve_device
 
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")  # set by torchrun in every process
 
@@ -95,10 +94,8 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
 
 def rank_seed(seed: int, rank: int) -> int:
     """Seed of rank `rank` for a phase seeded `seed`: rank 0 keeps `seed` (so it replays the
-    single-process run), other ranks get independent streams (their own augmentation)."""
-    if rank == 0:
-        return seed
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 1)
+    single-process run), other ranks get independent streams."""
+    return seed if rank == 0 else derived_seed(seed, rank)
 
 
 def shard_range(total: int, batch_size: int, rank: int, size: int) -> tuple[int, int]:

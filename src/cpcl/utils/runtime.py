@@ -61,3 +61,8 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def derived_seed(seed: int, key: int) -> int:
+    """An independent seed in [0, 2**63) for stream `key` (a rank, a pair's position) of a phase seeded `seed`."""
+    return int(np.random.SeedSequence([seed, key]).generate_state(1, np.uint64)[0] >> 1)
