@@ -46,3 +46,5 @@ def test_same_seed_same_data_and_same_metrics_in_two_processes(tmp_path):
     assert [record["epoch"] for record in first] == [0, 1]
     assert all(record["image_clusters"] > 0 and record["labels_digest"] for record in first)  # CPCL clustered
     assert first == second
+    numerics = [json.loads((tmp_path / run / "run" / "results.json").read_text())["numerics"] for run in "ab"]
+    assert numerics[0] == numerics[1] and numerics[0]["precision"] == "fp32" and numerics[0]["threads"] >= 1

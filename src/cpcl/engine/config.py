@@ -98,6 +98,30 @@ class CpclSection:
 
 
 @dataclass(frozen=True)
+class LabelsSection:
+    mode: Literal["cpcl", "image_centred", "pair_fused"] = "cpcl"  # cpcl: steps 2-3 | image_centred | pair_fused (docs/method.md, step 3b)
+    fused_image_weight: float = 1.0  # pair_fused: weight of the image-image similarity
+    fused_text_weight: float = 1.0  # pair_fused: weight of the text-text similarity
+    fused_cross_weight: float = 0.5  # pair_fused: weight of the cross-modal similarities, at most the other two
+    refine: Literal["off", "split", "merge", "both"] = "off"  # refine the image labels by the caption clusters
+    split_agreement: float = 0.7  # split a cluster whose largest caption cluster holds < this share of its captions
+    split_min_pairs: int = 4  # pairs a caption cluster needs in a split cluster to become a part of it
+    merge_share: float = 0.8  # merge clusters each with >= this share of pairs in one caption cluster (> 0.5)
+    panel: bool = False  # also make every variant's labels each epoch, for oracle_panel_ diagnostics only
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "labels", {
+            "fused_image_weight": Range(0), "fused_text_weight": Range(0), "fused_cross_weight": Range(0),
+            "split_agreement": Range(0, 1, low_open=True), "split_min_pairs": Range(1),
+            "merge_share": Range(0.5, 1, low_open=True)})
+        if self.fused_cross_weight > min(self.fused_image_weight, self.fused_text_weight):
+            raise ConfigError(f"labels.fused_cross_weight {self.fused_cross_weight} must be at most "
+                              f"labels.fused_image_weight and labels.fused_text_weight")
+        if self.fused_image_weight + self.fused_text_weight <= 0:
+            raise ConfigError("labels.fused_image_weight and labels.fused_text_weight cannot both be 0")
+
+
+@dataclass(frozen=True)
 class ClusterSelectSection:
     on: Literal["fixed", "val"] = "fixed"  # fixed: cluster.* as given; val: per epoch and modality, the best grid setting on val
     grid: SelectionGrid = field(default_factory=SelectionGrid)  # settings tried with on=val (convention and search kept)
@@ -122,6 +146,7 @@ class TrainConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Jaccard + DBSCAN per modality
     cluster_select: ClusterSelectSection = field(default_factory=ClusterSelectSection)  # fixed cluster.*, or chosen on val
     cpcl: CpclSection = field(default_factory=CpclSection)  # CPCL losses, memory, OPLM, sampler
+    labels: LabelsSection = field(default_factory=LabelsSection)  # which pseudo labels: CPCL's or a pairing variant
     log: LogSection = field(default_factory=LogSection)  # TensorBoard (train.log is always written)
 
     def __post_init__(self) -> None:  # each section checks its own ranges; here what spans sections

@@ -1,7 +1,7 @@
-"""Pseudo labels for one epoch (docs/method.md steps 2-3): cluster each modality, copy image labels
-to their pairs, mine outliers. Also the oracle's labels (true ids) and the `oracle_` cluster
-quality diagnostics; those two are the only readers of person ids here, and neither feeds the
-CPCL path.
+"""Pseudo labels for one epoch (docs/method.md steps 2-3b): cluster each modality, copy image labels
+to their pairs, mine outliers; or a pairing variant (`labels.mode`, `labels.refine`). Also the oracle's
+labels (true ids) and the `oracle_` cluster quality diagnostics; those two are the only readers of
+person ids here, and neither feeds the CPCL path (`select_on_val` reads the val split's ids only).
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from cpcl.clustering import ClusterConfig, cluster_features
 from cpcl.clustering.oplm import mine_outliers
-from cpcl.clustering.select import SelectionGrid, select_clustering
-from cpcl.engine.config import CpclSection
+from cpcl.clustering.pairing import image_centred_labels, merge_by_captions, pair_features, split_by_captions
+from cpcl.clustering.select import SelectionGrid, pairwise_scores, select_clustering
+from cpcl.engine.config import CpclSection, LabelsSection
+
+VARIANTS = ("cpcl", "image_centred", "pair_fused")  # labels.mode values (docs/method.md, steps 2-3b)
+_CLUSTERED = {"cpcl": ("image", "text"), "image_centred": ("image", "text"), "pair_fused": ("pair",)}
 
 
 @dataclass
@@ -24,6 +28,26 @@ class PairLabels:
     image: torch.Tensor  # [P] image pseudo label of each pair's image, -1 = outlier
     text: torch.Tensor  # [P] text pseudo label of each pair's caption, -1 = outlier
     stats: dict[str, float] = field(default_factory=dict)  # counts and timings for the epoch log
+    panel: dict[str, torch.Tensor] = field(default_factory=dict)  # labels.panel: variant -> its image labels [P]
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """The clustering setting of each thing clustered in one epoch."""
+
+    image: ClusterConfig  # the images
+    text: ClusterConfig  # the captions
+    pair: ClusterConfig  # the pairs' fused features (labels.mode=pair_fused)
+
+
+@dataclass
+class Clusterings:
+    """DBSCAN's labels of one epoch; None where nothing needed them."""
+
+    image: torch.Tensor | None  # [N_img]
+    text: torch.Tensor | None  # [P]
+    pair: torch.Tensor | None  # [P]
+    stats: dict[str, float]  # clusters, outliers and seconds of each
 
 
 def _count(labels: torch.Tensor) -> tuple[int, int]:
@@ -31,52 +55,132 @@ def _count(labels: torch.Tensor) -> tuple[int, int]:
     return int(labels.max()) + 1 if len(labels) else 0, int((labels < 0).sum())
 
 
+def needed_clusterings(labels: LabelsSection) -> tuple[str, ...]:
+    """What the epoch clusters ("image", "text", "pair") for labels.mode, labels.refine and labels.panel."""
+    modes = VARIANTS if labels.panel else (labels.mode,)
+    needed = {name for mode in modes for name in _CLUSTERED[mode]}
+    if labels.refine != "off" or labels.panel:
+        needed.add("text")  # refinement reads the caption clusters
+    return tuple(name for name in ("image", "text", "pair") if name in needed)
+
+
+def cluster_all(image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
+                settings: ClusterSettings, labels: LabelsSection, needed: tuple[str, ...]) -> Clusterings:
+    """Step 2 for each of `needed`: images [N_img, D], captions [P, D], pairs (fused, `pair_features`)."""
+    found: dict[str, torch.Tensor] = {}
+    stats: dict[str, float] = {}
+    for name in needed:
+        start = time.perf_counter()
+        if name == "pair":
+            feats = pair_features(image_feats[image_index].numpy(), text_feats.numpy(), labels.fused_image_weight,
+                                  labels.fused_text_weight, labels.fused_cross_weight)
+        else:
+            feats = (image_feats if name == "image" else text_feats).numpy()
+        found[name] = torch.from_numpy(cluster_features(feats, getattr(settings, name)).labels).long()
+        clusters, outliers = _count(found[name])
+        stats.update({f"{name}_clusters": clusters, f"{name}_outliers": outliers,
+                      f"cluster_{name}_seconds": time.perf_counter() - start})
+    return Clusterings(found.get("image"), found.get("text"), found.get("pair"), stats)
+
+
+def refine_labels(labels: torch.Tensor, text_labels: torch.Tensor, image_index: torch.Tensor,
+                  image_feats: torch.Tensor, section: LabelsSection, refine: str) -> tuple[torch.Tensor, dict]:
+    """Step 3b's refinement of per-pair labels [P] by the caption clusters [P]: split, merge, or both."""
+    out, stats = labels.numpy(), {}
+    if refine in ("split", "both"):
+        out, stats["refine_split"] = split_by_captions(out, text_labels.numpy(), image_index.numpy(),
+                                                       image_feats.numpy(), section.split_agreement,
+                                                       section.split_min_pairs)
+    if refine in ("merge", "both"):
+        out, stats["refine_merged"] = merge_by_captions(out, text_labels.numpy(), section.merge_share)
+    return torch.from_numpy(out).long(), stats
+
+
+def variant_labels(mode: str, refine: str, found: Clusterings, image_feats: torch.Tensor, text_feats: torch.Tensor,
+                   image_index: torch.Tensor, cpcl: CpclSection, section: LabelsSection) -> PairLabels:
+    """Steps 3 / 3b: one variant's per-pair labels from the epoch's clusterings.
+
+    cpcl: image labels copied to pairs, then OPLM (cpcl.oplm, cpcl.theta); image_centred: a caption takes
+    its image's label, image outliers rescued through caption clusters (cpcl.theta); pair_fused: the pair
+    clusters, for both modalities. `refine` (off | split | merge | both) then refines the image labels by
+    the caption clusters; outside cpcl mode the caption labels equal the image labels.
+    """
+    stats: dict[str, float] = {}
+    if mode == "cpcl":
+        mined = mine_outliers(found.image[image_index], found.text, image_feats[image_index], text_feats,
+                              cpcl.oplm, cpcl.theta)
+        image, text = mined.image_labels, mined.text_labels
+        stats.update(oplm_rescued_images=mined.rescued_images, oplm_rescued_texts=mined.rescued_texts)
+    elif mode == "image_centred":
+        per_image, stats["image_centred_rescued"] = image_centred_labels(
+            found.image.numpy(), found.text.numpy(), image_index.numpy(), image_feats.numpy(), cpcl.theta)
+        image = torch.from_numpy(per_image).long()[image_index]
+    elif mode == "pair_fused":
+        image = found.pair.clone()
+    else:
+        raise ValueError(f"unknown labels.mode {mode!r}; valid: {', '.join(VARIANTS)}")
+    if refine != "off":
+        image, refined = refine_labels(image, found.text, image_index, image_feats, section, refine)
+        stats.update(refined)
+    if mode != "cpcl":
+        text = image.clone()
+    stats.update(labels_image_clusters=_count(image)[0], labels_text_clusters=_count(text)[0],
+                 pairs_unlabelled=int(((image < 0) & (text < 0)).sum()))
+    return PairLabels(image, text, stats)
+
+
 def cluster_pairs(
     image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
     cluster: ClusterConfig, cpcl: CpclSection, text_cluster: ClusterConfig | None = None,
+    labels: LabelsSection | None = None, pair_cluster: ClusterConfig | None = None,
 ) -> PairLabels:
     """image_feats [N_img, D], text_feats [P, D] (one per caption = pair), image_index [P].
 
-    Images are clustered once per unique image; their labels are copied to each of their pairs.
-    `text_cluster` clusters the captions when given (a setting chosen per modality), else `cluster`.
+    Steps 2-3 (3b with `labels`, default CPCL's): the images are clustered with `cluster`, the captions with
+    `text_cluster` (default `cluster`), the pairs with `pair_cluster` (default `cluster`); only what
+    `labels` needs is clustered. With labels.panel, `panel` holds every variant's image labels.
     """
-    start = time.perf_counter()
-    image_labels = torch.from_numpy(cluster_features(image_feats.numpy(), cluster).labels).long()
-    image_seconds = time.perf_counter() - start
-    text_labels = torch.from_numpy(cluster_features(text_feats.numpy(), text_cluster or cluster).labels).long()
-    text_seconds = time.perf_counter() - start - image_seconds
-    pair_image = image_labels[image_index]
-    mined = mine_outliers(pair_image, text_labels, image_feats[image_index], text_feats, cpcl.oplm, cpcl.theta)
-    image_clusters, image_outliers = _count(image_labels)
-    text_clusters, text_outliers = _count(text_labels)
-    stats = {
-        "image_clusters": image_clusters, "image_outliers": image_outliers,
-        "text_clusters": text_clusters, "text_outliers": text_outliers,
-        "oplm_rescued_images": mined.rescued_images, "oplm_rescued_texts": mined.rescued_texts,
-        "pairs_unlabelled": int(((mined.image_labels < 0) & (mined.text_labels < 0)).sum()),
-        "cluster_image_seconds": image_seconds, "cluster_text_seconds": text_seconds,
-    }
-    return PairLabels(mined.image_labels, mined.text_labels, stats)
+    labels = labels or LabelsSection()
+    settings = ClusterSettings(cluster, text_cluster or cluster, pair_cluster or cluster)
+    found = cluster_all(image_feats, text_feats, image_index, settings, labels, needed_clusterings(labels))
+    result = variant_labels(labels.mode, labels.refine, found, image_feats, text_feats, image_index, cpcl, labels)
+    result.stats = {**found.stats, **result.stats}
+    if labels.panel:
+        panel_refine = labels.refine if labels.refine != "off" else "both"
+        for mode in VARIANTS:
+            for refine, suffix in (("off", ""), (panel_refine, "_refined")):
+                result.panel[mode + suffix] = variant_labels(mode, refine, found, image_feats, text_feats, image_index,
+                                                             cpcl, labels).image
+    return result
 
 
-def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_ids: torch.Tensor,
-                  caption_ids: torch.Tensor, base: ClusterConfig, grid: SelectionGrid,
-                  ) -> tuple[ClusterConfig, ClusterConfig, dict[str, float]]:
-    """The image and the caption clustering settings chosen on the val split: val image features
-    [N, D] with their person ids [N], val caption features [M, D] with theirs [M]. The ids are
-    the val split's (as checkpoint selection reads them), never the training split's.
-    Returns (image setting, caption setting, stats for the epoch log)."""
+def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
+                  caption_ids: torch.Tensor, base: ClusterConfig, grid: SelectionGrid, labels: LabelsSection,
+                  ) -> tuple[ClusterSettings, dict[str, float]]:
+    """The clustering settings chosen on the val split: val image features [N, D], caption features [M, D],
+    the image of each caption [M] and the caption's person id [M]. The ids are the val split's (as checkpoint
+    selection reads them), never the training split's. Each of `needed_clusterings(labels)` is chosen the same
+    way: images against their person ids, captions against theirs, pairs (a caption with its image, fused as
+    in training) against the caption's. Returns (settings, stats for the epoch log); what is not needed keeps
+    `base`."""
     stats: dict[str, float] = {}
-    chosen = []
-    for modality, feats, ids in (("image", image_feats, image_ids), ("text", text_feats, caption_ids)):
-        selection = select_clustering(feats.numpy(), ids.numpy(), base, grid)
-        chosen.append(selection.config)
-        stats.update({f"select_{modality}_k1": selection.config.k1, f"select_{modality}_eps": selection.config.eps,
-                      f"select_{modality}_min_samples": selection.config.min_samples,
-                      f"select_{modality}_val_precision": selection.scores["precision"],
-                      f"select_{modality}_val_recall": selection.scores["recall"],
-                      f"select_{modality}_val_f": selection.scores["f"]})
-    return chosen[0], chosen[1], stats
+    chosen = {"image": base, "text": base, "pair": base}
+    image_ids = torch.full((len(image_feats),), -1, dtype=torch.long).index_copy(0, image_index, caption_ids)
+    for name in needed_clusterings(labels):
+        if name == "pair":
+            feats = pair_features(image_feats[image_index].numpy(), text_feats.numpy(), labels.fused_image_weight,
+                                  labels.fused_text_weight, labels.fused_cross_weight)
+        else:
+            feats = (image_feats if name == "image" else text_feats).numpy()
+        ids = image_ids if name == "image" else caption_ids
+        selection = select_clustering(feats, ids.numpy(), base, grid)
+        chosen[name] = selection.config
+        stats.update({f"select_{name}_k1": selection.config.k1, f"select_{name}_eps": selection.config.eps,
+                      f"select_{name}_min_samples": selection.config.min_samples,
+                      f"select_{name}_val_precision": selection.scores["precision"],
+                      f"select_{name}_val_recall": selection.scores["recall"],
+                      f"select_{name}_val_f": selection.scores["f"]})
+    return ClusterSettings(**chosen), stats
 
 
 def oracle_pair_labels(oracle_person_ids: torch.Tensor) -> PairLabels:
@@ -88,12 +192,15 @@ def oracle_pair_labels(oracle_person_ids: torch.Tensor) -> PairLabels:
 
 
 def oracle_cluster_quality(labels: torch.Tensor, oracle_person_ids: torch.Tensor, prefix: str) -> dict[str, float]:
-    """Diagnostics against true ids, for the log only: NMI, ARI (outliers as singletons), purity."""
+    """Diagnostics against true ids, for the log only: NMI, ARI (outliers as singletons), purity (of the
+    clustered points), and pairwise same-person precision and recall (`pairwise_scores`: outliers make no
+    pair; recall's denominator counts every pair of one person, outliers included)."""
     y = labels.numpy().copy()
     outliers = y < 0
     y[outliers] = y.max(initial=-1) + 1 + np.arange(int(outliers.sum()))  # each outlier its own cluster
     truth = oracle_person_ids.numpy()
     clustered = ~outliers
+    pairwise = pairwise_scores(labels.numpy(), truth)
     purity = 0.0
     if clustered.any():
         combos, counts = np.unique(np.stack([y[clustered], truth[clustered]], 1), axis=0, return_counts=True)
@@ -104,4 +211,6 @@ def oracle_cluster_quality(labels: torch.Tensor, oracle_person_ids: torch.Tensor
         f"oracle_{prefix}_nmi": float(normalized_mutual_info_score(truth, y)),
         f"oracle_{prefix}_ari": float(adjusted_rand_score(truth, y)),
         f"oracle_{prefix}_purity": purity,
+        f"oracle_{prefix}_precision": pairwise["precision"],
+        f"oracle_{prefix}_recall": pairwise["recall"],
     }

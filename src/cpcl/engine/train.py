@@ -49,7 +49,7 @@ from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_
                                     rank_seed, tensor_digest)
 from cpcl.utils.errors import ConfigError, DataError
 from cpcl.utils.preprocessing import Preprocessing
-from cpcl.utils.runtime import resolve_precision, seed_everything
+from cpcl.utils.runtime import numerics, resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,8 @@ def final_results(run: Run) -> dict:
     """Test metrics of the last and the best checkpoint; written to results.json."""
     cfg, model, data, run_dir, progress = run.cfg, run.model, run.data, run.run_dir, run.progress
     results: dict = {"method": cfg.method, "epochs": progress.epoch,
-                     "selected_on": "val" if "val" in data.evals else "last", "best_epoch": progress.best_epoch}
+                     "selected_on": "val" if "val" in data.evals else "last", "best_epoch": progress.best_epoch,
+                     "numerics": numerics(run.device, run.dtype)}
     if "test" in data.evals:
         last = evaluate(run, "test")
         best = last
@@ -259,6 +260,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     if world.is_main:
         prepare_run_dir(run_dir, resume, lambda path: save_config(cfg, path, header=config_header(settings)))
     log.info("run %s: method %s on %s, precision %s", run_dir, cfg.method, device, dtype or "fp32")
+    log.info("numerics (what else its results depend on): %s", numerics(device, dtype))
     if world.size > 1:
         log.info("distributed: %s", ", ".join(f"{k} {v}" for k, v in settings.items() if k != "lr_scaling"))
     data = load_run_data(cfg)

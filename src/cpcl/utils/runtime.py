@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,6 +62,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def numerics(device: torch.device, dtype: torch.dtype | None) -> dict[str, Any]:
+    """What a run's floating-point results depend on beyond its config and seed: the torch build, the
+    kernels it picks (the CPU's instruction sets, or the GPU), its intra-op threads and the autocast dtype.
+    Runs that agree on all of these and on config and seed agree bit for bit (README, Training and evaluation)."""
+    out: dict[str, Any] = {"torch": torch.__version__, "device": str(device),
+                           "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
+                           "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        extensions = [name for name, present in (("AVX512-BF16", torch.cpu._is_avx512_bf16_supported()),
+                                                 ("AMX", torch.cpu._is_amx_tile_supported())) if present]
+        out["cpu"] = " ".join([torch.backends.cpu.get_cpu_capability(), *extensions])
+    return out
 
 
 def derived_seed(seed: int, key: int) -> int:
