@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from cpcl.clustering import ClusterConfig
 from cpcl.configs import resolve_config_path
 from cpcl.data.check import check_images
 from cpcl.data.datasets import PairDataset
@@ -35,8 +34,8 @@ from cpcl.engine.distributed import check_world, config_header, extract_sharded,
 from cpcl.engine.logs import RunLog
 from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
-from cpcl.engine.pseudo_labels import (PairLabels, cluster_pairs, oracle_cluster_quality, oracle_pair_labels,
-                                       select_on_val)
+from cpcl.engine.pseudo_labels import (ClusterSettings, PairLabels, cluster_pairs, oracle_cluster_quality,
+                                       oracle_pair_labels, select_on_val)
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
                                 save_model, write_results)
 from cpcl.engine.samplers import PositionedBatches, epoch_sampler
@@ -165,40 +164,47 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     return image_feats, text_feats
 
 
-def cluster_settings(run: Run, record: dict) -> tuple[ClusterConfig, ClusterConfig]:
-    """The (image, caption) clustering settings of this epoch: cluster.* as configured, or with
+def cluster_settings(run: Run, record: dict) -> ClusterSettings:
+    """The clustering settings of this epoch: cluster.* as configured for images, captions and pairs, or with
     cluster_select.on=val the grid settings that cluster the val split's features best (rank 0)."""
     cfg, data = run.cfg, run.data
     if cfg.cluster_select.on == "fixed":
-        return cfg.cluster, cfg.cluster
+        return ClusterSettings(cfg.cluster, cfg.cluster, cfg.cluster)
     if "val" not in data.evals:
         raise DataError("cluster_select.on=val needs a val split with person ids; this data has none "
                         "(use cluster_select.on=fixed)")
     split, tokens = data.evals["val"]
-    caption_ids, image_ids = person_ids(split, "val")
+    caption_ids, _ = person_ids(split, "val")
+    image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
                                          batch, workers, run.device, run.dtype, desc="val images")
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
-    image_cfg, text_cfg, stats = select_on_val(image_feats, text_feats, image_ids, caption_ids, cfg.cluster,
-                                               cfg.cluster_select.grid)
+    settings, stats = select_on_val(image_feats, text_feats, image_index, caption_ids, cfg.cluster,
+                                    cfg.cluster_select.grid, cfg.labels)
     record.update(stats)
-    return image_cfg, text_cfg
+    return settings
 
 
 def pseudo_labels(run: Run, image_feats: torch.Tensor, text_feats: torch.Tensor, record: dict) -> PairLabels:
-    """Steps 2-3 (or the oracle's true ids), with the `oracle_` diagnostics where ids exist."""
+    """Steps 2-3b (or the oracle's true ids), with the `oracle_` diagnostics where ids exist: the quality of
+    the labels the epoch trains with and, with labels.panel, of every variant's image labels."""
     cfg, data = run.cfg, run.data
     oracle_ids = oracle_pair_person_ids(data.train)
     if cfg.method == "oracle":
         if oracle_ids is None:
             raise DataError("method=oracle needs person ids in the training data; this data has none")
         return oracle_pair_labels(oracle_ids)
-    image_cluster, text_cluster = cluster_settings(run, record)
-    labels = cluster_pairs(image_feats, text_feats, data.image_index, image_cluster, cfg.cpcl, text_cluster)
+    settings = cluster_settings(run, record)
+    variants = cfg.labels if oracle_ids is not None else replace(cfg.labels, panel=False)  # the panel needs ids
+    labels = cluster_pairs(image_feats, text_feats, data.image_index, settings.image, cfg.cpcl, settings.text,
+                           variants, settings.pair)
     if oracle_ids is not None:
         record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
         record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))
+        for variant, image_labels in labels.panel.items():
+            record.update(oracle_cluster_quality(image_labels, oracle_ids, f"panel_{variant}"))
+    labels.panel = {}  # diagnostics only: not sent to the other ranks
     return labels
 
 
