@@ -244,7 +244,8 @@ def test_large_uploads_are_decoded_reduced(client, searcher, monkeypatch, fmt, d
     monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: (loaded.append(self.size), original_load(self))[1])
     original_search = searcher.search_image
     monkeypatch.setattr(searcher, "search_image",
-                        lambda picture, *a: (queried.append(picture.size), original_search(picture, *a))[1])
+                        lambda picture, *a, **kw: (queried.append(picture.size),
+                                                   original_search(picture, *a, **kw))[1])
     response = client.post("/api/search/image", files={"image": ("q", payload, "image/" + fmt.lower())})
     assert response.status_code == 200, response.text
     assert max(max(size) for size in loaded) <= decoded_at_most

@@ -29,6 +29,25 @@ def device_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"], help="autocast dtype")
 
 
+def rerank_arguments(parser: argparse.ArgumentParser, switch: str = "rank the gallery by k-reciprocal re-ranking"
+                     ) -> None:
+    """--rerank (with `switch` as its help) and the re-ranking's --rerank-k1, --rerank-k2, --rerank-lambda."""
+    parser.add_argument("--rerank", action="store_true", help=switch + " (README: Re-ranking)")
+    # defaults (None) are RerankConfig's, Zhong et al.'s k1=20, k2=6, lambda=0.3; the clustering module is
+    # imported only when the command runs, to keep `cpcl --help` fast
+    parser.add_argument("--rerank-k1", type=int, help="gallery neighbours of a query and of a gallery item")
+    parser.add_argument("--rerank-k2", type=int, help="query expansion: the query and its k2 - 1 nearest items")
+    parser.add_argument("--rerank-lambda", type=float, help="weight of the original distance, 0..1")
+
+
+def rerank_config(args: argparse.Namespace):
+    """The RerankConfig of `rerank_arguments` (checked: one line for a bad value)."""
+    from cpcl.clustering.rerank import RerankConfig
+
+    given = {"k1": args.rerank_k1, "k2": args.rerank_k2, "lambda_value": args.rerank_lambda}
+    return RerankConfig(**{name: value for name, value in given.items() if value is not None})
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from cpcl.cli.data import dataset_safety_arguments
     from cpcl.data.readers import DATASETS
@@ -39,6 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--root", required=True, type=Path, help="folder holding the dataset folder")
     evaluate.add_argument("--split", default="test", choices=["val", "test", "train"], help="split to evaluate")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    rerank_arguments(evaluate)
     dataset_safety_arguments(evaluate)
     evaluate.set_defaults(func=run_evaluate)
 
@@ -64,13 +84,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from cpcl.data.tokenizer import default_tokenizer
     from cpcl.evaluation.evaluate import evaluate_split
 
+    rerank = rerank_config(args)  # checked before anything loads
     data = load_dataset(args.dataset, args.root, allow_outside_root=args.allow_outside_root, strict=args.strict)
     check_images(data, decode=False)
     loaded = _load(args)
     split = data.splits[args.split]
     tokens = default_tokenizer().tokenize([c.text for c in split.captions], loaded.model.config.text.context_length)
     metrics = evaluate_split(loaded.model, split, tokens, loaded.preprocessing, args.batch_size, args.workers,
-                             loaded.device, loaded.dtype, name=args.split)
+                             loaded.device, loaded.dtype, name=args.split, rerank=rerank if args.rerank else None)
     if args.json:
         print(json.dumps(metrics))
     else:

@@ -6,14 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
-from cpcl.cli.evaluate import device_arguments
+from cpcl.cli.evaluate import device_arguments, rerank_arguments
 
 
-def search_arguments(parser: argparse.ArgumentParser) -> None:
-    """--index and --checkpoint (shared with `cpcl serve`), then `device_arguments`."""
+def search_arguments(parser: argparse.ArgumentParser, rerank_switch: str) -> None:
+    """--index and --checkpoint (shared with `cpcl serve`), `rerank_arguments` (--rerank's help: `rerank_switch`),
+    then `device_arguments`."""
     parser.add_argument("--index", required=True, type=Path, help="index directory (cpcl index build)")
     parser.add_argument("--checkpoint", type=Path,
                         help="default: the one the index was built with (another path must hold the same file)")
+    rerank_arguments(parser, rerank_switch)
     device_arguments(parser)
 
 
@@ -33,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--no-group", dest="group", action="store_false",
                         help="footage: one result per detection, not one per person track")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
-    search_arguments(search)
+    search_arguments(search, "order the results by k-reciprocal re-ranking over the whole gallery")
     search.set_defaults(func=run_search)
 
 
@@ -93,6 +95,7 @@ def _footage_table(hits: list, root: Path) -> str:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from cpcl.cli.evaluate import rerank_config
     from cpcl.data.check import image_problem
     from cpcl.data.transforms import load_rgb
     from cpcl.index.search import Filters, Searcher
@@ -107,11 +110,11 @@ def run_search(args: argparse.Namespace) -> int:
     if args.image is not None and (problem := image_problem(args.image)):
         raise DataError(f"--image {args.image}: {problem}")
     filters = Filters.parse(args.camera, args.time_from, args.time_to, args.source)
-    searcher = Searcher.open(args.index, args.checkpoint, args.device, args.precision)
+    searcher = Searcher.open(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args))
     if args.image is not None:
-        hits = searcher.search_image(load_rgb(args.image), args.k, args.min_score, filters, args.group)
+        hits = searcher.search_image(load_rgb(args.image), args.k, args.min_score, filters, args.group, args.rerank)
     else:
-        hits = searcher.search_text(args.text, args.k, args.min_score, filters, args.group)
+        hits = searcher.search_text(args.text, args.k, args.min_score, filters, args.group, args.rerank)
     if args.json:
         results = [{**hit.to_dict(), "file": str(searcher.root / file_of(hit))} for hit in hits]
         query = {"text": args.text} if args.text is not None else {"image": str(args.image)}

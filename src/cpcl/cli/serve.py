@@ -21,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="results a query returns when it does not say (default: %(default)s)")
     serve.add_argument("--min-score", type=float, default=WebConfig.min_score,
                        help="the page's starting score threshold (default: %(default)s)")
-    search_arguments(serve)
+    search_arguments(serve, "start the page with its re-ranking switch on (a request may say otherwise)")
     serve.set_defaults(func=run_serve)
 
 
@@ -36,6 +36,7 @@ def is_loopback(host: str) -> bool:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from cpcl.cli.evaluate import rerank_config
     from cpcl.index.search import Searcher
     from cpcl.utils.errors import CpclError
     from cpcl.web.app import create_app
@@ -50,8 +51,8 @@ def run_serve(args: argparse.Namespace) -> int:
     if not loopback:
         log.warning("listening on %s: anyone who can reach this machine can search the gallery and see its images",
                     args.host)
-    searcher = Searcher.open(args.index, args.checkpoint, args.device, args.precision)
-    config = WebConfig(default_k=args.k, min_score=args.min_score,
+    searcher = Searcher.open(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args))
+    config = WebConfig(default_k=args.k, min_score=args.min_score, rerank=args.rerank,
                        allowed_hosts=LOOPBACK_HOSTS if loopback else ("*",))
     print(f"serving {searcher.count} images of {searcher.root} at http://{args.host}:{args.port}/ "
           f"(API description: /docs, /openapi.json); Ctrl-C stops", flush=True)

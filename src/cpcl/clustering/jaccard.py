@@ -182,23 +182,25 @@ def _pair_sims(
     return out
 
 
-def expanded_weights(
-    feats: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, k2: int, *, convention: str
-) -> sp.csr_matrix:
-    """V' of the module docstring: [N, N] float64 CSR, sorted indices, every row sums to 1.
+def kreciprocal_weights(feats: np.ndarray, rank: np.ndarray, sims: np.ndarray, sizes: Neighbourhoods
+                        ) -> sp.csr_matrix:
+    """V of the module docstring (before query expansion): [N, N] float64 CSR, sorted indices, rows sum to 1.
 
-    feats: [N, D] float32 L2-normalised; rank, sims: [N, K] from `nearest_neighbours`, K >=
-    min(N, neighbourhoods(convention, k1, k2).depth).
+    feats: [N, D] float32 L2-normalised; rank, sims: [N, K] from `nearest_neighbours`, K >= min(N, sizes.depth).
     """
     n = rank.shape[0]
-    sizes = neighbourhoods(convention, k1, k2)
     pattern = expanded_sets(rank, sizes)
     rows = np.repeat(np.arange(n), np.diff(pattern.indptr))
     sim = _pair_sims(feats, rows, pattern.indices, rank, sims, _SIM_CHUNK)
     weight = np.exp(2.0 * sim - 2.0)  # exp(-d), d = 2 - 2 x_i . x_j
     weight /= np.repeat(np.add.reduceat(weight, pattern.indptr[:-1]), np.diff(pattern.indptr))
-    v = sp.csr_matrix((weight, pattern.indices, pattern.indptr), shape=(n, n))
-    width = min(sizes.expansion, rank.shape[1])
+    return sp.csr_matrix((weight, pattern.indices, pattern.indptr), shape=(n, n))
+
+
+def query_expansion(v: sp.csr_matrix, rank: np.ndarray, width: int) -> sp.csr_matrix:
+    """V'[i] = mean of V[rank[i, :width]] (width <= 1: V itself); [N, N] float64 CSR, sorted indices."""
+    n = rank.shape[0]
+    width = min(width, rank.shape[1])
     if width <= 1:
         return v
     indptr = np.arange(0, n * width + 1, width)
@@ -208,6 +210,18 @@ def expanded_weights(
     vq = (mean @ v).tocsr()
     vq.sort_indices()
     return vq
+
+
+def expanded_weights(
+    feats: np.ndarray, rank: np.ndarray, sims: np.ndarray, k1: int, k2: int, *, convention: str
+) -> sp.csr_matrix:
+    """V' of the module docstring: [N, N] float64 CSR, sorted indices, every row sums to 1.
+
+    feats: [N, D] float32 L2-normalised; rank, sims: [N, K] from `nearest_neighbours`, K >=
+    min(N, neighbourhoods(convention, k1, k2).depth).
+    """
+    sizes = neighbourhoods(convention, k1, k2)
+    return query_expansion(kreciprocal_weights(feats, rank, sims, sizes), rank, sizes.expansion)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cpcl.clustering import ClusterConfig
+from cpcl.clustering.rerank import RerankConfig
 from cpcl.clustering.select import SelectionGrid
 from cpcl.data.transforms import ImageTransformConfig
 from cpcl.utils.config import Range, check_ranges
@@ -48,6 +49,8 @@ class EvalSection:
     root: str | None = None  # evaluation data root (None: the training data's)
     batch_size: int = 256  # feature extraction batch
     every: int = 1  # evaluate on val every N epochs (the last epoch always)
+    rerank: bool = False  # rank every evaluation's gallery by k-reciprocal re-ranking (docs/method.md, Evaluation)
+    rerank_options: RerankConfig = field(default_factory=RerankConfig)  # its k1, k2, lambda_value (with rerank)
 
     def __post_init__(self) -> None:
         check_ranges(self, "eval", {"batch_size": Range(1), "every": Range(1)})

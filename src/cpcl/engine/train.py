@@ -230,10 +230,12 @@ def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | 
 
 
 def evaluate(run: Run, name: str) -> dict[str, float]:
-    """The run's model on its `name` split ("val" / "test"), with the preprocessing its checkpoints record."""
+    """The run's model on its `name` split ("val" / "test"), with the preprocessing its checkpoints record
+    (re-ranked with eval.rerank)."""
     split, tokens = run.data.evals[name]
-    return evaluate_split(run.model, split, tokens, run.preprocessing, run.cfg.eval.batch_size, run.cfg.data.workers,
-                          run.device, run.dtype, name=name)
+    section = run.cfg.eval
+    return evaluate_split(run.model, split, tokens, run.preprocessing, section.batch_size, run.cfg.data.workers,
+                          run.device, run.dtype, name=name, rerank=section.rerank_options if section.rerank else None)
 
 
 def final_results(run: Run) -> dict:

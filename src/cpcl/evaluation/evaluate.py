@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from cpcl.clustering.rerank import RerankConfig
 from cpcl.data.records import SplitData
 from cpcl.data.transforms import ImageTransformConfig
 from cpcl.evaluation.features import extract_image_features, extract_text_features
@@ -28,11 +29,13 @@ def person_ids(split: SplitData, name: str) -> tuple[torch.Tensor, torch.Tensor]
 def evaluate_split(
     model: CLIP, split: SplitData, tokens: torch.Tensor, transform: ImageTransformConfig | Preprocessing,
     batch_size: int, workers: int, device: torch.device, dtype: torch.dtype | None, name: str = "test",
+    rerank: RerankConfig | None = None,
 ) -> dict[str, float]:
-    """R1/R5/R10/mAP/mINP (%) of text-to-image retrieval on `split`; tokens: [num captions, L]."""
+    """R1/R5/R10/mAP/mINP (%) of text-to-image retrieval on `split`; tokens: [num captions, L]; with
+    `rerank`, the gallery ranked by the k-reciprocal re-ranked distance (docs/method.md, Evaluation)."""
     query_ids, gallery_ids = person_ids(split, name)
     paths = [image.path for image in split.images]
     image_feats = extract_image_features(model, paths, transform, batch_size, workers, device, dtype,
                                          desc=f"{name} images")
     text_feats = extract_text_features(model, tokens, batch_size, device, dtype, desc=f"{name} captions")
-    return retrieval_metrics(text_feats, image_feats, query_ids, gallery_ids)
+    return retrieval_metrics(text_feats, image_feats, query_ids, gallery_ids, rerank=rerank)

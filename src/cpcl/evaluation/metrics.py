@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from cpcl.clustering.rerank import RerankConfig, prepare_gallery, rerank_distances
 from cpcl.utils.errors import CpclError
 
 RANKS = (1, 5, 10)  # Rank-k reported
@@ -83,22 +84,28 @@ def retrieval_metrics(
     query_ids: torch.Tensor,
     gallery_ids: torch.Tensor,
     chunk_size: int = CHUNK_SIZE,
+    rerank: RerankConfig | None = None,
 ) -> dict[str, float]:
     """R1/R5/R10, mAP and mINP in percent.
 
-    query_feats: [Q, D], gallery_feats: [G, D], both L2-normalised (similarity = dot product);
-    query_ids: [Q], gallery_ids: [G] person ids. Memory is O(chunk_size * P * G) booleans.
+    query_feats: [Q, D], gallery_feats: [G, D], both L2-normalised (similarity = dot product, or with
+    `rerank` minus the k-reciprocal re-ranked distance, `cpcl.clustering.rerank`); query_ids: [Q],
+    gallery_ids: [G] person ids. Memory is O(chunk_size * P * G) booleans.
     """
     if query_feats.shape[1] != gallery_feats.shape[1]:
         raise CpclError(f"query and gallery features differ in width: {query_feats.shape[1]} vs {gallery_feats.shape[1]}")
     query_ids, gallery_ids = query_ids.long().cpu(), gallery_ids.long().cpu()
+    reranked = prepare_gallery(gallery_feats.float().cpu(), rerank) if rerank is not None else None
     positives, num_pos = _positives_table(gallery_ids, query_ids)
     top = max(RANKS)
     hits_at = torch.zeros(top, dtype=torch.float64)
     ap_sum = inp_sum = 0.0
     for start in range(0, len(query_ids), chunk_size):
         stop = start + chunk_size
-        sim = (query_feats[start:stop].float() @ gallery_feats.float().T).cpu()
+        if reranked is None:
+            sim = (query_feats[start:stop].float() @ gallery_feats.float().T).cpu()
+        else:
+            sim = -torch.from_numpy(rerank_distances(query_feats[start:stop].float().cpu().numpy(), reranked))
         pos = positives[start:stop]
         ranks = hit_ranks(sim, pos).double()  # [B, P], ascending, padded past the end
         n = num_pos[start:stop].double()

@@ -3,7 +3,9 @@
 `Searcher.open` loads the index and the model it was built with (checked against the
 manifest), chooses exact search or IVF by the gallery's size, and answers queries with
 optional metadata filters (camera, time range, footage source) applied inside the search and a
-score floor. Scores are cosine similarities in [-1, 1]. Detections from footage linked into one
+score floor. Scores are cosine similarities in [-1, 1]. With `rerank`, the gallery is ordered by the
+k-reciprocal re-ranked distance (`cpcl.clustering.rerank`, exact over every row; the gallery's side is
+prepared once per session, on the first such query); scores stay cosines. Detections from footage linked into one
 track (`cpcl.index.tracks`) come back as one hit, its best detection, with the track's span.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cpcl.clustering.rerank import RerankConfig, RerankGallery, prepare_gallery, rerank_distances
 from cpcl.index.backends import Backend, backend_name, make_backend
 from cpcl.index.encoder import Encoder
 from cpcl.index.footage import FOOTAGE_FIELDS, SourceState
@@ -68,9 +73,12 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)  # the record's other fields (camera, time, ...)
     footage: dict[str, Any] | None = None  # a detection: source, frame, offset, box, detector_score, frame_size,
     # span (its track: first / last frame and offset, detections); None for a crop
+    distance: float | None = None  # re-ranked searches: the re-ranked distance the hits are ordered by
 
     def to_dict(self) -> dict[str, Any]:
         out = {"rank": self.rank, "score": round(self.score, 6), "path": self.path, "metadata": self.metadata}
+        if self.distance is not None:
+            out["distance"] = round(self.distance, 6)
         return out if self.footage is None else {**out, "footage": self.footage}
 
 
@@ -78,8 +86,12 @@ class Searcher:
     """An index loaded for search, with the model that embeds queries (None: vectors only)."""
 
     def __init__(self, directory: Path, manifest: Manifest, embeddings: np.ndarray, records: list[dict[str, Any]],
-                 backend: Backend, encoder: Encoder | None = None):
+                 backend: Backend, encoder: Encoder | None = None, rerank: RerankConfig | None = None):
         self.directory = directory
+        self.embeddings = embeddings
+        self.rerank_config = rerank or RerankConfig()
+        self._reranked: RerankGallery | None = None
+        self._rerank_lock = threading.Lock()
         self.manifest = manifest
         self.records = records
         self.backend = backend
@@ -98,10 +110,11 @@ class Searcher:
 
     @classmethod
     def open(cls, directory: Path, checkpoint: Path | None = None, device: str = "auto", precision: str = "auto",
-             load_model: bool = True) -> Searcher:
+             load_model: bool = True, rerank: RerankConfig | None = None) -> Searcher:
         """Load `directory` and (unless `load_model` is False) the checkpoint it was built with, checked.
 
-        `checkpoint` overrides the manifest's path (a moved file); it must hash the same.
+        `checkpoint` overrides the manifest's path (a moved file); it must hash the same. `rerank`: the
+        re-ranking's parameters for searches that ask for it (default RerankConfig()).
         """
         store = IndexStore.open(directory)
         manifest = store.manifest
@@ -120,7 +133,7 @@ class Searcher:
                         len(records), directory)
         backend = make_backend(name, embeddings, manifest.config, saved=saved)
         log.info("opened %s: %d images, %s search", directory, len(records), backend.name)
-        return cls(Path(directory), manifest, embeddings, records, backend, encoder)
+        return cls(Path(directory), manifest, embeddings, records, backend, encoder, rerank)
 
     @property
     def root(self) -> Path:
@@ -172,11 +185,12 @@ class Searcher:
         return mask
 
     def search_vector(self, query: np.ndarray, k: int, min_score: float | None = None,
-                      filters: Filters = Filters(), group: bool = True) -> list[Hit]:
+                      filters: Filters = Filters(), group: bool = True, rerank: bool = False) -> list[Hit]:
         """query [D] (L2-normalised) -> up to k hits, best first, each scoring >= min_score.
 
         With `group`, a track of detections is one hit (its best detection, with the track's span). The rows
         asked of the backend are clamped to the rows that may be returned: no more slots are ever allocated.
+        With `rerank`, best first means by the re-ranked distance (`rerank_config`), over every row.
         """
         allowed = self.allowed(filters)
         limit = self.count if allowed is None else int(allowed.sum())
@@ -186,6 +200,8 @@ class Searcher:
         group = group and bool(self.spans)
         fetch = min(limit, k * GROUP_FETCH) if group else k
         query = np.asarray(query, dtype=np.float32).reshape(1, -1)
+        if rerank:
+            return self._reranked_hits(query, k, min_score, allowed, group, fetch)
         while True:
             scores, rows = self.backend.search(query, fetch, allowed)
             hits = self._hits(scores[0].tolist(), rows[0].tolist(), k, min_score, group)
@@ -193,8 +209,35 @@ class Searcher:
                 return hits
             fetch = min(limit, fetch * GROUP_FETCH)
 
-    def _hits(self, scores: list[float], rows: list[int], k: int, min_score: float | None, group: bool) -> list[Hit]:
-        """Up to k hits from the backend's ranked rows; with `group`, the first row of each track only."""
+    def rerank_gallery(self) -> RerankGallery:
+        """The gallery's side of the re-ranking, prepared on first use (once per session, thread-safe)."""
+        with self._rerank_lock:
+            if self._reranked is None:
+                start = time.perf_counter()
+                self._reranked = prepare_gallery(self.embeddings, self.rerank_config)
+                log.info("prepared re-ranking over %d rows (k1 %d, k2 %d) in %.1f s", self.count,
+                         self.rerank_config.k1, self.rerank_config.k2, time.perf_counter() - start)
+            return self._reranked
+
+    def _reranked_hits(self, query: np.ndarray, k: int, min_score: float | None, allowed: np.ndarray | None,
+                       group: bool, fetch: int) -> list[Hit]:
+        """Up to k hits in the order of the re-ranked distance (ties: the lower row), each with its distance."""
+        distance = rerank_distances(query, self.rerank_gallery())[0]
+        order = np.lexsort((np.arange(self.count), distance))
+        if allowed is not None:
+            order = order[allowed[order]]
+        while True:
+            rows = order[:fetch]
+            scores = self.embeddings[rows] @ query[0]
+            hits = self._hits(scores.tolist(), rows.tolist(), k, min_score, group, distance)
+            if len(hits) >= k or fetch >= len(order):
+                return hits
+            fetch = min(len(order), fetch * GROUP_FETCH)
+
+    def _hits(self, scores: list[float], rows: list[int], k: int, min_score: float | None, group: bool,
+              distance: np.ndarray | None = None) -> list[Hit]:
+        """Up to k hits from the backend's ranked rows; with `group`, the first row of each track only.
+        distance: [N] the re-ranked distance of every row, given to the hits of a re-ranked search."""
         hits: list[Hit] = []
         seen: set[int] = set()
         for score, row in zip(scores, rows):
@@ -206,7 +249,8 @@ class Searcher:
                 seen.add(int(self.track[row]))
             record = self.records[row]
             meta = {key: value for key, value in record.items() if key != "path" and key not in FOOTAGE_FIELDS}
-            hits.append(Hit(len(hits) + 1, float(score), row, record["path"], meta, self._footage(row, group)))
+            hits.append(Hit(len(hits) + 1, float(score), row, record["path"], meta, self._footage(row, group),
+                            None if distance is None else float(distance[row])))
             if len(hits) == k:
                 break
         return hits
@@ -229,11 +273,11 @@ class Searcher:
         return self.encoder
 
     def search_text(self, text: str, k: int, min_score: float | None = None, filters: Filters = Filters(),
-                    group: bool = True) -> list[Hit]:
+                    group: bool = True, rerank: bool = False) -> list[Hit]:
         """A sentence -> hits (see `search_vector`)."""
-        return self.search_vector(self._encoder().texts([text])[0], k, min_score, filters, group)
+        return self.search_vector(self._encoder().texts([text])[0], k, min_score, filters, group, rerank)
 
     def search_image(self, image: Image.Image, k: int, min_score: float | None = None,
-                     filters: Filters = Filters(), group: bool = True) -> list[Hit]:
+                     filters: Filters = Filters(), group: bool = True, rerank: bool = False) -> list[Hit]:
         """An example image -> hits (see `search_vector`)."""
-        return self.search_vector(self._encoder().pil_images([image])[0], k, min_score, filters, group)
+        return self.search_vector(self._encoder().pil_images([image])[0], k, min_score, filters, group, rerank)

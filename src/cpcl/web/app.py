@@ -118,13 +118,14 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
         times = searcher.time_range()
         return {"count": searcher.count, "backend": searcher.backend.name, "cameras": searcher.camera_names(),
                 "sources": searcher.source_names(), "time_range": [_iso(t) for t in times] if times else None,
-                "default_k": config.default_k, "min_score": config.min_score}
+                "default_k": config.default_k, "min_score": config.min_score, "rerank": config.rerank}
 
     @app.post("/api/search", response_model=SearchResponse, summary="Search by a sentence")
     def search_text(request: SearchRequest) -> dict:
         filters = _filters(request.cameras, request.time_from, request.time_to, request.sources)
         k = request.k or config.default_k
-        return _answer(lambda: searcher.search_text(request.text, k, request.min_score, filters))
+        rerank = config.rerank if request.rerank is None else request.rerank
+        return _answer(lambda: searcher.search_text(request.text, k, request.min_score, filters, rerank=rerank))
 
     @app.post("/api/search/image", response_model=SearchResponse, summary="Search by an example image")
     def search_image(image: UploadFile = File(..., description=f"JPEG / PNG / WebP, at most {MAX_UPLOAD_BYTES} bytes"),
@@ -133,11 +134,13 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
                      cameras: list[str] = Form([], max_length=MAX_FILTER_VALUES),
                      time_from: str | None = Form(None, max_length=MAX_FIELD_CHARS),
                      time_to: str | None = Form(None, max_length=MAX_FIELD_CHARS),
-                     sources: list[str] = Form([], max_length=MAX_FILTER_VALUES)) -> dict:
+                     sources: list[str] = Form([], max_length=MAX_FILTER_VALUES),
+                     rerank: bool | None = Form(None, description="order by k-reciprocal re-ranking")) -> dict:
         k = k or config.default_k
         filters = _filters(cameras, time_from, time_to, sources)
         picture = decoder.decode(image)
-        return _answer(lambda: searcher.search_image(picture, k, min_score, filters))
+        rerank = config.rerank if rerank is None else rerank
+        return _answer(lambda: searcher.search_image(picture, k, min_score, filters, rerank=rerank))
 
     @app.get("/gallery/{path:path}", summary="A gallery image (only images of the index, only inside its root)")
     def gallery_image(path: str) -> FileResponse:

@@ -17,6 +17,7 @@ class WebConfig:
 
     default_k: int = 12  # results asked for when a request does not say
     min_score: float = 0.2  # the page's starting score threshold
+    rerank: bool = False  # re-rank when a request does not say (the page's switch starts so)
     allowed_hosts: tuple[str, ...] = ("*",)  # Host header values accepted (cpcl serve: loopback names on loopback)
     decode_slots: int = 2  # uploads decoded at once (each up to ~100 MB of pixels at the 25-Mpx cap)
     decode_wait_s: float = 30.0  # an upload waits this long for a decode slot, then gets 503

@@ -53,6 +53,8 @@ class SearchRequest(BaseModel):
     time_to: str | None = Field(None, max_length=MAX_FIELD_CHARS, description="only images taken at or before")
     sources: list[str] = Field([], max_length=MAX_FILTER_VALUES, description="only detections from these footage "
                                f"sources (empty: any row; paths of at most {MAX_SOURCE_CHARS} characters)")
+    rerank: bool | None = Field(None, description="order by k-reciprocal re-ranking over the whole gallery "
+                                "(default: the server's)")
 
     @field_validator("text")
     @classmethod
@@ -95,6 +97,8 @@ class Result(BaseModel):
     metadata: dict[str, Any] = Field(description="camera, time and any other sidecar fields")
     footage: Footage | None = Field(None, description="a detection in footage: where it is")
     frame_url: str | None = Field(None, description="a detection: where its whole frame is served")
+    distance: float | None = Field(None, description="re-ranked searches: the re-ranked distance, 0..1, "
+                                   "the results are ordered by")
 
 
 class SearchResponse(BaseModel):
@@ -116,6 +120,7 @@ class InfoResponse(BaseModel):
     time_range: list[str] | None = Field(description="earliest and latest time in the metadata (UTC)")
     default_k: int
     min_score: float = Field(description="the page's starting score threshold")
+    rerank: bool = Field(False, description="whether a search re-ranks when it does not say")
     limits: Limits = Limits()
 
 

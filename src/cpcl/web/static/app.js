@@ -145,7 +145,7 @@ function searchText() {
   const text = $("query").value.trim();
   if (!text) return;
   clearImage(false);
-  const payload = { text, k: Number($("k").value), ...filters() };
+  const payload = { text, k: Number($("k").value), rerank: $("rerank").checked, ...filters() };
   run({ url: "/api/search", init: { method: "POST", headers: { "Content-Type": "application/json" },
                                    body: JSON.stringify(payload) } }, `“${text}”`);
 }
@@ -160,6 +160,7 @@ function searchImage() {
   const form = new FormData();
   form.append("image", file);
   form.append("k", $("k").value);
+  form.append("rerank", $("rerank").checked ? "true" : "false");
   const chosen = filters();
   for (const camera of chosen.cameras) form.append("cameras", camera);
   for (const source of chosen.sources) form.append("sources", source);
@@ -190,6 +191,7 @@ async function loadInfo() {
       : "images indexed";
     $("gallery-info").textContent = `${info.count.toLocaleString()} ${what} (${info.backend} search)`;
     $("threshold").value = info.min_score;
+    $("rerank").checked = Boolean(info.rerank);
     $("k").value = [6, 12, 24, 48, 96].includes(info.default_k) ? String(info.default_k) : "12";
     for (const [names, fieldset, list] of [[info.cameras, "camera-filter", "camera-list"],
                                            [info.sources || [], "source-filter", "source-list"]]) {
@@ -223,6 +225,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("search-form").addEventListener("submit", (event) => { event.preventDefault(); searchText(); });
   $("threshold").addEventListener("input", render);
   $("k").addEventListener("change", again);
+  $("rerank").addEventListener("change", again);
   $("image-input").addEventListener("change", () => {
     const file = $("image-input").files[0];
     if (!file) return;
