@@ -270,3 +270,15 @@ def test_labels_config_is_checked():
         load_config(TrainConfig, None, ["labels.merge_share=0.5"])
     with pytest.raises(ConfigError, match="labels.mode"):
         load_config(TrainConfig, None, ["labels.mode=images"])
+
+
+def test_every_bench_row_resolves_with_its_switch():
+    from cpcl.configs import resolve_config_path
+    from cpcl.experiments.bench import METHODS
+
+    base = resolve_config_path("synthpedes")
+    configs = {name: load_config(TrainConfig, base, list(overrides)) for name, overrides in METHODS.items()}
+    assert configs["labels_image_centred"].labels.mode == "image_centred"
+    assert configs["labels_pair_fused"].labels.mode == "pair_fused"
+    assert configs["labels_refined"].labels.refine == "both" and configs["rerank"].eval.rerank
+    assert not configs["cpcl"].eval.rerank and configs["cpcl"].labels == LabelsSection()  # off by default

@@ -16,6 +16,7 @@ from cpcl.clustering.rerank import RerankConfig, prepare_gallery, rerank_distanc
 from cpcl.data.readers import load_dataset
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.evaluation.evaluate import evaluate_split
+from cpcl.evaluation.report import read_run, training_curves
 from cpcl.index.search import Searcher
 from cpcl.model.inference import load_for_inference
 from cpcl.web.app import create_app
@@ -56,6 +57,15 @@ def test_a_run_logs_the_variant_the_panel_and_reranked_metrics(trained):
     expected = evaluate_split(loaded.model, split, tokens, loaded.preprocessing, 16, 0, torch.device("cpu"), None,
                               rerank=RerankConfig(k1=4, k2=2))
     assert json.loads((run / "results.json").read_text())["test"]["best"] == expected
+
+
+def test_the_report_plots_the_label_quality_and_the_panel(trained):
+    _, run = trained
+    page = training_curves([read_run("CPCL+", run)])
+    for title in ("clusters and outliers", "image labels vs true ids", "caption labels vs true ids",
+                  "every variant&#x27;s image labels, pair precision", "every variant&#x27;s image labels, NMI"):
+        assert f">CPCL+: {title}</text>" in page
+    assert ">pair_fused_refined</text>" in page and ">pair recall</text>" in page
 
 
 def test_evaluate_rerank_options(trained, capsys):

@@ -71,17 +71,25 @@ def prepare_gallery(gallery_feats: object, config: RerankConfig) -> RerankGaller
     return RerankGallery(x, weights, expanded.T.tocsr(), half, np.diff(half.indptr), config)
 
 
+def _top_k_exact(sims: np.ndarray, k: int) -> np.ndarray:
+    """`top_k`'s columns as a set, unordered, for rows whose k-th value is tied past the k-th place."""
+    b, g = sims.shape
+    kth = np.partition(sims, g - k, axis=1)[:, g - k]  # the k-th largest value of each row
+    above, tied = sims > kth[:, None], sims == kth[:, None]
+    room = k - above.sum(axis=1)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))  # the lowest-index ties first
+    return np.nonzero(chosen)[1].reshape(b, k)
+
+
 def top_k(sims: np.ndarray, k: int) -> np.ndarray:
     """[B, k] column indices of each row's k largest values, descending, ties by the lower index."""
     b, g = sims.shape
     k = min(k, g)
-    kth = np.partition(sims, g - k, axis=1)[:, g - k]  # the k-th largest value of each row
-    above = sims > kth[:, None]
-    tied = sims == kth[:, None]
-    room = k - above.sum(axis=1)
-    chosen = above | (tied & (np.cumsum(tied, axis=1) <= room[:, None]))
-    rows, cols = np.nonzero(chosen)  # k per row, row-major
-    cols = cols.reshape(b, k)
+    cols = np.argpartition(sims, g - k, axis=1)[:, g - k:]  # the k largest, in any order
+    kth = np.take_along_axis(sims, cols, 1).min(axis=1)
+    unsure = (sims == kth[:, None]).sum(axis=1) > (np.take_along_axis(sims, cols, 1) == kth[:, None]).sum(axis=1)
+    if unsure.any():  # a value equal to the k-th was left out: which ones are kept is decided by index
+        cols[unsure] = _top_k_exact(sims[unsure], k)
     order = np.lexsort((cols, -np.take_along_axis(sims, cols, 1).astype(np.float64)), axis=1)
     return np.take_along_axis(cols, order, 1)
 
@@ -114,9 +122,9 @@ def query_weights(sims: np.ndarray, gallery: RerankGallery) -> sp.csr_matrix:
     return ((v + mean @ gallery.weights) / (width + 1)).tocsr()
 
 
-def overlaps(vq: sp.csr_matrix, gallery: RerankGallery) -> np.ndarray:
-    """m[q, g] = sum_k min(V'_q[k], V'_G[g, k]): [B, G] float64, by walking V'_G's column k for every
-    entry (q, k) of V'_q (zero where the supports do not meet)."""
+def overlaps(vq: sp.csr_matrix, gallery: RerankGallery) -> tuple[np.ndarray, np.ndarray]:
+    """m[q, g] = sum_k min(V'_q[k], V'_G[g, k]) where the supports of q and g meet, by walking V'_G's column k
+    for every entry (q, k) of V'_q. vq: [B, G]. Returns (flat indices q * G + g [M], m [M]); m = 0 elsewhere."""
     b, g = vq.shape
     cols = gallery.expanded_t
     q_rows = np.repeat(np.arange(b), np.diff(vq.indptr))
@@ -124,14 +132,18 @@ def overlaps(vq: sp.csr_matrix, gallery: RerankGallery) -> np.ndarray:
     starts = np.repeat(cols.indptr[vq.indices] - (np.cumsum(lengths) - lengths), lengths)
     entries = starts + np.arange(int(lengths.sum()))
     mins = np.minimum(np.repeat(vq.data, lengths), cols.data[entries])
-    flat = np.repeat(q_rows, lengths) * g + cols.indices[entries]
-    return np.bincount(flat, weights=mins, minlength=b * g).reshape(b, g)
+    m = np.bincount(np.repeat(q_rows, lengths) * g + cols.indices[entries], weights=mins, minlength=b * g)
+    flat = np.flatnonzero(m)
+    return flat, m[flat]
 
 
 def rerank_distances(query_feats: np.ndarray, gallery: RerankGallery) -> np.ndarray:
     """d*(q, g) of the module docstring for query_feats [B, D] (L2-normalised): [B, G] float64."""
     sims = np.asarray(query_feats, dtype=np.float32) @ gallery.feats.T
-    m = overlaps(query_weights(sims, gallery), gallery)
-    jaccard = np.maximum(1.0 - m / (2.0 - m), 0.0)
+    flat, m = overlaps(query_weights(sims, gallery), gallery)
     lam = gallery.config.lambda_value
-    return (1.0 - lam) * jaccard + lam * (1.0 - sims.astype(np.float64)) / 2.0
+    out = sims.astype(np.float64)
+    out *= -lam / 2
+    out += 1.0 - lam / 2  # (1 - lambda) J + lambda (1 - s) / 2 with J = 1 ...
+    out.ravel()[flat] -= (1.0 - lam) * np.minimum(m / (2.0 - m), 1.0)  # ... less m / (2 - m) where m > 0
+    return out

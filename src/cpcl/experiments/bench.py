@@ -37,6 +37,10 @@ METHODS: dict[str, tuple[str, ...]] = {
     "icpm_either": ("cpcl.icpm_positives=either",),
     "icpm_both": ("cpcl.icpm_positives=both",),
     "icpm_off": ("cpcl.icpm_weight=0",),
+    "labels_image_centred": ("labels.mode=image_centred",),
+    "labels_pair_fused": ("labels.mode=pair_fused",),
+    "labels_refined": ("labels.refine=both",),
+    "rerank": ("eval.rerank=true",),
     "oracle": ("method=oracle",),
 }
 # the methods the targets compare (run for every seed); the others are ablations of CPCL
