@@ -51,6 +51,22 @@ def parse_size(text: str) -> tuple[str, int, int, int]:
     return text, q, g, p
 
 
+def size_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sizes and --seed (shared with bench_rerank.py); `check_sizes` validates them after parsing."""
+    parser.add_argument("--sizes", nargs="+", default=["cuhk", "icfg"],
+                        help="cuhk, icfg or QxGxP (queries x gallery x person ids)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def check_sizes(parser: argparse.ArgumentParser, sizes: list[str]) -> None:
+    """parser.error (exit 2, one line) for the first size `parse_size` refuses."""
+    for size in sizes:
+        try:
+            parse_size(size)
+        except argparse.ArgumentTypeError as err:
+            parser.error(str(err))
+
+
 def make_features(q: int, g: int, p: int, dim: int = 512, seed: int = 0
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(queries [q, dim], gallery [g, dim], query ids [q], gallery ids [g]); rows unit-norm.
@@ -187,20 +203,14 @@ def table(sizes: list[str], args: argparse.Namespace) -> tuple[list[str], dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["cuhk", "icfg"],
-                        help="cuhk, icfg or QxGxP (queries x gallery x person ids)")
+    size_arguments(parser)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, help="retrieval_metrics chunk_size")
     parser.add_argument("--dense-max-gib", type=float, default=12.0,
                         help="run the dense reference only where its estimated memory is below this")
     parser.add_argument("--child", choices=["fast", "dense", "baseline"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for size in args.sizes:
-        try:
-            parse_size(size)
-        except argparse.ArgumentTypeError as err:
-            parser.error(str(err))
+    check_sizes(parser, args.sizes)
     if args.child:
         print(json.dumps(child(args.child, args.sizes[0], args.seed, args.chunk_size)))
         return 0

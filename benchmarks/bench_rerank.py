@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bench_evaluation import make_features, parse_size
+from bench_evaluation import check_sizes, make_features, parse_size, size_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,19 +67,13 @@ def run_case(method: str, args: argparse.Namespace, size: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", nargs="+", default=["cuhk", "icfg"],
-                        help="cuhk, icfg or QxGxP (queries x gallery x person ids)")
-    parser.add_argument("--seed", type=int, default=0)
+    size_arguments(parser)
     parser.add_argument("--k1", type=int, default=20, help="RerankConfig.k1")
     parser.add_argument("--k2", type=int, default=6, help="RerankConfig.k2")
     parser.add_argument("--lam", type=float, default=0.3, help="RerankConfig.lambda_value")
     parser.add_argument("--child", choices=["baseline", "plain", "prepare", "rerank"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for size in args.sizes:
-        try:
-            parse_size(size)
-        except argparse.ArgumentTypeError as err:
-            parser.error(str(err))
+    check_sizes(parser, args.sizes)
     if args.child:
         print(json.dumps(child(args.child, args.sizes[0], args.seed, args.k1, args.k2, args.lam)))
         return 0

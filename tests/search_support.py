@@ -56,3 +56,16 @@ def write_gallery(root: Path, count: int = 12) -> list[str]:
         for i, rel in enumerate(paths):
             writer.writerow([rel, rel.split("/")[0], f"2024-05-01T{8 + i:02d}:00:00", f"n{i}"])
     return sorted(paths)
+
+
+def build_gallery_index(base: Path) -> list[str]:
+    """`write_gallery` under base/imgs, indexed with its metadata by a tiny checkpoint (base/tiny.pt) into
+    base/idx on the CPU; returns the good relative paths."""
+    from cpcl.cli import main
+
+    paths = write_gallery(base / "imgs")
+    checkpoint = write_checkpoint(base / "tiny.pt")
+    assert main(["-q", "index", "build", "--checkpoint", str(checkpoint), "--images", str(base / "imgs"),
+                 "--out", str(base / "idx"), "--metadata", str(base / "imgs" / "meta.csv"), "--workers", "0",
+                 "--device", "cpu", "--precision", "fp32"]) == 0
+    return paths

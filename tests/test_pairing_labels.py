@@ -253,11 +253,13 @@ def test_panel_holds_every_variant_and_the_quality_has_pairwise_scores():
 def test_pair_setting_is_chosen_on_val_like_the_others():
     image_feats, text_feats, image_index, truth = planted_pairs(seed=1)
     grid = SelectionGrid(k1=(4, 8), k2=(1, 3), eps=(0.3, 0.6), min_samples=(2, 4))
-    settings, stats = select_on_val(image_feats, text_feats, image_index, truth, ClusterConfig(), grid,
+    image_ids = truth[::2]  # two captions per image
+    settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, truth, ClusterConfig(), grid,
                                     LabelsSection(mode="pair_fused"))
     assert {"select_pair_k1", "select_pair_val_f"} <= set(stats) and "select_image_k1" not in stats
     assert stats["select_pair_val_f"] == 1.0 and settings.pair.k1 in (4, 8) and settings.image == ClusterConfig()
-    _, stats = select_on_val(image_feats, text_feats, image_index, truth, ClusterConfig(), grid, LabelsSection())
+    _, stats = select_on_val(image_feats, text_feats, image_index, image_ids, truth, ClusterConfig(), grid,
+                             LabelsSection())
     assert stats["select_image_val_f"] == stats["select_text_val_f"] == 1.0 and "select_pair_k1" not in stats
 
 

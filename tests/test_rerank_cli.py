@@ -21,7 +21,7 @@ from cpcl.index.search import Searcher
 from cpcl.model.inference import load_for_inference
 from cpcl.web.app import create_app
 from cpcl.web.config import WebConfig
-from search_support import write_checkpoint, write_gallery
+from search_support import build_gallery_index
 from test_train_e2e import write_config, write_tiny_cuhk
 
 TEXT = "a woman in a red coat with a black backpack"
@@ -87,11 +87,7 @@ def test_evaluate_rerank_options(trained, capsys):
 @pytest.fixture(scope="module")
 def index(tmp_path_factory) -> tuple[Path, Searcher]:
     base = tmp_path_factory.mktemp("rerank_search")
-    write_gallery(base / "imgs")
-    checkpoint = write_checkpoint(base / "tiny.pt")
-    assert main(["-q", "index", "build", "--checkpoint", str(checkpoint), "--images", str(base / "imgs"),
-                 "--out", str(base / "idx"), "--metadata", str(base / "imgs" / "meta.csv"), "--workers", "0",
-                 "--device", "cpu", "--precision", "fp32"]) == 0
+    build_gallery_index(base)
     return base / "idx", Searcher.open(base / "idx", device="cpu", precision="fp32", rerank=RerankConfig(k1=4, k2=2))
 
 

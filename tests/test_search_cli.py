@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cpcl.cli import main
-from search_support import write_checkpoint, write_gallery
+from search_support import build_gallery_index, write_checkpoint, write_gallery
 
 TEXT = "a woman in a red coat with a black backpack"
 
@@ -17,11 +17,7 @@ TEXT = "a woman in a red coat with a black backpack"
 def index(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     """(index directory, gallery root, good relative paths), built with metadata."""
     base = tmp_path_factory.mktemp("search")
-    paths = write_gallery(base / "imgs")
-    checkpoint = write_checkpoint(base / "tiny.pt")
-    assert main(["-q", "index", "build", "--checkpoint", str(checkpoint), "--images", str(base / "imgs"),
-                 "--out", str(base / "idx"), "--metadata", str(base / "imgs" / "meta.csv"), "--workers", "0",
-                 "--device", "cpu", "--precision", "fp32"]) == 0
+    paths = build_gallery_index(base)
     return base / "idx", base / "imgs", paths
 
 

@@ -18,13 +18,12 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageFile
 
 from browser_support import serving
-from cpcl.cli import main
 from cpcl.index.search import Searcher
 from cpcl.web import uploads
 from cpcl.web.app import create_app
 from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
 from cpcl.web.limits import MAX_K, MAX_QUERY_CHARS, MAX_UPLOAD_BYTES
-from search_support import write_checkpoint, write_gallery
+from search_support import build_gallery_index
 
 TEXT = "a man in a blue jacket with a backpack"
 
@@ -32,12 +31,8 @@ TEXT = "a man in a blue jacket with a backpack"
 @pytest.fixture(scope="module")
 def searcher(tmp_path_factory) -> Searcher:
     base = tmp_path_factory.mktemp("web")
-    write_gallery(base / "imgs")
-    checkpoint = write_checkpoint(base / "tiny.pt")
+    build_gallery_index(base)
     (base / "secret.txt").write_text("outside the gallery")
-    assert main(["-q", "index", "build", "--checkpoint", str(checkpoint), "--images", str(base / "imgs"),
-                 "--out", str(base / "idx"), "--metadata", str(base / "imgs" / "meta.csv"), "--workers", "0",
-                 "--device", "cpu", "--precision", "fp32"]) == 0
     return Searcher.open(base / "idx", device="cpu", precision="fp32")
 
 

@@ -13,11 +13,10 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from browser_support import CHROMIUM_FLAGS, chromium_path, serving
-from cpcl.cli import main
 from cpcl.index.search import Searcher
 from cpcl.web.app import create_app
 from cpcl.web.config import LOOPBACK_HOSTS, WebConfig
-from search_support import write_checkpoint, write_gallery
+from search_support import build_gallery_index
 
 CONCURRENT = 200  # simultaneous API requests in the load test
 
@@ -26,11 +25,7 @@ CONCURRENT = 200  # simultaneous API requests in the load test
 def server(tmp_path_factory) -> Iterator[tuple[str, Searcher]]:
     """(base URL, searcher) of a uvicorn server running the app in a thread on a free loopback port."""
     base = tmp_path_factory.mktemp("server")
-    write_gallery(base / "imgs")
-    checkpoint = write_checkpoint(base / "tiny.pt")
-    assert main(["-q", "index", "build", "--checkpoint", str(checkpoint), "--images", str(base / "imgs"),
-                 "--out", str(base / "idx"), "--metadata", str(base / "imgs" / "meta.csv"), "--workers", "0",
-                 "--device", "cpu", "--precision", "fp32"]) == 0
+    build_gallery_index(base)
     searcher = Searcher.open(base / "idx", device="cpu", precision="fp32")
     app = create_app(searcher, WebConfig(default_k=6, min_score=-1.0, allowed_hosts=LOOPBACK_HOSTS))
     with serving(app, backlog=CONCURRENT * 2) as (host, port):

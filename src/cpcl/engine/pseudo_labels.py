@@ -155,17 +155,16 @@ def cluster_pairs(
 
 
 def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
-                  caption_ids: torch.Tensor, base: ClusterConfig, grid: SelectionGrid, labels: LabelsSection,
-                  ) -> tuple[ClusterSettings, dict[str, float]]:
-    """The clustering settings chosen on the val split: val image features [N, D], caption features [M, D],
-    the image of each caption [M] and the caption's person id [M]. The ids are the val split's (as checkpoint
-    selection reads them), never the training split's. Each of `needed_clusterings(labels)` is chosen the same
-    way: images against their person ids, captions against theirs, pairs (a caption with its image, fused as
-    in training) against the caption's. Returns (settings, stats for the epoch log); what is not needed keeps
-    `base`."""
+                  image_ids: torch.Tensor, caption_ids: torch.Tensor, base: ClusterConfig, grid: SelectionGrid,
+                  labels: LabelsSection) -> tuple[ClusterSettings, dict[str, float]]:
+    """The clustering settings chosen on the val split: val image features [N, D] with their person ids [N],
+    caption features [M, D] with theirs [M], and the image of each caption [M]. The ids are the val split's
+    (as checkpoint selection reads them), never the training split's. Each of `needed_clusterings(labels)` is
+    chosen the same way: images against their person ids, captions against theirs, pairs (a caption with its
+    image, fused as in training) against the caption's. Returns (settings, stats for the epoch log); what is
+    not needed keeps `base`."""
     stats: dict[str, float] = {}
     chosen = {"image": base, "text": base, "pair": base}
-    image_ids = torch.full((len(image_feats),), -1, dtype=torch.long).index_copy(0, image_index, caption_ids)
     for name in needed_clusterings(labels):
         if name == "pair":
             feats = pair_features(image_feats[image_index].numpy(), text_feats.numpy(), labels.fused_image_weight,

@@ -174,13 +174,13 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
         raise DataError("cluster_select.on=val needs a val split with person ids; this data has none "
                         "(use cluster_select.on=fixed)")
     split, tokens = data.evals["val"]
-    caption_ids, _ = person_ids(split, "val")
+    caption_ids, image_ids = person_ids(split, "val")
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
                                          batch, workers, run.device, run.dtype, desc="val images")
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
-    settings, stats = select_on_val(image_feats, text_feats, image_index, caption_ids, cfg.cluster,
+    settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, caption_ids, cfg.cluster,
                                     cfg.cluster_select.grid, cfg.labels)
     record.update(stats)
     return settings
