@@ -135,19 +135,28 @@ def split_reference(labels, text_labels, image_index, feats, agreement, min_pair
     return out
 
 
-def merge_reference(labels, text_labels, share):
+def merge_reference(labels, text_labels, feats, share, min_similarity):
     out = [int(y) for y in labels]
     clusters = sorted({y for y in out if y >= 0})
-    dominant = {}
+    dominant, centre = {}, {}
     for c in clusters:
         pairs = [p for p in range(len(labels)) if labels[p] == c]
+        total = np.sum([feats[p].astype(np.float64) for p in pairs], axis=0)
+        centre[c] = total / np.linalg.norm(total)
         for k in sorted({int(text_labels[p]) for p in pairs if text_labels[p] >= 0}):
             if sum(1 for p in pairs if text_labels[p] == k) >= share * len(pairs):
                 dominant[c] = k
-    for c, k in dominant.items():
-        first = min(d for d in dominant if dominant[d] == k)
-        out = [first if y == c else y for y in out]
-    return out
+    parent = {c: c for c in clusters}
+
+    def root(c):
+        while parent[c] != c:
+            c = parent[c]
+        return c
+
+    for a, b in itertools.combinations(sorted(dominant), 2):
+        if dominant[a] == dominant[b] and float(np.dot(centre[a], centre[b])) >= min_similarity:
+            parent[max(root(a), root(b))] = min(root(a), root(b))
+    return [root(y) if y >= 0 else -1 for y in out]
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -166,13 +175,20 @@ def test_split_by_captions_matches_a_loop_reference(seed):
 def test_merge_by_captions_matches_a_loop_reference(seed):
     rng = np.random.default_rng(seed)
     text_labels = rng.integers(-1, 3, 90)
-    labels = rng.integers(-1, 9, 90)
-    agreeing = labels % 3 == 0  # three clusters whose captions sit in text cluster 1
-    text_labels[agreeing] = np.where(rng.random(int(agreeing.sum())) < 0.9, 1, text_labels[agreeing])
-    out, merged = merge_by_captions(labels, text_labels, share=0.7)
-    expected = merge_reference(labels, text_labels, 0.7)
+    labels = rng.integers(-1, 12, 90)
+    agreeing = labels % 3 == 0  # four clusters whose captions sit in text cluster 1
+    text_labels[agreeing] = 1
+    text_labels[np.flatnonzero(labels == 3)[:1]] = 2  # a dissenting caption: 3 stays dominated if it is big enough
+    looks = np.where(labels % 2 == 0, 0, 1 + labels)  # clusters 0 and 6 look alike, 3 and 9 differ
+    feats = unit_rows(rng, 20)[looks] + 0.1 * unit_rows(rng, 90)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    out, merged = merge_by_captions(labels, text_labels, feats, share=0.7, min_similarity=0.8)
+    expected = merge_reference(labels, text_labels, feats, 0.7, 0.8)
     assert canonical(out) == canonical(expected)
     assert merged == len({y for y in labels if y >= 0}) - len({y for y in expected if y >= 0}) > 0
+    out, merged = merge_by_captions(labels, text_labels, feats, share=0.7, min_similarity=-1.0)
+    assert canonical(out) == canonical(merge_reference(labels, text_labels, feats, 0.7, -1.0))
+    assert merged >= 3  # without the image check every agreeing cluster joins one
 
 
 def test_split_keeps_an_image_whole_and_places_uncaptioned_images_by_feature():

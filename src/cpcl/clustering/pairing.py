@@ -9,13 +9,18 @@ Three building blocks, each a pure function on labels and features (numpy in, nu
     k-reciprocal Jaccard + DBSCAN clusters pairs.
   - `split_by_captions`, `merge_by_captions`: refine per-pair cluster labels by the caption
     clusters: split a cluster whose captions fall into several caption clusters, none holding
-    most of them; merge clusters whose pairs sit mostly in one and the same caption cluster.
+    most of them; merge clusters whose pairs sit mostly in one and the same caption cluster and whose
+    images look alike.
 Labels are in {-1, 0..K-1}, -1 an outlier; outputs are renumbered by `relabel_consecutive`.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from cpcl.clustering.dbscan import relabel_consecutive
 from cpcl.clustering.knn import FeatureError
@@ -124,12 +129,17 @@ def split_by_captions(labels: np.ndarray, text_labels: np.ndarray, image_index: 
     return relabel_consecutive(out), split
 
 
-def merge_by_captions(labels: np.ndarray, text_labels: np.ndarray, share: float) -> tuple[np.ndarray, int]:
-    """Merge the clusters whose pairs sit in one caption cluster (docs/method.md, step 3b).
+def merge_by_captions(labels: np.ndarray, text_labels: np.ndarray, pair_image_feats: np.ndarray, share: float,
+                      min_similarity: float) -> tuple[np.ndarray, int]:
+    """Merge the clusters whose pairs sit in one caption cluster and whose images look alike (docs/method.md,
+    step 3b).
 
-    labels [P] per-pair cluster labels, text_labels [P] the caption clusters. A cluster's dominant caption
-    cluster is the one holding at least `share` (> 0.5, so at most one) of all its pairs; clusters with the
-    same dominant caption cluster become one. Returns (labels [P], clusters merged into another).
+    labels [P] per-pair cluster labels, text_labels [P] the caption clusters, pair_image_feats [P, D] each
+    pair's image feature, L2-normalised. A cluster's dominant caption cluster is the one holding at least
+    `share` (> 0.5, so at most one) of all its pairs; two clusters with the same dominant caption cluster are
+    linked when the cosine of their mean image features (over their pairs, normalised) is at least
+    `min_similarity`; the linked components become one cluster each. Returns (labels [P], clusters merged
+    into another).
     """
     if not 0.5 < share <= 1:
         raise ValueError(f"merge_by_captions: share must be in (0.5, 1], got {share}")
@@ -140,10 +150,17 @@ def merge_by_captions(labels: np.ndarray, text_labels: np.ndarray, share: float)
     sizes = np.bincount(labels[clustered])
     both = clustered & (text_labels >= 0)
     combos, counts = np.unique(np.stack([labels[both], text_labels[both]]), axis=1, return_counts=True)
-    dominant = counts >= share * sizes[combos[0]]
-    target = np.arange(sizes.size)
-    first: dict[int, int] = {}
-    for c, k in combos[:, dominant].T.tolist():  # ascending clusters: the first of a group is its lowest
-        target[c] = first.setdefault(k, c)
+    cluster, text = combos[:, counts >= share * sizes[combos[0]]]
+    centres = np.zeros((sizes.size, pair_image_feats.shape[1]))
+    np.add.at(centres, labels[clustered], np.asarray(pair_image_feats, dtype=np.float64)[clustered])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    links = [(a, b) for k in np.unique(text) for a, b in itertools.combinations(cluster[text == k], 2)
+             if centres[a] @ centres[b] >= min_similarity]
+    graph = sp.coo_matrix((np.ones(len(links)), ([a for a, _ in links], [b for _, b in links])),
+                          shape=(sizes.size, sizes.size))
+    _, component = connected_components(graph, directed=False)
+    lowest = np.full(sizes.size, sizes.size)
+    np.minimum.at(lowest, component, np.arange(sizes.size))  # each component's lowest cluster
+    target = lowest[component]
     out = np.where(clustered, target[np.maximum(labels, 0)], -1)
     return relabel_consecutive(out), int((target != np.arange(sizes.size)).sum())

@@ -110,13 +110,14 @@ class LabelsSection:
     split_agreement: float = 0.7  # split a cluster whose largest caption cluster holds < this share of its captions
     split_min_pairs: int = 4  # pairs a caption cluster needs in a split cluster to become a part of it
     merge_share: float = 0.8  # merge clusters each with >= this share of pairs in one caption cluster (> 0.5)
+    merge_min_similarity: float = 0.8  # ... and whose mean image features have at least this cosine (tune on val)
     panel: bool = False  # also make every variant's labels each epoch, for oracle_panel_ diagnostics only
 
     def __post_init__(self) -> None:
         check_ranges(self, "labels", {
             "fused_image_weight": Range(0), "fused_text_weight": Range(0), "fused_cross_weight": Range(0),
             "split_agreement": Range(0, 1, low_open=True), "split_min_pairs": Range(1),
-            "merge_share": Range(0.5, 1, low_open=True)})
+            "merge_share": Range(0.5, 1, low_open=True), "merge_min_similarity": Range(-1, 1)})
         if self.fused_cross_weight > min(self.fused_image_weight, self.fused_text_weight):
             raise ConfigError(f"labels.fused_cross_weight {self.fused_cross_weight} must be at most "
                               f"labels.fused_image_weight and labels.fused_text_weight")

@@ -92,7 +92,8 @@ def refine_labels(labels: torch.Tensor, text_labels: torch.Tensor, image_index: 
                                                        image_feats.numpy(), section.split_agreement,
                                                        section.split_min_pairs)
     if refine in ("merge", "both"):
-        out, stats["refine_merged"] = merge_by_captions(out, text_labels.numpy(), section.merge_share)
+        out, stats["refine_merged"] = merge_by_captions(out, text_labels.numpy(), image_feats[image_index].numpy(),
+                                                        section.merge_share, section.merge_min_similarity)
     return torch.from_numpy(out).long(), stats
 
 
