@@ -32,12 +32,12 @@ def device_arguments(parser: argparse.ArgumentParser) -> None:
 def rerank_arguments(parser: argparse.ArgumentParser, switch: str = "rank the gallery by k-reciprocal re-ranking"
                      ) -> None:
     """--rerank (with `switch` as its help) and the re-ranking's --rerank-k1, --rerank-k2, --rerank-lambda."""
-    parser.add_argument("--rerank", action="store_true", help=switch + " (README: Re-ranking)")
+    parser.add_argument("--rerank", action="store_true", help=switch + " (docs/method.md, Evaluation)")
     # defaults (None) are RerankConfig's, Zhong et al.'s k1=20, k2=6, lambda=0.3; the clustering module is
     # imported only when the command runs, to keep `cpcl --help` fast
-    parser.add_argument("--rerank-k1", type=int, help="gallery neighbours of a query and of a gallery item")
-    parser.add_argument("--rerank-k2", type=int, help="query expansion: the query and its k2 - 1 nearest items")
-    parser.add_argument("--rerank-lambda", type=float, help="weight of the original distance, 0..1")
+    parser.add_argument("--rerank-k1", type=int, metavar="K1", help="gallery neighbours of a query and of a gallery item")
+    parser.add_argument("--rerank-k2", type=int, metavar="K2", help="query expansion: the query and its k2 - 1 nearest items")
+    parser.add_argument("--rerank-lambda", type=float, metavar="L", help="weight of the original distance, 0..1")
 
 
 def rerank_config(args: argparse.Namespace):
