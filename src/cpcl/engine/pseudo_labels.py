@@ -175,7 +175,8 @@ def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_ind
         ids = image_ids if name == "image" else caption_ids
         selection = select_clustering(feats, ids.numpy(), base, grid)
         chosen[name] = selection.config
-        stats.update({f"select_{name}_k1": selection.config.k1, f"select_{name}_eps": selection.config.eps,
+        stats.update({f"select_{name}_k1": selection.config.k1, f"select_{name}_k2": selection.config.k2,
+                      f"select_{name}_eps": selection.config.eps,
                       f"select_{name}_min_samples": selection.config.min_samples,
                       f"select_{name}_val_precision": selection.scores["precision"],
                       f"select_{name}_val_recall": selection.scores["recall"],
