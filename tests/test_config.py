@@ -91,6 +91,20 @@ def test_on_off_switches_survive_yaml_booleans(tmp_path, raw, expected):
         load_config(Outer, None, ["inner.mode=on"])  # no such word among the options: still an error
 
 
+def test_a_field_named_on_survives_yaml_reading_the_key_as_a_boolean(tmp_path):
+    """`on:` as a key is True to YAML 1.1; the field it names takes it back, and a saved config round-trips."""
+    from cpcl.engine.config import TrainConfig
+
+    (tmp_path / "c.yaml").write_text("cluster_select:\n  on: val\n")
+    cfg = load_config(TrainConfig, tmp_path / "c.yaml")
+    assert cfg.cluster_select.on == "val"
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert load_config(TrainConfig, tmp_path / "saved.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("optim:\n  on: 3\n")  # no field named on, yes or true there
+    with pytest.raises(ConfigError, match="unknown config field 'optim.True'"):
+        load_config(TrainConfig, tmp_path / "bad.yaml")
+
+
 @pytest.mark.parametrize("override, key, expected", [
     ("eval.every=0", "eval.every", ">= 1"),
     ("eval.batch_size=0", "eval.batch_size", ">= 1"),

@@ -165,10 +165,18 @@ def check_ranges(section: Any, prefix: str, ranges: Mapping[str, Range]) -> None
                 raise ConfigError(f"config field '{key}' must be {bounds.describe()}, got {value!r}")
 
 
+def _bool_key(key: Any, fields: Mapping[str, Any]) -> Any:
+    """A key YAML 1.1 read as a boolean (`on:` is True) back as the field it names, if one does."""
+    if isinstance(key, bool):
+        return next((word for word in YAML_BOOL_WORDS[key] if word in fields), key)
+    return key
+
+
 def build(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass `cls` from a mapping, checking every field; unknown keys are errors."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = {_bool_key(key, fields): value for key, value in data.items()}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         name = f"{where}.{unknown[0]}" if where else unknown[0]
