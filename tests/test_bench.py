@@ -37,6 +37,22 @@ def test_quality_bench_writes_results_and_table_and_resumes(tmp_path, capsys):
     assert "holds a benchmark of preset 'fast'" in capsys.readouterr().err
 
 
+def test_parallel_jobs_train_every_run_once_and_keep_the_method_order(tmp_path, capsys):
+    args = ["bench", "quality", "--preset", "fast", "--seeds", "2", "--out", str(tmp_path),
+            "--methods", "oplm_off", "itc", "--jobs", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert sorted(line.split()[0] + line.split()[2][0] for line in printed.splitlines() if " seed " in line) == \
+        ["itc0", "itc1", "oplm_off0"]  # each run reported once, as it finishes
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["methods"]) == ["oplm_off", "itc"]
+    assert list(results["methods"]["itc"]) == ["0", "1"]
+    logs = [(tmp_path / "runs" / name / "train.log").read_text() for name in ("itc_s1", "oplm_off_s0")]
+    assert all("method" in log for log in logs)  # the workers' runs keep their own logs
+    assert main(["bench", "quality", "--out", str(tmp_path), "--jobs", "0"]) == 2
+    assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_unknown_method_or_preset_is_one_line(tmp_path, capsys):
     assert main(["bench", "quality", "--out", str(tmp_path), "--methods", "cpcl", "magic"]) == 2
     assert "unknown method(s) magic; valid: zero_shot, itc, cpcl" in capsys.readouterr().err

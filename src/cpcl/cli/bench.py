@@ -23,6 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          help="seeds 0..M-1 of each CPCL ablation (at most N)")
     quality.add_argument("--methods", nargs="+", metavar="NAME",
                          help="a subset of the methods (default: all; an unknown name lists the valid ones)")
+    quality.add_argument("--jobs", type=int, default=1, metavar="J",
+                         help="train J runs at once, each in its own process with cores / J threads (README: "
+                              "what 2 on 2 cores gains)")
     quality.add_argument("--out", required=True, type=Path, help="benchmark folder")
     quality.set_defaults(func=run_bench_quality)
 
@@ -39,7 +42,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         print(f"{method:>18} seed {seed}: R1 {record['R1']:5.2f}  mAP {record['mAP']:5.2f}  "
               f"({record['seconds']:.0f} s)", flush=True)
 
-    run_quality(args.preset, args.seeds, args.out, methods, args.ablation_seeds, on_run=report)
+    run_quality(args.preset, args.seeds, args.out, methods, args.ablation_seeds, on_run=report, jobs=args.jobs)
     print()
     print((args.out / "table.md").read_text())
     return 0

@@ -5,13 +5,17 @@ the paired CPCL - ITC difference per seed and its interval.
 Layout of OUT: data/ (SynthPedes, and the pretraining corpus when the preset pretrains from
 scratch), pretrain/ (that start), runs/METHOD_sSEED/ (one `cpcl train` run each; a finished run
 is not redone, so an interrupted benchmark continues where it stopped), results.json, table.md.
+With jobs > 1, that many runs train at once in worker processes.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +32,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "zero_shot": ("method=zero_shot",),
     "itc": ("method=itc",),
     "cpcl": ("method=cpcl",),
+    "cluster_fixed": ("cluster_select.on=fixed",),
     "pcm_single": ("cpcl.pcm=single",),
     "pcm_cross": ("cpcl.pcm=cross",),
     "memory_update_off": ("cpcl.memory_update=off",),
@@ -88,12 +93,15 @@ def prepare(preset: BenchPreset, out: Path) -> str | Path:
 
 
 def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], ablation_seeds: int = 1,
-                on_run: Callable[[str, int, dict], None] | None = None) -> dict:
+                on_run: Callable[[str, int, dict], None] | None = None, jobs: int = 1) -> dict:
     """Each baseline for `seeds` seeds, each ablation for `ablation_seeds` (at most `seeds`);
-    writes out/results.json and out/table.md, returns the results dict."""
+    writes out/results.json and out/table.md, returns the results dict. `jobs` > 1 trains that
+    many runs at once, in worker processes sharing the CPU threads (see `_run_parallel`)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     preset = bench_preset(preset_name)
     out.mkdir(parents=True, exist_ok=True)
     stamp = out / "bench.json"
@@ -102,23 +110,76 @@ def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], abl
                           f"continue it with that preset or choose another --out")
     stamp.write_text(json.dumps({"preset": preset_name}) + "\n")
     start = prepare(preset, out)
+    planned = [(method, seed) for method in methods
+               for seed in range(seeds if method in BASELINES else min(ablation_seeds, seeds))]
+    pending = [BenchRun(method, seed, out / "runs" / f"{method}_s{seed}",
+                        (*METHODS[method], *finetune_overrides(out / "data", start, preset.epochs, seed), *preset.extra))
+               for method, seed in planned if not (out / "runs" / f"{method}_s{seed}" / "bench.json").is_file()]
     results: dict = {"preset": preset_name, "methods": {}}
-    for method in methods:
-        for seed in range(seeds if method in BASELINES else min(ablation_seeds, seeds)):
-            run_dir = out / "runs" / f"{method}_s{seed}"
-            done = run_dir / "bench.json"
-            if not done.is_file():
-                seconds = run_config("synthpedes", run_dir, [
-                    *METHODS[method], *finetune_overrides(out / "data", start, preset.epochs, seed), *preset.extra])
-                test = json.loads((run_dir / "results.json").read_text())["test"]["best"]
-                done.write_text(json.dumps({**test, "seconds": seconds}))
-            record = {**json.loads(done.read_text()), **_val_r1(run_dir)}
-            results["methods"].setdefault(method, {})[str(seed)] = record
-            if on_run is not None:
-                on_run(method, seed, record)
+
+    def record(run: BenchRun) -> dict:
+        return {**json.loads((run.run_dir / "bench.json").read_text()), **_val_r1(run.run_dir)}
+
+    for run in (_run_parallel(pending, jobs) if jobs > 1 else map(_train_one, pending)):
+        if on_run is not None:
+            on_run(run.method, run.seed, record(run))
+    for method, seed in planned:
+        results["methods"].setdefault(method, {})[str(seed)] = record(
+            BenchRun(method, seed, out / "runs" / f"{method}_s{seed}", ()))
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(quality_table(results))
     return results
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One `cpcl train` run of the benchmark: its method, seed, folder and overrides of `synthpedes`."""
+
+    method: str
+    seed: int
+    run_dir: Path
+    overrides: tuple[str, ...]
+
+
+def _train_one(run: BenchRun) -> BenchRun:
+    """Train `run` and write its bench.json (the test metrics of its val-selected checkpoint and the
+    wall-clock seconds); a run's bench.json is what marks it finished."""
+    seconds = run_config("synthpedes", run.run_dir, list(run.overrides))
+    test = json.loads((run.run_dir / "results.json").read_text())["test"]["best"]
+    (run.run_dir / "bench.json").write_text(json.dumps({**test, "seconds": seconds}))
+    return run
+
+
+def _worker_init(threads: int) -> None:
+    """A benchmark worker: `threads` intra-op threads; each run's records go to its train.log, and
+    only warnings reach the console (logging's last-resort handler: the worker has no other)."""
+    import logging
+
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.getLogger("cpcl").setLevel(logging.INFO)
+
+
+def _run_parallel(runs: list[BenchRun], jobs: int) -> Iterator[BenchRun]:
+    """Train `runs`, `jobs` at a time, each in a spawned worker process with cores / jobs threads;
+    yields each run as it finishes. OpenMP's threads wait passively there (OMP_WAIT_POLICY): with
+    spinning waits, processes sharing the cores slow each other down several times over."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    saved = {key: os.environ.get(key) for key in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    os.environ.update(OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS=str(threads))  # inherited by the workers
+    try:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = [pool.submit(_train_one, run) for run in runs]
+            for future in as_completed(futures):
+                yield future.result()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _val_r1(run_dir: Path) -> dict[str, float]:
