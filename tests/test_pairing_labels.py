@@ -300,3 +300,4 @@ def test_every_bench_row_resolves_with_its_switch():
     assert configs["labels_pair_fused"].labels.mode == "pair_fused"
     assert configs["labels_refined"].labels.refine == "both" and configs["rerank"].eval.rerank
     assert not configs["cpcl"].eval.rerank and configs["cpcl"].labels == LabelsSection()  # off by default
+    assert configs["cpcl"].cluster_select.on == "val" and configs["cluster_fixed"].cluster_select.on == "fixed"

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+import statistics
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -9,8 +13,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from cpcl.data.readers import load_dataset
+from cpcl.data.records import SplitData
+from cpcl.data.tokenizer import default_tokenizer
+from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.model import CLIP, clip_preset, load_clip, read_checkpoint
+from cpcl.model.inference import load_for_inference
 from cpcl.model.shipped import ROWS, SPARSE_KEY, VALUES, pack, resolve_checkpoint, shipped_file, unpack
+from cpcl.synth import SynthConfig, write_synthpedes
 from cpcl.utils.errors import CheckpointError
 from cpcl.utils.preprocessing import Preprocessing
 
@@ -71,3 +81,39 @@ def test_names_resolve_to_the_package_and_paths_win(tmp_path: Path, monkeypatch)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "synthpedes-small").mkdir()  # a path that exists is taken as given
     assert resolve_checkpoint("synthpedes-small") == Path("synthpedes-small")
+
+
+def card_sha256(name: str) -> str:
+    """The sha256 the model card states for the shipped file."""
+    text = shipped_file(name).with_suffix(".md").read_text()
+    match = re.search(r"sha256 `([0-9a-f]{64})`", text)
+    assert match, f"{name}.md states no sha256"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def fresh_test_split(tmp_path_factory) -> SplitData:
+    """The first 40 test identities of the default SynthPedes (seed 0), freshly drawn: never seen
+    in pretraining, whose corpus excludes the default benchmark's identities."""
+    out = tmp_path_factory.mktemp("fresh")
+    write_synthpedes(out, SynthConfig(ids_train=0, ids_val=0, ids_test=40, workers=1))
+    return load_dataset("cuhk-pedes", out).splits["test"]
+
+
+def zero_shot_r1(model: CLIP, split: SplitData, preprocessing: Preprocessing) -> float:
+    tokens = default_tokenizer().tokenize([c.text for c in split.captions], model.config.text.context_length)
+    return evaluate_split(model, split, tokens, preprocessing, 64, 0, torch.device("cpu"), None)["R1"]
+
+
+def test_shipped_start_matches_its_card_and_retrieves_people(fresh_test_split) -> None:
+    path = shipped_file("synthpedes-small")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card_sha256("synthpedes-small")
+    loaded = load_for_inference("synthpedes-small", device="cpu", precision="fp32")
+    gallery = Counter(image.person_id for image in fresh_test_split.images)
+    chance = 100 * statistics.fmean(gallery[fresh_test_split.images[c.image_id].person_id] / len(fresh_test_split.images)
+                                    for c in fresh_test_split.captions)  # a random ranking's expected R1
+    shipped = zero_shot_r1(loaded.model, fresh_test_split, loaded.preprocessing)
+    torch.manual_seed(0)
+    untrained = CLIP(loaded.model.config).eval()  # what the test says of random weights
+    random = zero_shot_r1(untrained, fresh_test_split, loaded.preprocessing)
+    assert random < 4 * chance < 30 <= shipped, (random, chance, shipped)
