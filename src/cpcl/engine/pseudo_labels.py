@@ -64,6 +64,16 @@ def needed_clusterings(labels: LabelsSection) -> tuple[str, ...]:
     return tuple(name for name in ("image", "text", "pair") if name in needed)
 
 
+def clustered_features(name: str, image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
+                       labels: LabelsSection) -> np.ndarray:
+    """The features clustered as `name`: the images [N_img, D], the captions [P, D], or the pairs [P, D] (each
+    caption with its image, fused by `pair_features` with labels.fused_*)."""
+    if name == "pair":
+        return pair_features(image_feats[image_index].numpy(), text_feats.numpy(), labels.fused_image_weight,
+                             labels.fused_text_weight, labels.fused_cross_weight)
+    return (image_feats if name == "image" else text_feats).numpy()
+
+
 def cluster_all(image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
                 settings: ClusterSettings, labels: LabelsSection, needed: tuple[str, ...]) -> Clusterings:
     """Step 2 for each of `needed`: images [N_img, D], captions [P, D], pairs (fused, `pair_features`)."""
@@ -71,11 +81,7 @@ def cluster_all(image_feats: torch.Tensor, text_feats: torch.Tensor, image_index
     stats: dict[str, float] = {}
     for name in needed:
         start = time.perf_counter()
-        if name == "pair":
-            feats = pair_features(image_feats[image_index].numpy(), text_feats.numpy(), labels.fused_image_weight,
-                                  labels.fused_text_weight, labels.fused_cross_weight)
-        else:
-            feats = (image_feats if name == "image" else text_feats).numpy()
+        feats = clustered_features(name, image_feats, text_feats, image_index, labels)
         found[name] = torch.from_numpy(cluster_features(feats, getattr(settings, name)).labels).long()
         clusters, outliers = _count(found[name])
         stats.update({f"{name}_clusters": clusters, f"{name}_outliers": outliers,
@@ -167,11 +173,7 @@ def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_ind
     stats: dict[str, float] = {}
     chosen = {"image": base, "text": base, "pair": base}
     for name in needed_clusterings(labels):
-        if name == "pair":
-            feats = pair_features(image_feats[image_index].numpy(), text_feats.numpy(), labels.fused_image_weight,
-                                  labels.fused_text_weight, labels.fused_cross_weight)
-        else:
-            feats = (image_feats if name == "image" else text_feats).numpy()
+        feats = clustered_features(name, image_feats, text_feats, image_index, labels)
         ids = image_ids if name == "image" else caption_ids
         selection = select_clustering(feats, ids.numpy(), base, grid)
         chosen[name] = selection.config
