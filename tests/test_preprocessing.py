@@ -54,6 +54,13 @@ def test_a_bad_record_is_one_line_naming_the_file_and_the_field(field, value):
         Preprocessing.from_dict({**TRAINED.to_dict(), field: value}, "runs/x/best.pt")
 
 
+def test_a_record_for_another_input_size_than_the_model_is_refused_naming_the_file():
+    assert Preprocessing.from_dict(TRAINED.to_dict(), "best.pt", (32, 16)) == TRAINED
+    with pytest.raises(CheckpointError, match=r"runs/x/best.pt: its preprocessing is for \(32, 16\) images, "
+                                              r"its model for \(64, 32\)"):
+        Preprocessing.from_dict(TRAINED.to_dict(), "runs/x/best.pt", (64, 32))
+
+
 def test_eval_transform_resizes_with_the_filter_and_normalises_with_mean_and_std():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 20, 3), dtype=np.uint8))
     want = (to_tensor(image.resize((16, 32), Image.Resampling.BILINEAR))

@@ -347,10 +347,7 @@ def _from_cpcl(raw: Mapping[str, Any], path: Path) -> ClipCheckpoint:
         logger.warning("%s: a version-1 cpcl checkpoint, saved without a digest; damage cannot be detected", path)
     if version < 3:
         return ClipCheckpoint(state_dict, config, "cpcl", path, extra)
-    preprocessing = Preprocessing.from_dict(recorded_preprocessing, str(path))
-    if preprocessing.image_size != config.image.image_size:
-        raise CheckpointError(f"{path}: its preprocessing is for {preprocessing.image_size} images, its model for "
-                              f"{config.image.image_size}; the file was not written by cpcl's save_clip")
+    preprocessing = Preprocessing.from_dict(recorded_preprocessing, str(path), config.image.image_size)
     return ClipCheckpoint(state_dict, config, "cpcl", path, extra, preprocessing)
 
 

@@ -134,8 +134,4 @@ def unpack(path: Path) -> tuple[dict[str, Tensor], ClipConfig, Preprocessing | N
                               f"when it was packed")
     if preprocessing is None:
         return tensors, config, None
-    read = Preprocessing.from_dict(preprocessing, str(path))
-    if read.image_size != config.image.image_size:
-        raise CheckpointError(f"{path}: its preprocessing is for {read.image_size} images, its model for "
-                              f"{config.image.image_size}; pack it again")
-    return tensors, config, read
+    return tensors, config, Preprocessing.from_dict(preprocessing, str(path), config.image.image_size)

@@ -42,12 +42,17 @@ class Preprocessing:
                 "std": list(self.std)}
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> Preprocessing:
-        """What `to_dict` wrote, read back from `where` (a file); CheckpointError naming it otherwise."""
+    def from_dict(cls, data: Any, where: str, image_size: tuple[int, int] | None = None) -> Preprocessing:
+        """What `to_dict` wrote, read back from `where` (a file), for a model at `image_size` (H, W) when given;
+        CheckpointError naming the file otherwise."""
         if not isinstance(data, Mapping):
             raise CheckpointError(f"{where}: its preprocessing is a {type(data).__name__}, not a mapping; the file "
                                   f"is damaged or was not written by cpcl")
         try:
-            return build(cls, dict(data), "preprocessing")
+            read = build(cls, dict(data), "preprocessing")
         except ConfigError as err:
             raise CheckpointError(f"{where}: invalid recorded preprocessing: {err}") from None
+        if image_size is not None and read.image_size != tuple(image_size):
+            raise CheckpointError(f"{where}: its preprocessing is for {read.image_size} images, its model for "
+                                  f"{tuple(image_size)}; the file was not written by cpcl as it is")
+        return read
