@@ -110,22 +110,16 @@ def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], abl
                           f"continue it with that preset or choose another --out")
     stamp.write_text(json.dumps({"preset": preset_name}) + "\n")
     start = prepare(preset, out)
-    planned = [(method, seed) for method in methods
-               for seed in range(seeds if method in BASELINES else min(ablation_seeds, seeds))]
-    pending = [BenchRun(method, seed, out / "runs" / f"{method}_s{seed}",
-                        (*METHODS[method], *finetune_overrides(out / "data", start, preset.epochs, seed), *preset.extra))
-               for method, seed in planned if not (out / "runs" / f"{method}_s{seed}" / "bench.json").is_file()]
-    results: dict = {"preset": preset_name, "methods": {}}
-
-    def record(run: BenchRun) -> dict:
-        return {**json.loads((run.run_dir / "bench.json").read_text()), **_val_r1(run.run_dir)}
-
+    runs = [BenchRun(method, seed, out / "runs" / f"{method}_s{seed}",
+                     (*METHODS[method], *finetune_overrides(out / "data", start, preset.epochs, seed), *preset.extra))
+            for method in methods for seed in range(seeds if method in BASELINES else min(ablation_seeds, seeds))]
+    pending = [run for run in runs if not run.finished]
     for run in (_run_parallel(pending, jobs) if jobs > 1 else map(_train_one, pending)):
         if on_run is not None:
-            on_run(run.method, run.seed, record(run))
-    for method, seed in planned:
-        results["methods"].setdefault(method, {})[str(seed)] = record(
-            BenchRun(method, seed, out / "runs" / f"{method}_s{seed}", ()))
+            on_run(run.method, run.seed, run.record())
+    results: dict = {"preset": preset_name, "methods": {}}
+    for run in runs:
+        results["methods"].setdefault(run.method, {})[str(run.seed)] = run.record()
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(quality_table(results))
     return results
@@ -139,6 +133,15 @@ class BenchRun:
     seed: int
     run_dir: Path
     overrides: tuple[str, ...]
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run wrote its bench.json (`_train_one`): it is then kept, not redone."""
+        return (self.run_dir / "bench.json").is_file()
+
+    def record(self) -> dict:
+        """Its row of results.json: bench.json's test metrics and seconds, and its val R1 (`_val_r1`)."""
+        return {**json.loads((self.run_dir / "bench.json").read_text()), **_val_r1(self.run_dir)}
 
 
 def _train_one(run: BenchRun) -> BenchRun:
