@@ -91,7 +91,7 @@ def load_run_data(cfg: TrainConfig) -> RunData:
 
 def oracle_pair_person_ids(split: SplitData) -> torch.Tensor | None:
     """True person id of each pair, for the oracle baseline and `oracle_` diagnostics only."""
-    ids = [split.images[c.image_id].person_id for c in split.captions]
+    ids = [split.images[c.image_id].person_id for c in split.captions]  # oracle only (and oracle_ diagnostics)
     return None if any(i is None for i in ids) else torch.tensor(ids, dtype=torch.long)
 
 
@@ -174,7 +174,7 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
         raise DataError("cluster_select.on=val needs a val split with person ids; this data has none "
                         "(use cluster_select.on=fixed)")
     split, tokens = data.evals["val"]
-    caption_ids, image_ids = person_ids(split, "val")
+    caption_ids, image_ids = person_ids(split, "val")  # the val split's ids, as best.pt's selection; never train's
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
