@@ -16,6 +16,7 @@ from cpcl.synth import (SynthConfig, diff_groups, plan_benchmark, plan_pretrain,
                         render_preview_grid, sample_identity, sample_scene, write_caption,
                         write_pretrain_corpus, write_synthpedes)
 from cpcl.synth.captions import visible_attributes
+from cpcl.synth.wording import shift_words
 from cpcl.synth.config import SHAPES
 from cpcl.synth.writer import tokenize
 from cpcl.utils.errors import CpclError
@@ -161,6 +162,7 @@ def test_pretrain_corpus_is_jsonl_and_disjoint_from_the_benchmark(tmp_path):
     ({"images_per_id": (4, 6)}, "images_per_id_mean must lie in images_per_id 4..6, got 3.1"),
     ({"caption_coverage": 0.0}, "caption_coverage"),
     ({"height": 8}, "at least 32x16"),
+    ({"style": "cartoon"}, "style must be one of standard, shifted, got 'cartoon'"),
 ])
 def test_bad_config_raises_a_clear_error(fields, message):
     with pytest.raises(CpclError, match=message):
@@ -231,3 +233,40 @@ def test_preview_grid(tmp_path):
     assert main(["synth", "--preview", str(target), "--ids-train", "4", "--size", "64", "24"]) == 0
     assert Image.open(target).format == "PNG"
 
+
+
+def _colour_cast(path: Path) -> float:
+    """How far an image's mean colour leans off grey: the larger of |log R/G| and |log B/G|."""
+    r, g, b = np.asarray(Image.open(path), dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return max(abs(np.log(r / g)), abs(np.log(b / g)))
+
+
+def test_shifted_style_draws_and_words_the_same_people_differently(bench, records, tmp_path):
+    write_synthpedes(tmp_path, replace(SMALL, style="shifted"))
+    shifted = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
+    # the same people, images and caption counts; other pixels and words
+    assert [(r["id"], r["file_path"], len(r["captions"])) for r in shifted] == \
+        [(r["id"], r["file_path"], len(r["captions"])) for r in records]
+    ours = [tmp_path / "CUHK-PEDES" / "imgs" / r["file_path"] for r in records]
+    theirs = [bench[0] / "CUHK-PEDES" / "imgs" / r["file_path"] for r in records]
+    assert all(a.read_bytes() != b.read_bytes() for a, b in zip(ours, theirs))
+    # the shifted cameras' white balance: mean colours lean further off grey
+    assert np.mean([_colour_cast(p) for p in ours]) > 1.25 * np.mean([_colour_cast(p) for p in theirs])
+    words = lambda rows: {w for r in rows for c in r["captions"] for w in tokenize(c)}
+    standard_words, shifted_words = words(records), words(shifted)
+    assert "wearing" in standard_words and "wearing" not in shifted_words
+    assert {"sneakers", "backpack", "jeans", "pants"} & standard_words
+    assert not {"sneakers", "backpack", "jeans", "pants", "t-shirt"} & shifted_words
+
+
+def test_shift_words_replaces_whole_words_longest_first():
+    assert shift_words("a dark blue t-shirt, blue jeans and a black backpack") == \
+        "a navy tee, blue denims and a black rucksack"
+    assert shift_words("long pants and cappuccino") == "trousers and cappuccino"
+
+
+def test_pretrain_corpus_is_drawn_in_the_standard_style(tmp_path):
+    cfg = replace(SMALL, pretrain_pairs=4)
+    write_pretrain_corpus(tmp_path / "a", cfg)
+    write_pretrain_corpus(tmp_path / "b", replace(cfg, style="shifted"))
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from cpcl.synth.config import DEFAULT_SHAPE, SHAPES, FootageConfig, SynthConfig
+from cpcl.synth.config import DEFAULT_SHAPE, SHAPES, STYLES, FootageConfig, SynthConfig
 from cpcl.utils.errors import CpclError
 
 DEFAULTS = SynthConfig()
@@ -30,6 +30,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="images per person and captions per image as in this real dataset "
                              "(cuhk-pedes: 1 + Poisson(2.1) images, at most 10, 2 captions; icfg-pedes: "
                              "2 + Poisson(9.2), at most 30, 1 caption; rstpreid: 5 images, 2 captions)")
+    parser.add_argument("--style", choices=STYLES, default=DEFAULTS.style,
+                        help="how the benchmark is drawn and worded: standard (the pretraining corpus' cameras and "
+                             "annotators) or shifted (other cameras and annotators: a domain gap for the start)")
     parser.add_argument("--images-per-id", type=int, nargs=2, metavar=("MIN", "MAX"),
                         help="images per identity, inclusive range (replaces the shape's; uniform "
                              "unless --images-per-id-mean is given)")
@@ -88,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
         wrong_adjective_rate=args.wrong_adjective_rate,
         typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
-        pretrain_pairs=args.pairs, seed=args.seed, workers=args.workers,
+        pretrain_pairs=args.pairs, style=args.style, seed=args.seed, workers=args.workers,
     )
 
 

@@ -265,6 +265,33 @@ def _compose(rng: np.random.Generator, ident: Identity, phrases: list[Phrase], s
     return text[0].lower() + text[1:] if rng.random() < 0.05 else text
 
 
+def _compose_shifted(rng: np.random.Generator, ident: Identity, phrases: list[Phrase], scene: Scene,
+                     cfg: SynthConfig) -> str:
+    """The "shifted" style's annotators: their own frames (a colon list, "This image shows ...", one
+    long sentence), nouns, verbs and words (`wording.shift_words`) around the same `phrases`."""
+    he, _ = W.PRONOUNS[ident.sex]
+    subject = " ".join([p.text for p in phrases if p.kind == "body"] + [W.choose_word(rng, W.SHIFTED_NOUNS[ident.sex])])
+    rest = [Phrase(p.key, p.kind, W.shift_words(p.text), p.noun, p.colour) for p in phrases if p.kind != "body"]
+    view = W.choose_word(rng, W.SHIFTED_VIEWS[scene.view]) if rng.random() < cfg.view_mention_rate else ""
+    frame = int(rng.choice(3, p=[0.35, 0.35, 0.3]))
+    if frame == 0:
+        text = f"{subject}: " + ", ".join(_strip_article(p.text) for p in rest) + (f"; {view}" if view else "")
+    elif frame == 1:
+        sentences = [f"this image shows {W.article(subject)}" + (f", {view}" if view else "")]
+        for kind in dict.fromkeys(p.kind for p in rest):
+            verb = W.choose_word(rng, W.SHIFTED_VERBS[kind])
+            sentences.append(f"{he} {verb} {_join(rng, [p.text for p in rest if p.kind == kind])}")
+        text = ". ".join(s[0].upper() + s[1:] for s in sentences)
+    else:
+        wear = [p.text for p in rest if p.kind == "wear"]
+        other = [p.text for p in rest if p.kind != "wear"]
+        text = W.article(subject) + (f" {W.choose_word(rng, ('clad in', 'in', 'dressed in'))} {_join(rng, wear)}"
+                                     if wear else "")
+        text += (f"{',' if wear else ''} with {_join(rng, other)}" if other else "") + (f", {view}" if view else "")
+    text = _noise(rng, text[0].upper() + text[1:] + ".", cfg.typo_rate)
+    return text
+
+
 def write_caption(ident: Identity, scene: Scene, rng: np.random.Generator, cfg: SynthConfig) -> Caption:
     """One annotator's caption of `ident` in `scene`; deterministic given `rng`."""
     visible = visible_attributes(ident, scene.view)
@@ -278,7 +305,8 @@ def write_caption(ident: Identity, scene: Scene, rng: np.random.Generator, cfg: 
             colours[key] = options[int(rng.integers(len(options)))]
     while True:
         phrases = [realise(rng, ident, key, scene.view, colours, scene) for key in _order(rng, keys)]
-        text = _compose(rng, ident, phrases, scene, cfg)
+        compose = _compose_shifted if cfg.style == "shifted" else _compose
+        text = compose(rng, ident, phrases, scene, cfg)
         spare = [k for k in visible if k not in keys]
         if len(text.split()) >= MIN_WORDS or not spare:
             return Caption(text, tuple(keys))

@@ -7,7 +7,7 @@ blur and noise. All randomness comes from the numpy Generator passed in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -17,6 +17,9 @@ from cpcl.synth.config import SynthConfig
 VIEWS = {"front": 0.34, "back": 0.3, "left": 0.18, "right": 0.18}
 BACKGROUNDS = ("street", "pavement", "grass", "indoor", "shopfront")
 OCCLUDERS = ("pole", "car", "passer-by", "sign")
+# White balance of the "shifted" style's cameras (per-channel gains): sodium street light, a cold
+# LED-lit hall, a green-tinted old sensor, a magenta-tinted one.
+SHIFTED_CAMERAS = ((1.22, 1.0, 0.72), (0.84, 1.0, 1.24), (0.9, 1.16, 0.86), (1.14, 0.86, 1.1))
 
 RGB = tuple[int, int, int]
 
@@ -41,6 +44,7 @@ class Scene:
     low_res: float  # 1 = full detail; below 1 the image is shrunk by this factor and enlarged back
     noise: float  # sensor noise standard deviation (0..255 scale)
     umbrella_open: bool  # an umbrella, if carried, is open overhead (else closed, in hand)
+    saturation: float = 1.0  # colour saturation (1 = as painted, 0 = grey)
 
     @property
     def side(self) -> bool:
@@ -53,7 +57,7 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
     view = views[int(rng.choice(len(views), p=np.array(list(VIEWS.values())) / sum(VIEWS.values())))]
     occluded = rng.random() < cfg.occlusion_prob
     blurred = rng.random() < cfg.blur_prob
-    return Scene(
+    scene = Scene(
         view=view,
         stride=float(rng.uniform(-1.0, 1.0)),
         arm_swing=float(rng.uniform(-1.0, 1.0)),
@@ -71,6 +75,19 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
         noise=float(rng.uniform(1.0, 5.0)),
         umbrella_open=bool(rng.random() < 0.5),
     )
+    return _shifted_camera(scene, rng) if cfg.style == "shifted" else scene
+
+
+def _shifted_camera(scene: Scene, rng: np.random.Generator) -> Scene:
+    """`scene` seen by one of the "shifted" style's cameras: its colour cast, washed-out colour,
+    lower contrast and resolution, more noise, the person framed smaller (draws after the
+    standard ones, so the standard style's images stay byte-identical)."""
+    camera = SHIFTED_CAMERAS[int(rng.integers(len(SHIFTED_CAMERAS)))]
+    cast = tuple(float(g * c) for g, c in zip(camera, rng.normal(1.0, 0.03, size=3)))
+    return replace(scene, cast=cast, saturation=float(rng.uniform(0.45, 0.75)),
+                   contrast=float(rng.uniform(0.6, 0.9)), scale=float(rng.uniform(0.62, 0.8)),
+                   offset_x=float(rng.normal(0.0, 0.1)), low_res=float(rng.uniform(0.4, 0.65)),
+                   noise=float(rng.uniform(4.0, 9.0)))
 
 
 def _muted(rng: np.random.Generator, lo: int = 70, hi: int = 200, sat: float = 0.35) -> RGB:
@@ -232,6 +249,9 @@ def finish_photo(img: Image.Image, scene: Scene, size: tuple[int, int], rng: np.
     if scene.blur > 0:
         out = out.filter(ImageFilter.GaussianBlur(radius=scene.blur))
     arr = np.asarray(out, dtype=np.float32)
+    if scene.saturation != 1.0:
+        grey = arr.mean(axis=2, keepdims=True)
+        arr = grey + (arr - grey) * scene.saturation
     mean = arr.mean(axis=(0, 1), keepdims=True)
     arr = (arr - mean) * scene.contrast + mean
     arr = arr * scene.brightness * np.asarray(scene.cast, dtype=np.float32)

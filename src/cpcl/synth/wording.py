@@ -6,6 +6,8 @@ front of the tuple, as people do.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 COLOUR_WORDS: dict[str, tuple[str, ...]] = {
@@ -114,3 +116,31 @@ def typo(rng: np.random.Generator, word: str) -> str:
     if kind == 1:
         return word[:i] + word[i + 1:]
     return word[:i] + word[i] + word[i:]
+
+
+# The "shifted" style's annotation team (SynthConfig.style): its own nouns, verbs, view phrases,
+# and the words it says instead of the standard team's (whole words, longest first).
+SHIFTED_NOUNS = {"male": ("male pedestrian", "pedestrian", "gentleman", "male", "adult male", "young guy"),
+                 "female": ("female pedestrian", "pedestrian", "lady", "female", "adult female", "young lady")}
+SHIFTED_VERBS = {"wear": ("has on", "is in", "is clad in", "sports"), "carry": ("has got", "is toting", "carries"),
+                 "hair": ("has got", "sports", "has")}
+SHIFTED_VIEWS = {"front": ("facing us", "coming towards us"), "back": ("back to the camera", "going away from us"),
+                 "left": ("side-on", "in side view"), "right": ("side-on", "in side view")}
+SHIFTED_WORDS = {
+    "t-shirt": "tee", "tee shirt": "tee", "short sleeved shirt": "short-sleeve tee", "sneakers": "trainers",
+    "tennis shoes": "trainers", "running shoes": "trainers", "long pants": "trousers", "pants": "trousers",
+    "slacks": "trousers", "jean pants": "denims", "denim jeans": "denims", "jeans": "denims",
+    "backpack": "rucksack", "book bag": "rucksack", "handbag": "purse", "hand bag": "purse",
+    "hoodie": "hooded top", "hooded sweatshirt": "hooded top", "sweater": "jumper", "pullover": "jumper",
+    "baseball cap": "peaked cap", "ball cap": "peaked cap", "beanie": "woolly hat", "knit hat": "woolly hat",
+    "knit cap": "woolly hat", "glasses": "specs", "eyeglasses": "specs", "spectacles": "specs",
+    "grey": "gray", "dark blue": "navy", "navy blue": "navy", "beige": "khaki", "tan": "khaki",
+    "purple": "violet", "shoes": "footwear", "trench coat": "mac", "overcoat": "long coat",
+}
+_SHIFTED_PATTERN = re.compile(r"\b(" + "|".join(map(re.escape, sorted(SHIFTED_WORDS, key=len, reverse=True)))
+                               + r")\b")
+
+
+def shift_words(text: str) -> str:
+    """`text` in the shifted team's words (SHIFTED_WORDS, whole words, longest match first)."""
+    return _SHIFTED_PATTERN.sub(lambda m: SHIFTED_WORDS[m.group(1)], text)

@@ -15,7 +15,7 @@ import multiprocessing
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -199,8 +199,10 @@ def write_pretrain_corpus(out_dir: Path, cfg: SynthConfig, overwrite: bool = Fal
     """Write `out_dir/SynthPedes-pretrain/{annotations.jsonl, imgs/}`: `cfg.pretrain_pairs` image / alt-text pairs.
 
     Identities are disjoint from the benchmark that `cfg` (same seed and split sizes) describes.
+    The corpus is the web's: always drawn in the standard style (`cfg.style` shapes the benchmark).
     Returns {identities, images, captions}.
     """
+    cfg = replace(cfg, style="standard")
     root = Path(out_dir) / PRETRAIN_DIR
     _prepare(root, overwrite, "annotations.jsonl")
     jobs, paths, n_ids = [], [], 0
