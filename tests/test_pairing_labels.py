@@ -279,6 +279,36 @@ def test_pair_setting_is_chosen_on_val_like_the_others():
     assert stats["select_image_val_f"] == stats["select_text_val_f"] == 1.0 and "select_pair_k1" not in stats
 
 
+def test_fused_weights_are_chosen_on_val_and_train_clusters_with_them():
+    image_feats, text_feats, image_index, truth = planted_pairs(seed=2)
+    camera = F.normalize(torch.randn(3, 32, generator=torch.Generator().manual_seed(5)), dim=1)
+    # images that group by camera (three looks shared across persons), not by person; captions that find persons
+    image_feats = F.normalize(0.3 * image_feats + camera[torch.arange(len(image_feats)) % 3], dim=1)
+    grid = SelectionGrid(k1=(4, 8), k2=(1, 3), eps=(0.3, 0.6), min_samples=(2, 4))
+    labels = LabelsSection(mode="pair_fused")
+    image_ids = truth[::2]
+    plain, plain_stats = select_on_val(image_feats, text_feats, image_index, image_ids, truth, ClusterConfig(), grid,
+                                       labels)
+    chosen, stats = select_on_val(image_feats, text_feats, image_index, image_ids, truth, ClusterConfig(), grid,
+                                  labels, fused_grid=((1.0, 1.0, 0.5), (0.0, 1.0, 0.0)))
+    assert plain.fused == (1.0, 1.0, 0.5) and plain_stats["select_pair_val_f"] < 1.0
+    assert chosen.fused == (0.0, 1.0, 0.0) and stats["select_pair_text_weight"] == 1.0
+    assert stats["select_pair_image_weight"] == 0.0 and stats["select_pair_val_f"] == 1.0
+    # training clusters its pairs with the weights chosen, not labels.fused_*
+    trained = cluster_pairs(image_feats, text_feats, image_index, ClusterConfig(), CpclSection(), labels=labels,
+                            pair_cluster=chosen.pair, fused=chosen.fused)
+    assert canonical(trained.image) == canonical(truth)
+    assert canonical(cluster_pairs(image_feats, text_feats, image_index, ClusterConfig(), CpclSection(), labels=labels,
+                                   pair_cluster=chosen.pair).image) != canonical(truth)
+
+
+def test_fused_weights_grid_is_checked():
+    cfg = load_config(TrainConfig, None, ["cluster_select.fused_weights=[[1,1,0.5],[0,1,0]]"])
+    assert cfg.cluster_select.fused_weights == ((1.0, 1.0, 0.5), (0.0, 1.0, 0.0))
+    with pytest.raises(ConfigError, match=r"cluster_select.fused_weights.*got \(1.0, 0.0, 0.5\)"):
+        load_config(TrainConfig, None, ["cluster_select.fused_weights=[[1,0,0.5]]"])
+
+
 def test_labels_config_is_checked():
     cfg = load_config(TrainConfig, None, ["labels.mode=pair_fused", "labels.refine=both"])
     assert cfg.labels.mode == "pair_fused" and cfg.labels == LabelsSection(mode="pair_fused", refine="both")

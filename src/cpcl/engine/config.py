@@ -129,6 +129,14 @@ class LabelsSection:
 class ClusterSelectSection:
     on: Literal["fixed", "val"] = "fixed"  # fixed: cluster.* as given; val: per epoch and modality, the best grid setting on val
     grid: SelectionGrid = field(default_factory=SelectionGrid)  # settings tried with on=val (convention and search kept)
+    fused_weights: tuple[tuple[float, float, float], ...] = ()  # labels.mode=pair_fused with on=val: the (image, text,
+    # cross) weights tried beside labels.fused_*, each with the grid; the pair clustering that matches val best wins
+
+    def __post_init__(self) -> None:
+        for image, text, cross in self.fused_weights:
+            if min(image, text, cross) < 0 or cross > min(image, text) or image + text <= 0:
+                raise ConfigError(f"cluster_select.fused_weights: each (image, text, cross) needs weights >= 0, "
+                                  f"cross <= image and text, image + text > 0; got ({image}, {text}, {cross})")
 
 
 @dataclass(frozen=True)

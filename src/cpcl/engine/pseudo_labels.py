@@ -38,6 +38,7 @@ class ClusterSettings:
     image: ClusterConfig  # the images
     text: ClusterConfig  # the captions
     pair: ClusterConfig  # the pairs' fused features (labels.mode=pair_fused)
+    fused: tuple[float, float, float] | None = None  # the pairs' (image, text, cross) weights; None: labels.fused_*
 
 
 @dataclass
@@ -64,13 +65,17 @@ def needed_clusterings(labels: LabelsSection) -> tuple[str, ...]:
     return tuple(name for name in ("image", "text", "pair") if name in needed)
 
 
+def fused_weights(labels: LabelsSection) -> tuple[float, float, float]:
+    """labels.fused_* as (image, text, cross)."""
+    return labels.fused_image_weight, labels.fused_text_weight, labels.fused_cross_weight
+
+
 def clustered_features(name: str, image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
-                       labels: LabelsSection) -> np.ndarray:
+                       fused: tuple[float, float, float]) -> np.ndarray:
     """The features clustered as `name`: the images [N_img, D], the captions [P, D], or the pairs [P, D] (each
-    caption with its image, fused by `pair_features` with labels.fused_*)."""
+    caption with its image, fused by `pair_features` with the (image, text, cross) weights `fused`)."""
     if name == "pair":
-        return pair_features(image_feats[image_index].numpy(), text_feats.numpy(), labels.fused_image_weight,
-                             labels.fused_text_weight, labels.fused_cross_weight)
+        return pair_features(image_feats[image_index].numpy(), text_feats.numpy(), *fused)
     return (image_feats if name == "image" else text_feats).numpy()
 
 
@@ -81,7 +86,7 @@ def cluster_all(image_feats: torch.Tensor, text_feats: torch.Tensor, image_index
     stats: dict[str, float] = {}
     for name in needed:
         start = time.perf_counter()
-        feats = clustered_features(name, image_feats, text_feats, image_index, labels)
+        feats = clustered_features(name, image_feats, text_feats, image_index, settings.fused or fused_weights(labels))
         found[name] = torch.from_numpy(cluster_features(feats, getattr(settings, name)).labels).long()
         clusters, outliers = _count(found[name])
         stats.update({f"{name}_clusters": clusters, f"{name}_outliers": outliers,
@@ -140,15 +145,17 @@ def cluster_pairs(
     image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
     cluster: ClusterConfig, cpcl: CpclSection, text_cluster: ClusterConfig | None = None,
     labels: LabelsSection | None = None, pair_cluster: ClusterConfig | None = None,
+    fused: tuple[float, float, float] | None = None,
 ) -> PairLabels:
     """image_feats [N_img, D], text_feats [P, D] (one per caption = pair), image_index [P].
 
     Steps 2-3 (3b with `labels`, default CPCL's): the images are clustered with `cluster`, the captions with
-    `text_cluster` (default `cluster`), the pairs with `pair_cluster` (default `cluster`); only what
-    `labels` needs is clustered. With labels.panel, `panel` holds every variant's image labels.
+    `text_cluster` (default `cluster`), the pairs with `pair_cluster` (default `cluster`) on features fused
+    with the weights `fused` (default labels.fused_*); only what `labels` needs is clustered. With
+    labels.panel, `panel` holds every variant's image labels.
     """
     labels = labels or LabelsSection()
-    settings = ClusterSettings(cluster, text_cluster or cluster, pair_cluster or cluster)
+    settings = ClusterSettings(cluster, text_cluster or cluster, pair_cluster or cluster, fused)
     found = cluster_all(image_feats, text_feats, image_index, settings, labels, needed_clusterings(labels))
     result = variant_labels(labels.mode, labels.refine, found, image_feats, text_feats, image_index, cpcl, labels)
     result.stats = {**found.stats, **result.stats}
@@ -163,27 +170,36 @@ def cluster_pairs(
 
 def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_index: torch.Tensor,
                   image_ids: torch.Tensor, caption_ids: torch.Tensor, base: ClusterConfig, grid: SelectionGrid,
-                  labels: LabelsSection) -> tuple[ClusterSettings, dict[str, float]]:
+                  labels: LabelsSection, fused_grid: tuple[tuple[float, float, float], ...] = ()
+                  ) -> tuple[ClusterSettings, dict[str, float]]:
     """The clustering settings chosen on the val split: val image features [N, D] with their person ids [N],
     caption features [M, D] with theirs [M], and the image of each caption [M]. The ids are the val split's
     (as checkpoint selection reads them), never the training split's. Each of `needed_clusterings(labels)` is
     chosen the same way: images against their person ids, captions against theirs, pairs (a caption with its
-    image, fused as in training) against the caption's. Returns (settings, stats for the epoch log); what is
-    not needed keeps `base`."""
+    image, fused as in training) against the caption's; the pairs are fused with labels.fused_* and with each
+    (image, text, cross) weight of `fused_grid`, and the weights whose best setting scores highest are kept.
+    Returns (settings, stats for the epoch log); what is not needed keeps `base`."""
     stats: dict[str, float] = {}
     chosen = {"image": base, "text": base, "pair": base}
+    fused = fused_weights(labels)
     for name in needed_clusterings(labels):
-        feats = clustered_features(name, image_feats, text_feats, image_index, labels)
-        ids = image_ids if name == "image" else caption_ids
-        selection = select_clustering(feats, ids.numpy(), base, grid)
+        ids = (image_ids if name == "image" else caption_ids).numpy()
+        tried = list(dict.fromkeys([fused, *fused_grid])) if name == "pair" else [fused]
+        best = [(select_clustering(clustered_features(name, image_feats, text_feats, image_index, weights), ids,
+                                   base, grid), weights) for weights in tried]
+        selection, weights = max(best, key=lambda item: item[0].scores["f"])
         chosen[name] = selection.config
+        if name == "pair":
+            fused = weights
+            stats.update(select_pair_image_weight=weights[0], select_pair_text_weight=weights[1],
+                         select_pair_cross_weight=weights[2])
         stats.update({f"select_{name}_k1": selection.config.k1, f"select_{name}_k2": selection.config.k2,
                       f"select_{name}_eps": selection.config.eps,
                       f"select_{name}_min_samples": selection.config.min_samples,
                       f"select_{name}_val_precision": selection.scores["precision"],
                       f"select_{name}_val_recall": selection.scores["recall"],
                       f"select_{name}_val_f": selection.scores["f"]})
-    return ClusterSettings(**chosen), stats
+    return ClusterSettings(**chosen, fused=fused), stats
 
 
 def oracle_pair_labels(oracle_person_ids: torch.Tensor) -> PairLabels:

@@ -181,7 +181,7 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
                                          batch, workers, run.device, run.dtype, desc="val images")
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
     settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, caption_ids, cfg.cluster,
-                                    cfg.cluster_select.grid, cfg.labels)
+                                    cfg.cluster_select.grid, cfg.labels, cfg.cluster_select.fused_weights)
     record.update(stats)
     return settings
 
@@ -198,7 +198,7 @@ def pseudo_labels(run: Run, image_feats: torch.Tensor, text_feats: torch.Tensor,
     settings = cluster_settings(run, record)
     variants = cfg.labels if oracle_ids is not None else replace(cfg.labels, panel=False)  # the panel needs ids
     labels = cluster_pairs(image_feats, text_feats, data.image_index, settings.image, cfg.cpcl, settings.text,
-                           variants, settings.pair)
+                           variants, settings.pair, settings.fused)
     if oracle_ids is not None:
         record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
         record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))

@@ -27,6 +27,9 @@ from cpcl.experiments.common import finetune_overrides, generate_data, has_data,
 from cpcl.experiments.plans import SCRATCH
 from cpcl.utils.errors import ConfigError
 
+# (image, text, cross) weights of the pairs' fused similarity tried on val beside labels.fused_* (1, 1, 0.5):
+# from image-only to text-only, as the val split says each modality finds people
+FUSED_WEIGHTS_GRID = "[[1,1,0],[1,0.5,0.25],[1,0.25,0.25],[1,0,0],[0.5,1,0.25],[0.25,1,0.25],[0,1,0]]"
 # method name -> config overrides on top of the `synthpedes` config (docs/method.md's baselines and ablations)
 METHODS: dict[str, tuple[str, ...]] = {
     "zero_shot": ("method=zero_shot",),
@@ -45,6 +48,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "labels_image_centred": ("labels.mode=image_centred",),
     "labels_pair_fused": ("labels.mode=pair_fused",),
     "labels_refined": ("labels.refine=both",),
+    "labels_fused_on_val": ("labels.mode=pair_fused", "cluster_select.fused_weights=" + FUSED_WEIGHTS_GRID),
     "rerank": ("eval.rerank=true",),
     "oracle": ("method=oracle",),
 }
