@@ -7,7 +7,10 @@ import json
 import pytest
 
 from cpcl.cli import main
+from cpcl.configs import resolve_config_path
+from cpcl.engine.config import TrainConfig
 from cpcl.experiments.bench import METHODS, quality_table
+from cpcl.utils.config import load_config
 
 
 @pytest.mark.slow
@@ -67,8 +70,38 @@ def test_table_means_spreads_and_ratios():
         "cpcl": {"0": {"R1": 18.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 9}},
         "oracle": {"0": {"R1": 20.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 9}}}}
     table = quality_table(results)
-    assert "| itc | 2 | 11.00 ± 1.41 |" in table and "| 21.00 ± 1.41 | 6 |" in table
-    assert "| cpcl | 1 | 18.00 | 1.00 | 1.00 | 1.00 | 1.00 | - | 9 |" in table  # no val: a dash
+    assert "| itc | 2 | 11.00 ± 1.41 |" in table and "| 21.00 ± 1.41 | - | 6 |" in table
+    assert "| cpcl | 1 | 18.00 | 1.00 | 1.00 | 1.00 | 1.00 | - | - | 9 |" in table  # no val, no purity: dashes
     assert "CPCL R1 / oracle R1: 0.900" in table
     assert "CPCL R1 - ITC R1: +7.00 points" in table
     assert "oracle R1 - ITC R1 (room the benchmark leaves): +9.00" in table
+
+
+def test_table_pairs_each_method_run_on_two_or_more_seeds_against_cpcl():
+    def row(r1, val, purity=None):
+        return {"R1": r1, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "val_R1": val, "seconds": 1,
+                **({"image_purity": purity} if purity is not None else {})}
+
+    results = {"preset": "x", "methods": {
+        "itc": {"0": row(10.0, 20.0), "1": row(12.0, 21.0)},
+        "cpcl": {"0": row(11.0, 20.0, 0.4), "1": row(11.0, 22.0, 0.6), "2": row(13.0, 21.0, 0.5)},
+        "labels_pair_fused": {"0": row(14.0, 21.0, 0.8), "1": row(13.0, 24.0, 0.8), "2": row(15.0, 23.0, 0.9)},
+        "oplm_off": {"0": row(9.0, 19.0, 0.4)}}}
+    table = quality_table(results)
+    assert "| 22.67 ± 1.53 | 0.83 | 1 |" in table and "| 21.00 ± 1.00 | 0.50 | 1 |" in table  # purity: mean
+    # per seed +3, +2, +2: mean 2.33, sd 0.577, t(0.975, 2) = 4.303 -> half-width 1.43
+    assert "| labels_pair_fused | 0, 1, 2 | +3.00 / +2.00 / +2.00 | +2.33 [+0.90, +3.77] | +1.67 [" in table
+    assert "| itc | 0, 1 | -1.00 / +1.00 | +0.00 [" in table
+    assert "| oplm_off |" in table and "| oplm_off | 0 |" not in table  # one seed: no paired row
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_is_a_valid_config(method):
+    cfg = load_config(TrainConfig, resolve_config_path("synthpedes"), list(METHODS[method]))
+    assert cfg != load_config(TrainConfig, resolve_config_path("synthpedes"), []) or method == "cpcl"
+
+
+def test_the_cpcl_plus_row_is_the_cpcl_plus_recipe():
+    recipe = load_config(TrainConfig, resolve_config_path("cpcl_plus"), [])
+    row = load_config(TrainConfig, resolve_config_path("synthpedes"), list(METHODS["cpcl_plus"]))
+    assert recipe == row and recipe.labels.mode == "pair_fused" and len(recipe.cluster_select.fused_weights) == 7

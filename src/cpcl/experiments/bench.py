@@ -45,11 +45,15 @@ METHODS: dict[str, tuple[str, ...]] = {
     "icpm_either": ("cpcl.icpm_positives=either",),
     "icpm_both": ("cpcl.icpm_positives=both",),
     "icpm_off": ("cpcl.icpm_weight=0",),
+    "cluster_terms_quarter": ("cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25"),
     "labels_image_centred": ("labels.mode=image_centred",),
     "labels_pair_fused": ("labels.mode=pair_fused",),
     "labels_refined": ("labels.refine=both",),
     "labels_fused_on_val": ("labels.mode=pair_fused", "cluster_select.fused_weights=" + FUSED_WEIGHTS_GRID),
     "rerank": ("eval.rerank=true",),
+    # cpcl_plus.yaml's recipe: labels_fused_on_val and cluster_terms_quarter together
+    "cpcl_plus": ("labels.mode=pair_fused", "cluster_select.fused_weights=" + FUSED_WEIGHTS_GRID,
+                  "cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25"),
     "oracle": ("method=oracle",),
 }
 # the methods the targets compare (run for every seed); the others are ablations of CPCL
@@ -149,8 +153,9 @@ class BenchRun:
         return (self.run_dir / "bench.json").is_file()
 
     def record(self) -> dict:
-        """Its row of results.json: bench.json's test metrics and seconds, and its val R1 (`_val_r1`)."""
-        return {**json.loads((self.run_dir / "bench.json").read_text()), **_val_r1(self.run_dir)}
+        """Its row of results.json: bench.json's test metrics and seconds, its val R1 and the purity of its
+        last pseudo labels (`_val_and_purity`)."""
+        return {**json.loads((self.run_dir / "bench.json").read_text()), **_val_and_purity(self.run_dir)}
 
 
 def _train_one(run: BenchRun) -> BenchRun:
@@ -194,10 +199,15 @@ def _run_parallel(runs: list[BenchRun], jobs: int) -> Iterator[BenchRun]:
                 os.environ[key] = value
 
 
-def _val_r1(run_dir: Path) -> dict[str, float]:
-    """{"val_R1": R1 of the val-selected checkpoint on val} for a run that selected on val, else {}."""
+def _val_and_purity(run_dir: Path) -> dict[str, float]:
+    """"val_R1": R1 of the val-selected checkpoint on val (a run that selected on val); "image_purity": the
+    `oracle_image_purity` of the last epoch's pseudo labels (a run that made them, metrics.jsonl)."""
     val = json.loads((run_dir / "results.json").read_text()).get("val")
-    return {"val_R1": val["best"]["R1"]} if val else {}
+    out = {"val_R1": val["best"]["R1"]} if val else {}
+    metrics = run_dir / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    purity = [e["oracle_image_purity"] for e in map(json.loads, filter(str.strip, lines)) if "oracle_image_purity" in e]
+    return {**out, "image_purity": purity[-1]} if purity else out
 
 
 def _mean_spread(values: list[float]) -> str:
@@ -220,16 +230,33 @@ def paired_difference(results: dict, a: str, b: str, metric: str = "R1") -> dict
     return {"seeds": seeds, "diffs": diffs, "mean": mean, "low": mean - half, "high": mean + half}
 
 
+def _interval(paired: dict) -> str:
+    return "-" if paired["low"] is None else f"[{paired['low']:+.2f}, {paired['high']:+.2f}]"
+
+
 def paired_lines(results: dict) -> list[str]:
-    """Markdown lines: the paired CPCL - ITC per seed, mean and 95% t-interval."""
+    """Markdown lines: the paired CPCL - ITC per seed, mean and 95% t-interval; then each other method
+    run on two or more of CPCL's seeds paired against CPCL, on test R1 and on val R1."""
     paired = paired_difference(results, "cpcl", "itc")
     if paired is None:
         return []
     lines = ["", "| seed | " + " | ".join(paired["seeds"]) + " | mean | 95% t-interval |",
              "|---|" + "---|" * (len(paired["seeds"]) + 2)]
-    interval = "-" if paired["low"] is None else f"[{paired['low']:+.2f}, {paired['high']:+.2f}]"
     lines.append("| CPCL - ITC, test R1 | " + " | ".join(f"{d:+.2f}" for d in paired["diffs"])
-                 + f" | {paired['mean']:+.2f} | {interval} |")
+                 + f" | {paired['mean']:+.2f} | {_interval(paired)} |")
+    against = []
+    for method in results["methods"]:
+        test = paired_difference(results, method, "cpcl") if method not in ("zero_shot", "cpcl") else None
+        if test is None or len(test["seeds"]) < 2:
+            continue
+        val = paired_difference(results, method, "cpcl", "val_R1") if all(
+            "val_R1" in results["methods"][m][s] for m in (method, "cpcl") for s in test["seeds"]) else None
+        against.append(f"| {method} | {', '.join(test['seeds'])} | " + " / ".join(f"{d:+.2f}" for d in test["diffs"])
+                       + f" | {test['mean']:+.2f} {_interval(test)} | "
+                       + ("-" if val is None else f"{val['mean']:+.2f} {_interval(val)}") + " |")
+    if against:
+        lines += ["", "| method - CPCL, paired | seeds | test R1 per seed | test R1 mean [95% t] | "
+                  "val R1 mean [95% t] |", "|---|---|---|---|---|", *against]
     return lines
 
 
@@ -237,9 +264,10 @@ def quality_table(results: dict) -> str:
     """Markdown: mean ± std over seeds per method, the paired CPCL - ITC per seed with its
     interval, and the comparisons the paper's claims need."""
     lines = [f"Preset `{results['preset']}`, test split, val-selected checkpoints (mean ± std over seeds); "
-             "val R1: the selected checkpoint's R1 on val.", "",
-             "| method | seeds | " + " | ".join(METRICS) + " | val R1 | training s |",
-             "|---|---|" + "---|" * (len(METRICS) + 2)]
+             "val R1: the selected checkpoint's R1 on val; image-label purity: of the last epoch's pseudo labels "
+             "(oracle_image_purity, the mean over seeds).", "",
+             "| method | seeds | " + " | ".join(METRICS) + " | val R1 | image-label purity | training s |",
+             "|---|---|" + "---|" * (len(METRICS) + 3)]
     means: dict[str, float] = {}
     for method, per_seed in results["methods"].items():
         rows = list(per_seed.values())
@@ -247,6 +275,8 @@ def quality_table(results: dict) -> str:
         cells = [_mean_spread([r[m] for r in rows]) for m in METRICS]
         val = [r["val_R1"] for r in rows if "val_R1" in r]
         cells.append(_mean_spread(val) if val else "-")
+        purity = [r["image_purity"] for r in rows if "image_purity" in r]
+        cells.append(f"{statistics.fmean(purity):.2f}" if purity else "-")
         lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells)
                      + f" | {statistics.fmean(r['seconds'] for r in rows):.0f} |")
     lines.extend(paired_lines(results))
