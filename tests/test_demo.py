@@ -44,7 +44,9 @@ def test_demo_writes_the_report_and_reuses_its_pretraining(tmp_path, capsys):
     assert page.count('class="example"') == 8
     figures = re.findall(r'<figure class="(hit|miss)"><img src="data:image/jpeg;base64,', page)
     assert len(figures) == 8 * 5
-    assert json.loads((out / "demo.json").read_text())["reusable"]["ids"] == [16, 3, 3]
+    reusable = json.loads((out / "demo.json").read_text())["reusable"]
+    assert reusable["ids"] == [16, 3, 3] and reusable["style"] == "shifted"
+    assert "drawn and worded in the shifted style" in page
 
     stamp = (out / "pretrain" / "best.pt").stat().st_mtime_ns
     assert main(["demo", "--out", str(out), *TINY, "--epochs", "2"]) == 0

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cpcl.experiments.plans import DemoPlan
+from cpcl.synth.config import STYLES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +19,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=default.seed, help="data and training seed")
     parser.add_argument("--ids", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=list(default.ids),
                         help="identities per split of the benchmark")
+    parser.add_argument("--style", choices=STYLES, default=default.style,
+                        help="how the benchmark is drawn and worded (cpcl synth --style): shifted (default; other "
+                             "cameras and annotators than the start's pretraining corpus) or standard")
     parser.add_argument("--epochs", metavar="N", type=int, default=default.epochs,
                         help="fine-tuning epochs of ITC, CPCL and the oracle")
     parser.add_argument("--start", default=default.start, metavar="CHECKPOINT",
@@ -35,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from cpcl.experiments.demo import run_demo
 
-    plan = DemoPlan(seed=args.seed, ids=tuple(args.ids), epochs=args.epochs, start=args.start,
+    plan = DemoPlan(seed=args.seed, ids=tuple(args.ids), style=args.style, epochs=args.epochs, start=args.start,
                     pretrain_pairs=args.pretrain_pairs, pretrain_epochs=args.pretrain_epochs, preset=args.preset)
     run_demo(plan, args.out)
     return 0

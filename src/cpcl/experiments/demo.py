@@ -1,6 +1,7 @@
 """The demo pipeline: SynthPedes end to end from the shipped start, with an HTML report.
 
-Generate SynthPedes (the default, CUHK-PEDES shape), evaluate the start zero-shot, fine-tune it
+Generate SynthPedes (CUHK-PEDES shape; by default drawn and worded in the shifted style, unlike the
+start's pretraining corpus, so there is a domain gap to close), evaluate the start zero-shot, fine-tune it
 with the ITC baseline, with CPCL and with the oracle (true ids: the upper bound, the one run
 that reads person ids), and write OUT/report.html. With start "scratch" a small CLIP is first
 pretrained from random weights on a generated web-style corpus. Data (and a pretrained start)
@@ -61,7 +62,7 @@ def prepare_start(plan: DemoPlan, out: Path, phases: Phases) -> str | Path:
     pairs = plan.pretrain_pairs if plan.scratch else 0
     phases.run("data", f"generating SynthPedes ({'/'.join(map(str, plan.ids))} identities)"
                + (f" and {pairs} pretraining pairs" if pairs else "") + f" under {out / 'data'}",
-               generate_data, out / "data", plan.ids, plan.seed, pairs)
+               generate_data, out / "data", plan.ids, plan.seed, pairs, style=plan.style)
     if plan.scratch:
         phases.run("pretrain", f"pretraining a {plan.preset} CLIP from scratch ({plan.pretrain_epochs} epochs)",
                    pretrain_start, out / "data", out / "pretrain", plan.preset, plan.pretrain_epochs, plan.seed)

@@ -37,7 +37,7 @@ def headline(summaries: dict[str, RunSummary]) -> list[str]:
                      "within noise (README, Benchmarks, says what the benchmark shows over seeds)."))
     lines.append("This is one seed. From one seed to the next, each method's test R1 moves by about a point or "
                  "two on data this size, so a difference of that size is noise, not evidence. The benchmark "
-                 "(`cpcl bench quality --preset standard`, in README) trains every method over several seeds "
+                 "(`cpcl bench quality --preset shifted`, in README) trains every method over several seeds "
                  "and reports the paired CPCL - ITC difference with its 95% interval.")
     return lines
 
@@ -59,7 +59,9 @@ def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | 
     train, val, test_ids = plan.ids
     start = (f"a {plan.preset} CLIP pretrained here from scratch on {plan.pretrain_pairs} web-style pairs for "
              f"{plan.pretrain_epochs} epochs" if plan.scratch else f"the shipped start {plan.start}")
-    intro = (f"SynthPedes ({train} / {val} / {test_ids} identities, seed {plan.seed}, shaped like CUHK-PEDES); "
+    look = ("drawn and worded in the shifted style, unlike the start's pretraining corpus" if plan.style == "shifted"
+            else "drawn and worded like the start's pretraining corpus")
+    intro = (f"SynthPedes ({train} / {val} / {test_ids} identities, seed {plan.seed}, shaped like CUHK-PEDES, {look}); "
              f"{start} (zero-shot), fine-tuned for {plan.epochs} epochs with the ITC baseline, with CPCL "
              f"(neither reads a person id) and with the oracle (true person ids in place of pseudo labels: the "
              f"upper bound, and the one run that reads ids).")
