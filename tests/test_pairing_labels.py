@@ -303,10 +303,13 @@ def test_fused_weights_are_chosen_on_val_and_train_clusters_with_them():
 
 
 def test_fused_weights_grid_is_checked():
-    cfg = load_config(TrainConfig, None, ["cluster_select.fused_weights=[[1,1,0.5],[0,1,0]]"])
+    cfg = load_config(TrainConfig, None, ["cluster_select.on=val", "labels.mode=pair_fused",
+                                          "cluster_select.fused_weights=[[1,1,0.5],[0,1,0]]"])
     assert cfg.cluster_select.fused_weights == ((1.0, 1.0, 0.5), (0.0, 1.0, 0.0))
     with pytest.raises(ConfigError, match=r"cluster_select.fused_weights.*got \(1.0, 0.0, 0.5\)"):
         load_config(TrainConfig, None, ["cluster_select.fused_weights=[[1,0,0.5]]"])
+    with pytest.raises(ConfigError, match="needs cluster_select.on=val and labels.mode=pair_fused"):
+        load_config(TrainConfig, None, ["cluster_select.fused_weights=[[0,1,0]]"])  # on=fixed, mode=cpcl: unused
 
 
 def test_labels_config_is_checked():

@@ -166,3 +166,7 @@ class TrainConfig:
         if self.cpcl.sampler == "pk" and self.optim.batch_size % self.cpcl.pk_instances:
             raise ConfigError(f"optim.batch_size {self.optim.batch_size} must divide by "
                               f"cpcl.pk_instances {self.cpcl.pk_instances} for the pk sampler")
+        if self.cluster_select.fused_weights and (self.cluster_select.on != "val" or self.labels.mode != "pair_fused"):
+            raise ConfigError("cluster_select.fused_weights is chosen on val for pair_fused labels: it needs "
+                              f"cluster_select.on=val and labels.mode=pair_fused (got on={self.cluster_select.on}, "
+                              f"mode={self.labels.mode})")

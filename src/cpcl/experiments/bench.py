@@ -84,6 +84,9 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # the same sizes, drawn and worded differently from the start's pretraining corpus (other cameras,
     # other annotators): the start has a domain gap to close, as on real data
     "shifted": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted"),
+    # the shifted preset with a val split three times larger (same train and test people): does a
+    # larger val rank methods as test does?
+    "shifted_val300": BenchPreset(ids=(500, 300, 100), epochs=6, style="shifted"),
 }
 
 

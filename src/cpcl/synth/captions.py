@@ -288,8 +288,7 @@ def _compose_shifted(rng: np.random.Generator, ident: Identity, phrases: list[Ph
         text = W.article(subject) + (f" {W.choose_word(rng, ('clad in', 'in', 'dressed in'))} {_join(rng, wear)}"
                                      if wear else "")
         text += (f"{',' if wear else ''} with {_join(rng, other)}" if other else "") + (f", {view}" if view else "")
-    text = _noise(rng, text[0].upper() + text[1:] + ".", cfg.typo_rate)
-    return text
+    return _noise(rng, text[0].upper() + text[1:] + ".", cfg.typo_rate)
 
 
 def write_caption(ident: Identity, scene: Scene, rng: np.random.Generator, cfg: SynthConfig) -> Caption:
