@@ -27,9 +27,12 @@ from cpcl.experiments.common import finetune_overrides, generate_data, has_data,
 from cpcl.experiments.plans import SCRATCH
 from cpcl.utils.errors import ConfigError
 
-# (image, text, cross) weights of the pairs' fused similarity tried on val beside labels.fused_* (1, 1, 0.5):
+# pair_fused labels whose (image, text, cross) weights val chooses, tried beside labels.fused_* (1, 1, 0.5):
 # from image-only to text-only, as the val split says each modality finds people
-FUSED_WEIGHTS_GRID = "[[1,1,0],[1,0.5,0.25],[1,0.25,0.25],[1,0,0],[0.5,1,0.25],[0.25,1,0.25],[0,1,0]]"
+FUSED_ON_VAL = ("labels.mode=pair_fused", "cluster_select.fused_weights="
+                "[[1,1,0],[1,0.5,0.25],[1,0.25,0.25],[1,0,0],[0.5,1,0.25],[0.25,1,0.25],[0,1,0]]")
+# the cluster terms (PCM, ICPM) at a quarter of their weight beside the ITC term
+QUARTER_CLUSTER_TERMS = ("cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25")
 # method name -> config overrides on top of the `synthpedes` config (docs/method.md's baselines and ablations)
 METHODS: dict[str, tuple[str, ...]] = {
     "zero_shot": ("method=zero_shot",),
@@ -45,18 +48,17 @@ METHODS: dict[str, tuple[str, ...]] = {
     "icpm_either": ("cpcl.icpm_positives=either",),
     "icpm_both": ("cpcl.icpm_positives=both",),
     "icpm_off": ("cpcl.icpm_weight=0",),
-    "cluster_terms_quarter": ("cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25"),
+    "cluster_terms_quarter": QUARTER_CLUSTER_TERMS,
     "labels_image_centred": ("labels.mode=image_centred",),
     "labels_pair_fused": ("labels.mode=pair_fused",),
     "labels_refined": ("labels.refine=both",),
-    "labels_fused_on_val": ("labels.mode=pair_fused", "cluster_select.fused_weights=" + FUSED_WEIGHTS_GRID),
+    "labels_fused_on_val": FUSED_ON_VAL,
     "rerank": ("eval.rerank=true",),
     # cpcl_plus.yaml's recipe: labels_fused_on_val and cluster_terms_quarter together
-    "cpcl_plus": ("labels.mode=pair_fused", "cluster_select.fused_weights=" + FUSED_WEIGHTS_GRID,
-                  "cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25"),
+    "cpcl_plus": (*FUSED_ON_VAL, *QUARTER_CLUSTER_TERMS),
     "oracle": ("method=oracle",),
     # the oracle with the cluster terms at a quarter weight: the room cluster_terms_quarter's losses leave
-    "oracle_quarter": ("method=oracle", "cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25"),
+    "oracle_quarter": ("method=oracle", *QUARTER_CLUSTER_TERMS),
 }
 # the methods the targets compare (run for every seed); the others are ablations of CPCL
 BASELINES = ("zero_shot", "itc", "cpcl", "oracle")
