@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cpcl.cli.evaluate import extraction_arguments
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks (quality: baselines and ablations on SynthPedes)")
@@ -31,6 +33,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quality.add_argument("--out", required=True, type=Path, help="benchmark folder")
     quality.set_defaults(func=run_bench_quality)
 
+    retest = kinds.add_parser(
+        "retest", help="evaluate a finished quality benchmark's checkpoints on larger val and test splits",
+        description="Generates the benchmark's SynthPedes again with more val and test people (the train split "
+                    "and the benchmark's own val and test people unchanged), evaluates every finished run's "
+                    "val-selected checkpoint on both, and writes BENCH/retest_VxT/results.json and table.md "
+                    "(paired intervals as in `bench quality`). No training; a re-test resumes.")
+    retest.add_argument("bench", type=Path, metavar="BENCH", help="a `cpcl bench quality` folder (--out)")
+    retest.add_argument("--ids-val", type=int, default=1000, metavar="V",
+                        help="val people (default 1000: the size of CUHK-PEDES' val and test splits)")
+    retest.add_argument("--ids-test", type=int, default=1000, metavar="T", help="test people (default 1000)")
+    extraction_arguments(retest)
+    retest.set_defaults(func=run_bench_retest)
+
 
 def run_bench_quality(args: argparse.Namespace) -> int:
     from cpcl.experiments.bench import METHODS, run_quality
@@ -47,4 +62,18 @@ def run_bench_quality(args: argparse.Namespace) -> int:
     run_quality(args.preset, args.seeds, args.out, methods, args.ablation_seeds, on_run=report, jobs=args.jobs)
     print()
     print((args.out / "table.md").read_text())
+    return 0
+
+
+def run_bench_retest(args: argparse.Namespace) -> int:
+    from cpcl.experiments.retest import retest, retest_dir
+
+    def report(method: str, seed: int, record: dict) -> None:
+        print(f"{method:>22} seed {seed}: test R1 {record['R1']:5.2f}  mAP {record['mAP']:5.2f}  "
+              f"val R1 {record['val_R1']:5.2f}", flush=True)
+
+    retest(args.bench, args.ids_val, args.ids_test, args.batch_size, args.workers, args.device, args.precision,
+           on_run=report)
+    print()
+    print((retest_dir(args.bench, args.ids_val, args.ids_test) / "table.md").read_text())
     return 0

@@ -270,7 +270,8 @@ def paired_lines(results: dict) -> list[str]:
 def quality_table(results: dict) -> str:
     """Markdown: mean ± std over seeds per method, the paired CPCL - ITC per seed with its
     interval, and the comparisons the paper's claims need."""
-    lines = [f"Preset `{results['preset']}`, test split, val-selected checkpoints (mean ± std over seeds); "
+    retested = f", re-tested on {results['retest']} (`cpcl bench retest`)" if "retest" in results else ""
+    lines = [f"Preset `{results['preset']}`{retested}, test split, val-selected checkpoints (mean ± std over seeds); "
              "val R1: the selected checkpoint's R1 on val; image-label purity: of the last epoch's pseudo labels "
              "(oracle_image_purity, the mean over seeds).", "",
              "| method | seeds | " + " | ".join(METRICS) + " | val R1 | image-label purity | training s |",

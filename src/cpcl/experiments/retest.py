@@ -1,0 +1,90 @@
+"""Re-testing a finished quality benchmark on larger held-out splits, without training again.
+
+A benchmark's 100 test people make R1 gaps of two points split noise (README, Benchmarks). SynthPedes
+draws a split's first N people independently of how many are asked for and of the other splits'
+sizes, so the benchmark's data generated again with more val and test people keeps its train split,
+byte for byte, and its val and test people as the first of each split. Every finished run's
+val-selected checkpoint (best.pt, as the benchmark reported it) is evaluated on both larger splits.
+
+Layout of BENCH/retest_VxT/: data/ (the larger SynthPedes), runs/METHOD_sSEED.json (one per run; a
+re-test already written is kept, so an interrupted re-test continues), results.json, table.md
+(`quality_table`: test metrics on the T test people, "val R1" on the V val people, training seconds
+and pseudo-label purity from the benchmark's own runs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from cpcl.data.readers import load_dataset
+from cpcl.data.tokenizer import default_tokenizer
+from cpcl.evaluation.evaluate import evaluate_split
+from cpcl.experiments.bench import METHODS, BenchRun, bench_preset, quality_table
+from cpcl.experiments.common import generate_data, has_data
+from cpcl.model.inference import load_for_inference
+from cpcl.utils.errors import ConfigError
+
+DATASET = "cuhk-pedes"  # the format every benchmark preset generates
+
+
+def finished_runs(bench_dir: Path) -> list[BenchRun]:
+    """The benchmark's finished runs (those with a bench.json), in METHODS order, then by seed."""
+    runs = []
+    for run_dir in sorted((bench_dir / "runs").glob("*_s*")):
+        method, _, seed = run_dir.name.rpartition("_s")
+        if method in METHODS and seed.isdigit() and (run_dir / "bench.json").is_file():
+            runs.append(BenchRun(method, int(seed), run_dir, ()))
+    order = list(METHODS)
+    return sorted(runs, key=lambda run: (order.index(run.method), run.seed))
+
+
+def retest_dir(bench_dir: Path, ids_val: int, ids_test: int) -> Path:
+    """Where `retest` writes: bench_dir/retest_VxT."""
+    return bench_dir / f"retest_{ids_val}x{ids_test}"
+
+
+def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, workers: int = 2,
+           device: str = "auto", precision: str = "auto", on_run: Callable[[str, int, dict], None] | None = None) -> dict:
+    """Evaluate every finished run of the benchmark in `bench_dir` on `ids_val` val and `ids_test` test
+    people (see the module docstring); writes bench_dir/retest_VxT/ and returns its results dict."""
+    stamp = bench_dir / "bench.json"
+    if not stamp.is_file():
+        raise ConfigError(f"{bench_dir} is not a benchmark folder (no bench.json): run `cpcl bench quality "
+                          f"--out {bench_dir}` first")
+    if ids_val < 1 or ids_test < 1:
+        raise ConfigError(f"--ids-val and --ids-test must be >= 1, got {ids_val} and {ids_test}")
+    preset_name = json.loads(stamp.read_text())["preset"]
+    preset = bench_preset(preset_name)
+    runs = finished_runs(bench_dir)
+    if not runs:
+        raise ConfigError(f"{bench_dir / 'runs'} holds no finished run to re-test")
+    out = retest_dir(bench_dir, ids_val, ids_test)
+    if not has_data(out / "data", pretraining=False):
+        generate_data(out / "data", (preset.ids[0], ids_val, ids_test), seed=0, style=preset.style)
+    data = load_dataset(DATASET, out / "data")
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    tokens: dict[tuple[str, int], object] = {}
+    results: dict = {"preset": preset_name, "retest": f"{ids_val} val and {ids_test} test people", "methods": {}}
+    for run in runs:
+        done = out / "runs" / f"{run.run_dir.name}.json"
+        if not done.is_file():
+            loaded = load_for_inference(run.run_dir / "best.pt", device, precision)
+            length = loaded.model.config.text.context_length
+            metrics = {}
+            for split in ("val", "test"):
+                if (split, length) not in tokens:
+                    tokens[split, length] = default_tokenizer().tokenize(
+                        [c.text for c in data.splits[split].captions], length)
+                metrics[split] = evaluate_split(loaded.model, data.splits[split], tokens[split, length],
+                                                loaded.preprocessing, batch_size, workers, loaded.device,
+                                                loaded.dtype, name=split)
+            kept = {key: value for key, value in run.record().items() if key in ("seconds", "image_purity")}
+            done.write_text(json.dumps({**metrics["test"], "val_R1": metrics["val"]["R1"], **kept}) + "\n")
+            if on_run is not None:
+                on_run(run.method, run.seed, json.loads(done.read_text()))
+        results["methods"].setdefault(run.method, {})[str(run.seed)] = json.loads(done.read_text())
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.md").write_text(quality_table(results))
+    return results
