@@ -46,7 +46,8 @@ def retest_dir(bench_dir: Path, ids_val: int, ids_test: int) -> Path:
 
 
 def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, workers: int = 2,
-           device: str = "auto", precision: str = "auto", on_run: Callable[[str, int, dict], None] | None = None) -> dict:
+           device: str = "auto", precision: str = "auto",
+           on_run: Callable[[str, int, dict], None] | None = None) -> dict:
     """Evaluate every finished run of the benchmark in `bench_dir` on `ids_val` val and `ids_test` test
     people (see the module docstring); writes bench_dir/retest_VxT/ and returns its results dict."""
     stamp = bench_dir / "bench.json"
