@@ -25,6 +25,7 @@ from cpcl.engine.train import run_config
 from cpcl.evaluation.report import METRICS
 from cpcl.experiments.common import finetune_overrides, generate_data, has_data, pretrain_start
 from cpcl.experiments.plans import SCRATCH
+from cpcl.synth.config import DEFAULT_SHAPE
 from cpcl.utils.errors import ConfigError
 
 # pair_fused labels whose (image, text, cross) weights val chooses, tried beside labels.fused_* (1, 1, 0.5):
@@ -76,6 +77,7 @@ class BenchPreset:
     preset: str = "small"  # CLIP preset pretrained from scratch (start "scratch" only)
     extra: tuple[str, ...] = field(default=())  # further overrides of every run
     style: str = "standard"  # SynthConfig.style of the benchmark splits
+    shape: str = DEFAULT_SHAPE  # the real dataset whose images per person and captions per image SynthPedes follows
 
 
 BENCH_PRESETS: dict[str, BenchPreset] = {
@@ -91,6 +93,9 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # the shifted preset with a val split three times larger (same train and test people): does a
     # larger val rank methods as test does?
     "shifted_val300": BenchPreset(ids=(500, 300, 100), epochs=6, style="shifted"),
+    # the shifted preset in ICFG-PEDES' shape (2 + Poisson(9.2) images a person, 1 caption an image):
+    # 300 train identities give about as many pairs as shifted's 500
+    "shifted_icfg": BenchPreset(ids=(300, 100, 100), epochs=6, style="shifted", shape="icfg-pedes"),
 }
 
 
@@ -106,7 +111,7 @@ def prepare(preset: BenchPreset, out: Path) -> str | Path:
     data, scratch = out / "data", preset.start == SCRATCH
     if not has_data(data, pretraining=scratch):
         generate_data(data, preset.ids, seed=0, pretrain_pairs=preset.pretrain_pairs if scratch else 0,
-                      style=preset.style)
+                      style=preset.style, shape=preset.shape)
     if not scratch:
         return preset.start
     return pretrain_start(data, out / "pretrain", preset.preset, preset.pretrain_epochs, seed=0, extra=preset.extra)

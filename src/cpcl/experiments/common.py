@@ -6,17 +6,17 @@ from pathlib import Path
 
 from cpcl.engine.train import run_config
 from cpcl.experiments.plans import SCRATCH
-from cpcl.synth.config import SynthConfig
+from cpcl.synth.config import DEFAULT_SHAPE, SynthConfig
 from cpcl.synth.writer import BENCHMARK_DIR, PRETRAIN_DIR, write_pretrain_corpus, write_synthpedes
 
 def generate_data(root: Path, ids: tuple[int, int, int], seed: int, pretrain_pairs: int = 0,
-                  style: str = "standard") -> None:
-    """SynthPedes (root/CUHK-PEDES, the default shape, drawn and worded in `style`) and, when
-    `pretrain_pairs` > 0, its web-style pretraining corpus (root/SynthPedes-pretrain), identities
-    disjoint from it."""
+                  style: str = "standard", shape: str = DEFAULT_SHAPE) -> None:
+    """SynthPedes (root/CUHK-PEDES, with `shape`'s images per person and captions per image, drawn and
+    worded in `style`) and, when `pretrain_pairs` > 0, its web-style pretraining corpus
+    (root/SynthPedes-pretrain), identities disjoint from it."""
     train, val, test = ids
-    cfg = SynthConfig(seed=seed, ids_train=train, ids_val=val, ids_test=test,
-                      pretrain_pairs=max(pretrain_pairs, 1), style=style)
+    cfg = SynthConfig.shaped(shape, seed=seed, ids_train=train, ids_val=val, ids_test=test,
+                             pretrain_pairs=max(pretrain_pairs, 1), style=style)
     write_synthpedes(root, cfg, overwrite=True)
     if pretrain_pairs > 0:
         write_pretrain_corpus(root, cfg, overwrite=True)

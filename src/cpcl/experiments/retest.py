@@ -63,7 +63,8 @@ def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, 
         raise ConfigError(f"{bench_dir / 'runs'} holds no finished run to re-test")
     out = retest_dir(bench_dir, ids_val, ids_test)
     if not has_data(out / "data", pretraining=False):
-        generate_data(out / "data", (preset.ids[0], ids_val, ids_test), seed=0, style=preset.style)
+        generate_data(out / "data", (preset.ids[0], ids_val, ids_test), seed=0, style=preset.style,
+                      shape=preset.shape)
     data = load_dataset(DATASET, out / "data")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     tokens: dict[tuple[str, int], object] = {}
