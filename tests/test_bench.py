@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
 from cpcl.cli import main
 from cpcl.configs import resolve_config_path
 from cpcl.engine.config import TrainConfig
-from cpcl.experiments.bench import METHODS, quality_table
+from cpcl.experiments.bench import BENCH_PRESETS, METHODS, quality_table
+from cpcl.experiments.common import generate_data
+from cpcl.synth.config import SHAPES
 from cpcl.utils.config import load_config
 
 
@@ -105,3 +108,14 @@ def test_the_cpcl_plus_row_is_the_cpcl_plus_recipe():
     recipe = load_config(TrainConfig, resolve_config_path("cpcl_plus"), [])
     row = load_config(TrainConfig, resolve_config_path("synthpedes"), list(METHODS["cpcl_plus"]))
     assert recipe == row and recipe.labels.mode == "pair_fused" and len(recipe.cluster_select.fused_weights) == 7
+
+
+@pytest.mark.parametrize("name", sorted(BENCH_PRESETS))
+def test_every_preset_generates_its_shape(name, tmp_path):
+    preset = BENCH_PRESETS[name]
+    generate_data(tmp_path, (2, 1, 1), seed=0, style=preset.style, shape=preset.shape)
+    entries = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
+    shape = SHAPES[preset.shape]
+    assert {len(entry["captions"]) for entry in entries} == {shape.captions_per_image}
+    images = Counter(entry["id"] for entry in entries)
+    assert len(images) == 4 and all(shape.images_per_id[0] <= n <= shape.images_per_id[1] for n in images.values())
