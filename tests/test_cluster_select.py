@@ -96,3 +96,30 @@ def test_training_chooses_on_val_and_logs_it(tmp_path):
     for modality in ("image", "text"):
         assert record[f"select_{modality}_k1"] in (3, 4) and record[f"select_{modality}_eps"] in (0.5, 0.7)
         assert 0.0 <= record[f"select_{modality}_val_f"] <= 1.0
+
+
+@pytest.mark.parametrize("mode", ["cpcl", "pair_fused"])
+def test_weight_by_val_f_scales_the_cluster_terms_by_the_chosen_clusterings_val_f(tmp_path, mode):
+    from cpcl.cli import main
+    from tests.test_train_e2e import write_config, write_tiny_cuhk
+
+    root = write_tiny_cuhk(tmp_path / "data", {"train": 10, "val": 4, "test": 3})
+    config = write_config(tmp_path / "cfg.yaml", root, optim={"epochs": 2}, cpcl={"weight_by_val_f": True},
+                          labels={"mode": mode}, cluster_select={"on": "val", "grid": {
+                              "k1": [3, 4], "k2": [1, 2], "eps": [0.5, 0.7], "min_samples": [2]}})
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    image, text = ("image", "text") if mode == "cpcl" else ("pair", "pair")
+    for record in records:
+        assert record["cluster_image_weight"] == record[f"select_{image}_val_f"]
+        assert record["cluster_text_weight"] == record[f"select_{text}_val_f"]
+
+
+def test_weight_by_val_f_needs_a_val_selection():
+    from cpcl.engine.config import TrainConfig
+    from cpcl.utils.config import load_config
+
+    assert load_config(TrainConfig, None, ["cpcl.weight_by_val_f=true", "cluster_select.on=val"]).cpcl.weight_by_val_f
+    for extra in (["cluster_select.on=fixed"], ["cluster_select.on=val", "method=oracle"]):
+        with pytest.raises(ConfigError, match="cpcl.weight_by_val_f .* needs method=cpcl and cluster_select.on=val"):
+            load_config(TrainConfig, None, ["cpcl.weight_by_val_f=true", *extra])

@@ -204,3 +204,37 @@ def test_build_model_applies_grad_checkpointing(enabled):
     model = build_model(cfg, torch.device("cpu"))
     assert model.visual.transformer.grad_checkpointing is enabled
     assert model.transformer.grad_checkpointing is enabled
+
+
+@pytest.mark.parametrize("positives, icpm_factor", [("image", 0.5), ("text", 0.25), ("either", 0.375)])
+def test_label_weights_scale_each_cluster_term_by_the_labels_it_reads(positives, icpm_factor):
+    from cpcl.engine.objectives import CpclObjective
+    from cpcl.engine.pseudo_labels import PairLabels
+
+    gen = torch.Generator().manual_seed(0)
+    feats = [F.normalize(torch.randn(8, 6, generator=gen), dim=1) for _ in range(4)]
+    image_labels, text_labels = torch.tensor([0, 0, 1, 1, 2, 2, -1, 0]), torch.tensor([0, 1, 1, 1, 2, -1, 2, 0])
+    cfg = CpclSection(icpm_positives=positives, itc_weight=1.0)
+    index = torch.arange(8)
+
+    def terms(image_weight: float, text_weight: float) -> dict[str, torch.Tensor]:
+        labels = PairLabels(image_labels, text_labels, image_weight=image_weight, text_weight=text_weight)
+        objective = CpclObjective(labels, feats[0], feats[1], cfg, torch.device("cpu"))
+        return objective.losses(feats[2], feats[3], index, index, torch.tensor(10.0))
+
+    plain, weighted = terms(1.0, 1.0), terms(0.5, 0.25)
+    factors = {"pcm_image_loss": 0.5, "pcm_text_to_image_loss": 0.5, "pcm_text_loss": 0.25,
+               "pcm_image_to_text_loss": 0.25, "icpm_loss": icpm_factor, "itc_loss": 1.0}
+    assert plain.keys() == weighted.keys() == factors.keys()
+    for name, factor in factors.items():
+        assert float(plain[name]) > 0
+        torch.testing.assert_close(weighted[name], factor * plain[name])
+
+
+def test_val_f_weights_follow_the_clustering_each_modalitys_labels_come_from():
+    from cpcl.engine.pseudo_labels import val_f_weights
+
+    stats = {"select_image_val_f": 0.2, "select_text_val_f": 0.4, "select_pair_val_f": 0.6}
+    assert val_f_weights("cpcl", stats) == (0.2, 0.4)
+    assert val_f_weights("image_centred", stats) == (0.2, 0.2)
+    assert val_f_weights("pair_fused", stats) == (0.6, 0.6)

@@ -89,6 +89,8 @@ class CpclSection:
     icpm_weight: float = 1.0  # lambda, weight of ICPM
     itc_weight: float = 0.0  # weight of an extra instance InfoNCE term (0: docs/method.md's loss)
     itc_warmup_epochs: int = 0  # epochs of plain ITC before the first clustering (weak starts)
+    weight_by_val_f: bool = False  # scale each cluster term by the val pairwise F of the clustering its labels
+    # come from (needs cluster_select.on=val): labels that find people on val pull harder
     sampler: Literal["random", "pk"] = "random"  # random pairs, or P pseudo-identities x K pairs
     pk_instances: int = 4  # K of the pk sampler
 
@@ -166,6 +168,10 @@ class TrainConfig:
         if self.cpcl.sampler == "pk" and self.optim.batch_size % self.cpcl.pk_instances:
             raise ConfigError(f"optim.batch_size {self.optim.batch_size} must divide by "
                               f"cpcl.pk_instances {self.cpcl.pk_instances} for the pk sampler")
+        if self.cpcl.weight_by_val_f and (self.cluster_select.on != "val" or self.method != "cpcl"):
+            raise ConfigError("cpcl.weight_by_val_f weights CPCL's cluster terms by how well their clustering matched "
+                              f"val: it needs method=cpcl and cluster_select.on=val (got method={self.method}, "
+                              f"on={self.cluster_select.on})")
         if self.cluster_select.fused_weights and (self.cluster_select.on != "val" or self.labels.mode != "pair_fused"):
             raise ConfigError("cluster_select.fused_weights is chosen on val for pair_fused labels: it needs "
                               f"cluster_select.on=val and labels.mode=pair_fused (got on={self.cluster_select.on}, "

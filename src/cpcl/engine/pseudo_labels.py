@@ -29,6 +29,8 @@ class PairLabels:
     text: torch.Tensor  # [P] text pseudo label of each pair's caption, -1 = outlier
     stats: dict[str, float] = field(default_factory=dict)  # counts and timings for the epoch log
     panel: dict[str, torch.Tensor] = field(default_factory=dict)  # labels.panel: variant -> its image labels [P]
+    image_weight: float = 1.0  # multiplier of the cluster terms that read `image` (cpcl.weight_by_val_f)
+    text_weight: float = 1.0  # multiplier of the cluster terms that read `text`
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,14 @@ def select_on_val(image_feats: torch.Tensor, text_feats: torch.Tensor, image_ind
                       f"select_{name}_val_recall": selection.scores["recall"],
                       f"select_{name}_val_f": selection.scores["f"]})
     return ClusterSettings(**chosen, fused=fused), stats
+
+
+def val_f_weights(mode: str, stats: dict[str, float]) -> tuple[float, float]:
+    """cpcl.weight_by_val_f: the (image, text) label weights of an epoch whose clustering `select_on_val` chose
+    (its `stats`): the val pairwise F of the clustering each modality's labels come from: the images and the
+    captions (mode cpcl), the images for both (image_centred), the pairs for both (pair_fused)."""
+    source = {"cpcl": ("image", "text"), "image_centred": ("image", "image"), "pair_fused": ("pair", "pair")}[mode]
+    return stats[f"select_{source[0]}_val_f"], stats[f"select_{source[1]}_val_f"]
 
 
 def oracle_pair_labels(oracle_person_ids: torch.Tensor) -> PairLabels:

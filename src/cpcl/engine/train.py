@@ -35,7 +35,7 @@ from cpcl.engine.logs import RunLog
 from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
 from cpcl.engine.pseudo_labels import (ClusterSettings, PairLabels, cluster_pairs, oracle_cluster_quality,
-                                       oracle_pair_labels, select_on_val)
+                                       oracle_pair_labels, select_on_val, val_f_weights)
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
                                 save_model, write_results)
 from cpcl.engine.samplers import PositionedBatches, epoch_sampler
@@ -205,6 +205,9 @@ def pseudo_labels(run: Run, image_feats: torch.Tensor, text_feats: torch.Tensor,
         for variant, image_labels in labels.panel.items():
             record.update(oracle_cluster_quality(image_labels, oracle_ids, f"panel_{variant}"))
     labels.panel = {}  # diagnostics only: not sent to the other ranks
+    if cfg.cpcl.weight_by_val_f:
+        labels.image_weight, labels.text_weight = val_f_weights(cfg.labels.mode, record)
+        record.update(cluster_image_weight=labels.image_weight, cluster_text_weight=labels.text_weight)
     return labels
 
 

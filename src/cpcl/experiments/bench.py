@@ -50,6 +50,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "icpm_both": ("cpcl.icpm_positives=both",),
     "icpm_off": ("cpcl.icpm_weight=0",),
     "cluster_terms_quarter": QUARTER_CLUSTER_TERMS,
+    # each cluster term weighted by the val pairwise F of the clustering its labels come from, every epoch
+    "cluster_terms_val_f": ("cpcl.weight_by_val_f=true",),
     "labels_image_centred": ("labels.mode=image_centred",),
     "labels_pair_fused": ("labels.mode=pair_fused",),
     "labels_refined": ("labels.refine=both",),
