@@ -6,10 +6,12 @@ import torch
 
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.data.records import SplitData
+from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import ImageTransformConfig
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.evaluation.metrics import retrieval_metrics
 from cpcl.model.clip import CLIP
+from cpcl.model.inference import LoadedModel
 from cpcl.utils.errors import DataError
 from cpcl.utils.preprocessing import Preprocessing
 
@@ -39,3 +41,12 @@ def evaluate_split(
                                          desc=f"{name} images")
     text_feats = extract_text_features(model, tokens, batch_size, device, dtype, desc=f"{name} captions")
     return retrieval_metrics(text_feats, image_feats, query_ids, gallery_ids, rerank=rerank)
+
+
+def evaluate_loaded(loaded: LoadedModel, split: SplitData, batch_size: int, workers: int, name: str = "test",
+                    rerank: RerankConfig | None = None) -> dict[str, float]:
+    """`evaluate_split` for a checkpoint loaded for inference: its captions tokenized at the model's context
+    length, its images through the preprocessing the checkpoint records."""
+    tokens = default_tokenizer().tokenize([c.text for c in split.captions], loaded.model.config.text.context_length)
+    return evaluate_split(loaded.model, split, tokens, loaded.preprocessing, batch_size, workers, loaded.device,
+                          loaded.dtype, name=name, rerank=rerank)

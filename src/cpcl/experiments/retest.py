@@ -19,8 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
-from cpcl.evaluation.evaluate import evaluate_split
+from cpcl.evaluation.evaluate import evaluate_loaded
 from cpcl.experiments.bench import METHODS, BenchRun, bench_preset, quality_table
 from cpcl.experiments.common import generate_data, has_data
 from cpcl.model.inference import load_for_inference
@@ -30,12 +29,14 @@ DATASET = "cuhk-pedes"  # the format every benchmark preset generates
 
 
 def finished_runs(bench_dir: Path) -> list[BenchRun]:
-    """The benchmark's finished runs (those with a bench.json), in METHODS order, then by seed."""
+    """The benchmark's finished runs (`BenchRun.finished`), in METHODS order, then by seed; their overrides
+    are not needed to re-test them and are left empty."""
     runs = []
     for run_dir in sorted((bench_dir / "runs").glob("*_s*")):
         method, _, seed = run_dir.name.rpartition("_s")
-        if method in METHODS and seed.isdigit() and (run_dir / "bench.json").is_file():
+        if method in METHODS and seed.isdigit():
             runs.append(BenchRun(method, int(seed), run_dir, ()))
+    runs = [run for run in runs if run.finished]
     order = list(METHODS)
     return sorted(runs, key=lambda run: (order.index(run.method), run.seed))
 
@@ -67,26 +68,21 @@ def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, 
                       shape=preset.shape)
     data = load_dataset(DATASET, out / "data")
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    tokens: dict[tuple[str, int], object] = {}
     results: dict = {"preset": preset_name, "retest": f"{ids_val} val and {ids_test} test people", "methods": {}}
     for run in runs:
         done = out / "runs" / f"{run.run_dir.name}.json"
-        if not done.is_file():
+        if done.is_file():
+            record = json.loads(done.read_text())
+        else:
             loaded = load_for_inference(run.run_dir / "best.pt", device, precision)
-            length = loaded.model.config.text.context_length
-            metrics = {}
-            for split in ("val", "test"):
-                if (split, length) not in tokens:
-                    tokens[split, length] = default_tokenizer().tokenize(
-                        [c.text for c in data.splits[split].captions], length)
-                metrics[split] = evaluate_split(loaded.model, data.splits[split], tokens[split, length],
-                                                loaded.preprocessing, batch_size, workers, loaded.device,
-                                                loaded.dtype, name=split)
+            val, test = (evaluate_loaded(loaded, data.splits[split], batch_size, workers, name=split)
+                         for split in ("val", "test"))
             kept = {key: value for key, value in run.record().items() if key in ("seconds", "image_purity")}
-            done.write_text(json.dumps({**metrics["test"], "val_R1": metrics["val"]["R1"], **kept}) + "\n")
+            record = {**test, "val_R1": val["R1"], **kept}
+            done.write_text(json.dumps(record) + "\n")
             if on_run is not None:
-                on_run(run.method, run.seed, json.loads(done.read_text()))
-        results["methods"].setdefault(run.method, {})[str(run.seed)] = json.loads(done.read_text())
+                on_run(run.method, run.seed, record)
+        results["methods"].setdefault(run.method, {})[str(run.seed)] = record
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(quality_table(results))
     return results
