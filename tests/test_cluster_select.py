@@ -123,3 +123,27 @@ def test_weight_by_val_f_needs_a_val_selection():
     for extra in (["cluster_select.on=fixed"], ["cluster_select.on=val", "method=oracle"]):
         with pytest.raises(ConfigError, match="cpcl.weight_by_val_f .* needs method=cpcl and cluster_select.on=val"):
             load_config(TrainConfig, None, ["cpcl.weight_by_val_f=true", *extra])
+
+
+def test_grey_world_labels_cluster_balanced_train_and_val_images(tmp_path, monkeypatch):
+    from cpcl.cli import main
+    from cpcl.engine import train
+    from tests.test_train_e2e import write_config, write_tiny_cuhk
+
+    calls, extract = [], train.extract_image_features
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["desc"], kwargs.get("colour_constancy", False)))
+        return extract(*args, **kwargs)
+
+    monkeypatch.setattr(train, "extract_image_features", spy)
+    root = write_tiny_cuhk(tmp_path / "data", {"train": 10, "val": 4, "test": 3})
+    config = write_config(tmp_path / "cfg.yaml", root, optim={"epochs": 2}, labels={"image_colour": "grey_world"},
+                          cluster_select={"on": "val", "grid": {"k1": [3, 4], "k2": [1, 2], "eps": [0.5, 0.7],
+                                                                "min_samples": [2]}})
+    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 0
+    # each epoch: the train images as drawn (the memories), balanced (the labels), the val images balanced
+    epoch = [("train images", False), ("train images (grey world)", True), ("val images", True)]
+    assert calls == epoch * 2
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all("select_image_val_f" in record for record in records)

@@ -114,6 +114,9 @@ class LabelsSection:
     merge_share: float = 0.8  # merge clusters each with >= this share of pairs in one caption cluster (> 0.5)
     merge_min_similarity: float = 0.8  # ... and whose mean image features have at least this cosine (tune on val)
     panel: bool = False  # also make every variant's labels each epoch, for oracle_panel_ diagnostics only
+    image_colour: Literal["as_drawn", "grey_world"] = "as_drawn"  # the images the labels are made from (train
+    # clustering, OPLM, the val selection): as drawn, or each with its colour cast discounted (grey world); the
+    # memories always start from the images as drawn, as training sees them
 
     def __post_init__(self) -> None:
         check_ranges(self, "labels", {

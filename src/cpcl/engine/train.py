@@ -148,20 +148,28 @@ class Run:
     log: RunLog  # train.log and TensorBoard (rank 0)
 
 
+def train_image_features(run: Run, colour_constancy: bool = False) -> torch.Tensor:
+    """Step 1's image features [N_img, D] (with `colour_constancy`, of the images grey-world balanced), in
+    dataset order on every rank, each rank extracting its shard."""
+    cfg, batch = run.cfg, run.cfg.eval.batch_size
+    paths = [image.path for image in run.data.train.images]
+    desc = "train images (grey world)" if colour_constancy else "train images"
+    return extract_sharded(
+        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
+                                                   cfg.data.workers, run.device, run.dtype, desc=desc,
+                                                   colour_constancy=colour_constancy),
+        len(paths), batch, run.world, run.device)
+
+
 def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 1: image features [N_img, D] and caption features [P, D], in dataset order on every
     rank, each rank extracting its shard."""
-    cfg, data, batch = run.cfg, run.data, run.cfg.eval.batch_size
-    paths = [image.path for image in data.train.images]
-    image_feats = extract_sharded(
-        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
-                                                   cfg.data.workers, run.device, run.dtype, desc="train images"),
-        len(paths), batch, run.world, run.device)
+    data, batch = run.data, run.cfg.eval.batch_size
     text_feats = extract_sharded(
         lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
                                                   desc="train captions"),
         len(data.tokens), batch, run.world, run.device)
-    return image_feats, text_feats
+    return train_image_features(run), text_feats
 
 
 def cluster_settings(run: Run, record: dict) -> ClusterSettings:
@@ -178,7 +186,8 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
-                                         batch, workers, run.device, run.dtype, desc="val images")
+                                         batch, workers, run.device, run.dtype, desc="val images",
+                                         colour_constancy=cfg.labels.image_colour == "grey_world")
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
     settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, caption_ids, cfg.cluster,
                                     cfg.cluster_select.grid, cfg.labels, cfg.cluster_select.fused_weights)
@@ -219,9 +228,11 @@ def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | 
         return ItcObjective(), None
     start = time.perf_counter()
     image_feats, text_feats = train_features(run)
+    label_image_feats = (train_image_features(run, colour_constancy=True)
+                         if cfg.labels.image_colour == "grey_world" and cfg.method == "cpcl" else image_feats)
     record["time_extract"] = time.perf_counter() - start
     start = time.perf_counter()
-    labels = pseudo_labels(run, image_feats, text_feats, record) if world.is_main else None
+    labels = pseudo_labels(run, label_image_feats, text_feats, record) if world.is_main else None
     labels = broadcast_object(labels, world)
     record["time_cluster"] = time.perf_counter() - start
     record.update(labels.stats)

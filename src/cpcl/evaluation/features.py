@@ -22,11 +22,12 @@ from cpcl.utils.progress import Progress
 def extract_image_features(
     model: CLIP, paths: Sequence[Path], transform: ImageTransformConfig | Preprocessing, batch_size: int,
     workers: int, device: torch.device, dtype: torch.dtype | None, desc: str = "image features",
-    progress: Progress | None = None,
+    progress: Progress | None = None, colour_constancy: bool = False,
 ) -> torch.Tensor:
     """[N, D] float32 on the CPU, L2-normalised, row i = paths[i]; images resized to the model's input size
     and normalised as `transform` says (a checkpoint's preprocessing, whose size must be the model's, or a
-    run's `augment` section).
+    run's `augment` section); with `colour_constancy`, each image's colour cast discounted first
+    (`cpcl.data.transforms.grey_world`).
 
     Progress goes to `progress` when given (a caller's bar over several calls), else to a bar of its own.
     """
@@ -34,7 +35,8 @@ def extract_image_features(
     size = model.config.image.image_size
     if isinstance(transform, Preprocessing) and transform.image_size != size:
         raise ValueError(f"preprocessing for {transform.image_size} images given to a model at {size}")
-    dataset = ImageDataset(paths, partial(eval_transform, size=size, cfg=transform))
+    transform_one = partial(eval_transform, size=size, cfg=transform, colour_constancy=colour_constancy)
+    dataset = ImageDataset(paths, transform_one)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     out = torch.empty(len(paths), model.config.embed_dim)
     with contextlib.nullcontext(progress) if progress is not None else Progress(len(paths), desc, "img") as bar:

@@ -56,6 +56,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "labels_pair_fused": ("labels.mode=pair_fused",),
     "labels_refined": ("labels.refine=both",),
     "labels_fused_on_val": FUSED_ON_VAL,
+    # labels made from the images with each one's colour cast discounted (grey world), train and val
+    "labels_grey_world": ("labels.image_colour=grey_world",),
     "rerank": ("eval.rerank=true",),
     # cpcl_plus.yaml's recipe: labels_fused_on_val and cluster_terms_quarter together
     "cpcl_plus": (*FUSED_ON_VAL, *QUARTER_CLUSTER_TERMS),
