@@ -11,7 +11,6 @@ from cpcl.cli import main
 from cpcl.configs import resolve_config_path
 from cpcl.engine.config import TrainConfig
 from cpcl.experiments.bench import BENCH_PRESETS, METHODS, quality_table
-from cpcl.experiments.common import generate_data
 from cpcl.synth.config import SHAPES
 from cpcl.utils.config import load_config
 
@@ -113,9 +112,20 @@ def test_the_cpcl_plus_row_is_the_cpcl_plus_recipe():
 @pytest.mark.parametrize("name", sorted(BENCH_PRESETS))
 def test_every_preset_generates_its_shape(name, tmp_path):
     preset = BENCH_PRESETS[name]
-    generate_data(tmp_path, (2, 1, 1), seed=0, style=preset.style, shape=preset.shape)
+    preset.generate(tmp_path, (2, 1, 1))
     entries = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
     shape = SHAPES[preset.shape]
     assert {len(entry["captions"]) for entry in entries} == {shape.captions_per_image}
     images = Counter(entry["id"] for entry in entries)
     assert len(images) == 4 and all(shape.images_per_id[0] <= n <= shape.images_per_id[1] for n in images.values())
+
+
+def test_a_presets_caption_coverage_reaches_its_captions(tmp_path):
+    def words_per_caption(name: str) -> float:
+        BENCH_PRESETS[name].generate(tmp_path / name, (30, 1, 1))
+        entries = json.loads((tmp_path / name / "CUHK-PEDES" / "reid_raw.json").read_text())
+        captions = [caption for entry in entries for caption in entry["captions"]]
+        return sum(len(caption.split()) for caption in captions) / len(captions)
+
+    assert BENCH_PRESETS["shifted_partial"].caption_coverage < 0.6 and BENCH_PRESETS["shifted"].caption_coverage is None
+    assert words_per_caption("shifted_partial") < 0.95 * words_per_caption("shifted")  # 20.4 against 22.7 words

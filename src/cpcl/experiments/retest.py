@@ -21,7 +21,7 @@ from pathlib import Path
 from cpcl.data.readers import load_dataset
 from cpcl.evaluation.evaluate import evaluate_loaded
 from cpcl.experiments.bench import METHODS, BenchRun, bench_preset, quality_table
-from cpcl.experiments.common import generate_data, has_data
+from cpcl.experiments.common import has_data
 from cpcl.model.inference import load_for_inference
 from cpcl.utils.errors import ConfigError
 
@@ -64,8 +64,7 @@ def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, 
         raise ConfigError(f"{bench_dir / 'runs'} holds no finished run to re-test")
     out = retest_dir(bench_dir, ids_val, ids_test)
     if not has_data(out / "data", pretraining=False):
-        generate_data(out / "data", (preset.ids[0], ids_val, ids_test), seed=0, style=preset.style,
-                      shape=preset.shape)
+        preset.generate(out / "data", (preset.ids[0], ids_val, ids_test))
     data = load_dataset(DATASET, out / "data")
     (out / "runs").mkdir(parents=True, exist_ok=True)
     results: dict = {"preset": preset_name, "retest": f"{ids_val} val and {ids_test} test people", "methods": {}}
