@@ -112,6 +112,8 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # the shifted preset with captions that name half as much of a person (caption_coverage 0.3, default 0.6):
     # do identities, which join captions naming different parts of one person, then count for more?
     "shifted_partial": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted", caption_coverage=0.3),
+    # the shifted preset trained twice as long (12 epochs): do identities count for more late in training?
+    "shifted_long": BenchPreset(ids=(500, 100, 100), epochs=12, style="shifted"),
 }
 
 
