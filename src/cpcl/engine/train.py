@@ -165,11 +165,12 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 1: image features [N_img, D] and caption features [P, D], in dataset order on every
     rank, each rank extracting its shard."""
     data, batch = run.data, run.cfg.eval.batch_size
+    image_feats = train_image_features(run)
     text_feats = extract_sharded(
         lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
                                                   desc="train captions"),
         len(data.tokens), batch, run.world, run.device)
-    return train_image_features(run), text_feats
+    return image_feats, text_feats
 
 
 def cluster_settings(run: Run, record: dict) -> ClusterSettings:
