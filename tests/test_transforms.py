@@ -64,7 +64,7 @@ def test_grey_world_matches_the_reference_and_discounts_a_colour_cast():
     assert grey_world(black)[1:].eq(0).all()  # an empty channel stays empty, no division by 0
 
 
-def test_eval_transform_colour_constancy_balances_before_normalising(tmp_path):
+def test_eval_transform_colour_constancy_balances_before_normalising():
     cfg = ImageTransformConfig()
     image = gradient_image()
     plain, balanced = eval_transform(image, (40, 20), cfg), eval_transform(image, (40, 20), cfg, colour_constancy=True)

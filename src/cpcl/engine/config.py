@@ -118,6 +118,11 @@ class LabelsSection:
     # clustering, OPLM, the val selection): as drawn, or each with its colour cast discounted (grey world); the
     # memories always start from the images as drawn, as training sees them
 
+    @property
+    def colour_constancy(self) -> bool:
+        """Whether the images the labels are made from are grey-world balanced (image_colour=grey_world)."""
+        return self.image_colour == "grey_world"
+
     def __post_init__(self) -> None:
         check_ranges(self, "labels", {
             "fused_image_weight": Range(0), "fused_text_weight": Range(0), "fused_cross_weight": Range(0),

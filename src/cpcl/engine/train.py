@@ -188,7 +188,7 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
                                          batch, workers, run.device, run.dtype, desc="val images",
-                                         colour_constancy=cfg.labels.image_colour == "grey_world")
+                                         colour_constancy=cfg.labels.colour_constancy)
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
     settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, caption_ids, cfg.cluster,
                                     cfg.cluster_select.grid, cfg.labels, cfg.cluster_select.fused_weights)
@@ -230,7 +230,7 @@ def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | 
     start = time.perf_counter()
     image_feats, text_feats = train_features(run)
     label_image_feats = (train_image_features(run, colour_constancy=True)
-                         if cfg.labels.image_colour == "grey_world" and cfg.method == "cpcl" else image_feats)
+                         if cfg.labels.colour_constancy and cfg.method == "cpcl" else image_feats)
     record["time_extract"] = time.perf_counter() - start
     start = time.perf_counter()
     labels = pseudo_labels(run, label_image_feats, text_feats, record) if world.is_main else None

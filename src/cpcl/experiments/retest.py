@@ -35,8 +35,9 @@ def finished_runs(bench_dir: Path) -> list[BenchRun]:
     for run_dir in sorted((bench_dir / "runs").glob("*_s*")):
         method, _, seed = run_dir.name.rpartition("_s")
         if method in METHODS and seed.isdigit():
-            runs.append(BenchRun(method, int(seed), run_dir, ()))
-    runs = [run for run in runs if run.finished]
+            run = BenchRun(method, int(seed), run_dir, ())
+            if run.finished:
+                runs.append(run)
     order = list(METHODS)
     return sorted(runs, key=lambda run: (order.index(run.method), run.seed))
 
