@@ -109,6 +109,9 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # the shifted preset in ICFG-PEDES' shape (2 + Poisson(9.2) images a person, 1 caption an image):
     # 300 train identities give about as many pairs as shifted's 500
     "shifted_icfg": BenchPreset(ids=(300, 100, 100), epochs=6, style="shifted", shape="icfg-pedes"),
+    # the shifted preset in RSTPReid's shape (5 images a person, 2 captions an image): 300 train
+    # identities give about as many pairs as shifted's 500
+    "shifted_rstp": BenchPreset(ids=(300, 100, 100), epochs=6, style="shifted", shape="rstpreid"),
     # the shifted preset with captions that name half as much of a person (caption_coverage 0.3, default 0.6):
     # do identities, which join captions naming different parts of one person, then count for more?
     "shifted_partial": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted", caption_coverage=0.3),
