@@ -15,6 +15,7 @@ from cpcl.data.readers import load_dataset
 from cpcl.synth import (SynthConfig, diff_groups, plan_benchmark, plan_pretrain, render_image,
                         render_preview_grid, sample_identity, sample_scene, write_caption,
                         write_pretrain_corpus, write_synthpedes)
+from cpcl.synth.attributes import outfit_of_one_image
 from cpcl.synth.captions import visible_attributes
 from cpcl.synth.wording import shift_words
 from cpcl.synth.config import SHAPES
@@ -219,6 +220,7 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     (["--pretrain", "--pairs", "0"], "pretrain_pairs must be >= 1"),
     (["--captions-per-image", "0"], "captions_per_image must be >= 1"),
     (["--wrong-adjective-rate", "1.5"], "wrong_adjective_rate must be a probability"),
+    (["--outfit-change-prob", "-0.1"], "outfit_change_prob must be a probability"),
 ])
 def test_cli_bad_options_exit_with_one_line(tmp_path, capsys, extra, message):
     assert main(["synth", str(tmp_path)] + extra) == 2
@@ -270,3 +272,37 @@ def test_pretrain_corpus_is_drawn_in_the_standard_style(tmp_path):
     write_pretrain_corpus(tmp_path / "a", cfg)
     write_pretrain_corpus(tmp_path / "b", replace(cfg, style="shifted"))
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+
+
+def test_an_images_outfit_leaves_each_removable_item_off_with_its_probability():
+    rng = np.random.default_rng(0)
+    people = [sample_identity(rng) for _ in range(400)]
+    assert [outfit_of_one_image(p, rng, 0.0) for p in people] == people
+    for person in people:
+        bare = outfit_of_one_image(person, rng, 1.0)
+        assert bare.headwear == ("hood" if person.headwear == "hood" else "none")
+        assert bare.bag == "none" and bare.bag_colour == "" and bare.accessories == ()
+        assert replace(bare, headwear=person.headwear, headwear_colour=person.headwear_colour, bag=person.bag,
+                       bag_colour=person.bag_colour, accessories=person.accessories) == person  # nothing else
+    worn = sum(len(p.accessories) for p in people)
+    kept = sum(len(outfit_of_one_image(p, rng, 0.5).accessories) for p in people)
+    assert worn > 100 and 0.4 < kept / worn < 0.6
+
+
+def test_outfit_changes_redraw_only_the_images_of_people_with_removable_items(bench, records, tmp_path):
+    write_synthpedes(tmp_path, replace(SMALL, outfit_change_prob=1.0))
+    changed = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
+    removable = {p.person_id: p.identity.headwear not in ("none", "hood") or p.identity.bag != "none"
+                 or bool(p.identity.accessories) for p in plan_benchmark(SMALL)}
+    assert 0 < sum(removable.values()) < len(removable)
+    redrawn = []
+    for before, after in zip(records, changed):
+        assert before["file_path"] == after["file_path"] and before["id"] == after["id"]
+        same = ((bench[0] / "CUHK-PEDES" / "imgs" / before["file_path"]).read_bytes()
+                == (tmp_path / "CUHK-PEDES" / "imgs" / after["file_path"]).read_bytes()
+                and before["captions"] == after["captions"])
+        if removable[before["id"]]:
+            redrawn.append(not same)
+        else:
+            assert same  # the outfit's stream leaves every other draw as it was
+    assert sum(redrawn) > 0.8 * len(redrawn)

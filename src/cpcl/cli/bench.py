@@ -23,7 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               "(shifted with a 3x val split) | shifted_icfg (shifted in ICFG-PEDES' shape: "
                               "11 images a person, 1 caption an image) | shifted_rstp (shifted in RSTPReid's "
                               "shape: 5 images a person, 2 captions an image) | shifted_partial (shifted with "
-                              "captions that name half as much of a person) | shifted_long (shifted, 12 epochs)")
+                              "captions that name half as much of a person) | shifted_outfits (shifted, each "
+                              "image leaving a person's hat, bag or accessory off at random) | shifted_long "
+                              "(shifted, 12 epochs)")
     quality.add_argument("--seeds", type=int, default=3, metavar="N",
                          help="seeds 0..N-1 of each baseline (zero_shot, itc, cpcl, oracle)")
     quality.add_argument("--ablation-seeds", type=int, default=1, metavar="M",

@@ -48,6 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="mean share of visible attributes one caption names")
     parser.add_argument("--captions-per-image", metavar="N", type=int,
                         help="independent captions per benchmark image (replaces the shape's)")
+    parser.add_argument("--outfit-change-prob", metavar="P", type=float, default=DEFAULTS.outfit_change_prob,
+                        help="per image, probability that each removable item (hat, bag, accessory) is left off")
     parser.add_argument("--wrong-adjective-rate", metavar="P", type=float, default=DEFAULTS.wrong_adjective_rate,
                         help="per-caption probability that one colour is named wrongly")
     parser.add_argument("--typo-rate", metavar="P", type=float, default=DEFAULTS.typo_rate,
@@ -89,7 +91,7 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         ids_train=args.ids_train, ids_val=args.ids_val, ids_test=args.ids_test,
         height=args.size[0], width=args.size[1],
         near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
-        wrong_adjective_rate=args.wrong_adjective_rate,
+        wrong_adjective_rate=args.wrong_adjective_rate, outfit_change_prob=args.outfit_change_prob,
         typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
         pretrain_pairs=args.pairs, style=args.style, seed=args.seed, workers=args.workers,
     )

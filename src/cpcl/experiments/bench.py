@@ -85,12 +85,13 @@ class BenchPreset:
     style: str = "standard"  # SynthConfig.style of the benchmark splits
     shape: str = DEFAULT_SHAPE  # the real dataset whose images per person and captions per image SynthPedes follows
     caption_coverage: float | None = None  # SynthConfig.caption_coverage of the benchmark splits (None: its default)
+    outfit_change_prob: float = 0.0  # SynthConfig.outfit_change_prob of the benchmark splits
 
     def generate(self, root: Path, ids: tuple[int, int, int], pretrain_pairs: int = 0) -> None:
-        """This preset's SynthPedes (seed 0: its style, shape and coverage) with `ids` people per split under
-        `root`, and the pretraining corpus when `pretrain_pairs` > 0 (`generate_data`)."""
+        """This preset's SynthPedes (seed 0: its style, shape, coverage and outfit changes) with `ids` people per
+        split under `root`, and the pretraining corpus when `pretrain_pairs` > 0 (`generate_data`)."""
         generate_data(root, ids, seed=0, pretrain_pairs=pretrain_pairs, style=self.style, shape=self.shape,
-                      caption_coverage=self.caption_coverage)
+                      caption_coverage=self.caption_coverage, outfit_change_prob=self.outfit_change_prob)
 
 
 BENCH_PRESETS: dict[str, BenchPreset] = {
@@ -115,6 +116,10 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     # the shifted preset with captions that name half as much of a person (caption_coverage 0.3, default 0.6):
     # do identities, which join captions naming different parts of one person, then count for more?
     "shifted_partial": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted", caption_coverage=0.3),
+    # the shifted preset where each image leaves each removable item (hat, bag, accessory) off with
+    # probability 0.5, its captions describing the image as drawn: a person's images differ in what
+    # their captions name, so a caption's own image and the person's others are no longer alike
+    "shifted_outfits": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted", outfit_change_prob=0.5),
     # the shifted preset trained twice as long (12 epochs): do identities count for more late in training?
     "shifted_long": BenchPreset(ids=(500, 100, 100), epochs=12, style="shifted"),
 }

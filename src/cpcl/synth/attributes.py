@@ -226,6 +226,18 @@ MUTABLE_GROUPS = ("upper_colour", "lower_colour", "shoes", "hair", "bag", "headw
                   "upper_pattern", "accessories", "lower")
 
 
+def outfit_of_one_image(ident: Identity, rng: np.random.Generator, prob: float) -> Identity:
+    """`ident` as one image shows them: each removable item (headwear other than a hood, the bag, each
+    accessory) left off with probability `prob`, independently (a hat taken off, a bag put down)."""
+    dropped = {}
+    if ident.headwear not in ("none", "hood") and rng.random() < prob:
+        dropped.update(headwear="none", headwear_colour="")
+    if ident.bag != "none" and rng.random() < prob:
+        dropped.update(bag="none", bag_colour="")
+    kept = tuple(item for item in ident.accessories if rng.random() >= prob)
+    return replace(ident, accessories=kept, **dropped)
+
+
 def near_duplicate(source: Identity, rng: np.random.Generator) -> Identity:
     """A copy of `source` that differs in one or two attribute groups (a hard negative).
 

@@ -54,6 +54,8 @@ class SynthConfig:
     view_mention_rate: float = 0.3  # probability that a caption says the viewpoint ("seen from behind")
     typo_rate: float = 0.008  # per-word probability of a typo (swapped, dropped or doubled letter)
     wrong_adjective_rate: float = 0.06  # per-caption chance that one colour is named wrongly
+    outfit_change_prob: float = 0.0  # per benchmark image, probability that each removable item of the person
+    # (headwear but a hood, the bag, each accessory) is left off in it; captions describe the image as drawn
     occlusion_prob: float = 0.2  # probability that an image has an occluder (pole, car, passer-by, sign)
     blur_prob: float = 0.3  # probability that an image is blurred (motion / focus)
     jpeg_quality: int = 92  # JPEG quality of written images
@@ -83,7 +85,7 @@ class SynthConfig:
         if not 0.0 < self.caption_coverage <= 1.0:
             raise ConfigError(f"caption_coverage must be in (0, 1], got {self.caption_coverage}")
         for name in ("near_duplicate_fraction", "view_mention_rate", "typo_rate",
-                     "wrong_adjective_rate", "occlusion_prob", "blur_prob"):
+                     "wrong_adjective_rate", "outfit_change_prob", "occlusion_prob", "blur_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")

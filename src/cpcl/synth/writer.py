@@ -4,6 +4,8 @@ Identities are drawn per split from `SeedSequence([seed, split code])`, one afte
 a split's first N identities do not depend on how many are asked for nor on the other splits'
 sizes. Every image (and its captions) has its own `SeedSequence([seed, split code, person
 index, image index])`, so the bytes written do not depend on the number of worker processes.
+With `outfit_change_prob`, which of a person's removable items an image shows comes from a stream
+of its own, so every other draw is the same as without it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpcl.synth.attributes import Identity, near_duplicate, sample_identity
+from cpcl.synth.attributes import Identity, near_duplicate, outfit_of_one_image, sample_identity
 from cpcl.synth.captions import write_alt_text, write_captions
 from cpcl.synth.config import SPLIT_NAMES, SynthConfig
 from cpcl.synth.render import render_image
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 PRETRAIN_CODE = 7
+OUTFIT_CODE = 11  # appended to an image's entropy: the stream of its outfit (outfit_change_prob)
 BENCHMARK_DIR = "CUHK-PEDES"
 PRETRAIN_DIR = "SynthPedes-pretrain"
 TOKEN_RE = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
@@ -115,13 +118,17 @@ def _run_job(job: ImageJob) -> list[str]:
     """Render, save and caption one image; returns its captions."""
     scene_rng, render_rng, caption_rng = image_rngs(job.entropy)
     cfg = job.cfg
+    person = job.identity
+    if cfg.outfit_change_prob > 0 and not job.alt_text:  # its own stream: the other draws stay as without it
+        outfit_rng = np.random.default_rng(np.random.SeedSequence([*job.entropy, OUTFIT_CODE]))
+        person = outfit_of_one_image(person, outfit_rng, cfg.outfit_change_prob)
     scene = sample_scene(scene_rng, cfg)
-    image = render_image(job.identity, scene, render_rng, cfg.height, cfg.width, cfg.render_scale)
+    image = render_image(person, scene, render_rng, cfg.height, cfg.width, cfg.render_scale)
     job.path.parent.mkdir(parents=True, exist_ok=True)
     image.save(job.path, format="JPEG", quality=cfg.jpeg_quality)
     if job.alt_text:
-        return [write_alt_text(job.identity, scene, caption_rng)]
-    return write_captions(job.identity, scene, caption_rng, cfg)
+        return [write_alt_text(person, scene, caption_rng)]
+    return write_captions(person, scene, caption_rng, cfg)
 
 
 def _run_all(jobs: list[ImageJob], workers: int, desc: str) -> Iterator[list[str]]:
