@@ -17,6 +17,7 @@ from cpcl.synth import (SynthConfig, diff_groups, plan_benchmark, plan_pretrain,
                         write_pretrain_corpus, write_synthpedes)
 from cpcl.synth.attributes import outfit_of_one_image
 from cpcl.synth.captions import visible_attributes
+from cpcl.synth.preview import _crop_and_captions
 from cpcl.synth.wording import shift_words
 from cpcl.synth.config import SHAPES
 from cpcl.synth.writer import tokenize
@@ -306,3 +307,11 @@ def test_outfit_changes_redraw_only_the_images_of_people_with_removable_items(be
         else:
             assert same  # the outfit's stream leaves every other draw as it was
     assert sum(redrawn) > 0.8 * len(redrawn)
+
+
+def test_the_preview_shows_an_images_outfit_as_written(tmp_path):
+    cfg = replace(SMALL, outfit_change_prob=1.0, ids_val=0, ids_test=0)
+    write_synthpedes(tmp_path, cfg)
+    written = {r["file_path"]: r["captions"] for r in json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())}
+    carrier = next(p for p in plan_benchmark(cfg) if p.identity.bag != "none")  # a bag the outfit leaves off
+    assert _crop_and_captions(cfg, carrier, 0)[1] == written[f"train/{carrier.person_id:05d}_0.jpg"]

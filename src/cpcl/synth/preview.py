@@ -8,11 +8,8 @@ from __future__ import annotations
 from PIL import Image, ImageDraw, ImageFont
 
 from cpcl.synth.attributes import diff_groups
-from cpcl.synth.captions import write_captions
 from cpcl.synth.config import SynthConfig
-from cpcl.synth.render import render_image
-from cpcl.synth.scene import sample_scene
-from cpcl.synth.writer import SPLIT_CODES, Person, image_rngs, plan_benchmark
+from cpcl.synth.writer import SPLIT_CODES, Person, draw_image, plan_benchmark
 
 PAD = 8  # pixels between cells
 HEADER = 18  # height of a row's title line
@@ -50,10 +47,7 @@ def _pick_people(people: list[Person], n_ids: int) -> list[Person]:
 
 def _crop_and_captions(cfg: SynthConfig, person: Person, k: int) -> tuple[Image.Image, list[str]]:
     """Image `k` of `person` and its captions, as the writer makes them."""
-    scene_rng, render_rng, caption_rng = image_rngs((cfg.seed, SPLIT_CODES[person.split], person.index, k))
-    scene = sample_scene(scene_rng, cfg)
-    crop = render_image(person.identity, scene, render_rng, cfg.height, cfg.width, cfg.render_scale)
-    return crop, write_captions(person.identity, scene, caption_rng, cfg)
+    return draw_image(person.identity, (cfg.seed, SPLIT_CODES[person.split], person.index, k), cfg)
 
 
 def render_preview_grid(cfg: SynthConfig, n_ids: int = 4, per_id: int = 3, zoom: int = 2) -> Image.Image:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cpcl.synth.attributes import Identity, near_duplicate, outfit_of_one_image, sample_identity
 from cpcl.synth.captions import write_alt_text, write_captions
@@ -114,21 +115,27 @@ def image_rngs(entropy: tuple[int, ...]) -> tuple[np.random.Generator, np.random
     return np.random.default_rng(scene), np.random.default_rng(render), np.random.default_rng(caption)
 
 
-def _run_job(job: ImageJob) -> list[str]:
-    """Render, save and caption one image; returns its captions."""
-    scene_rng, render_rng, caption_rng = image_rngs(job.entropy)
-    cfg = job.cfg
-    person = job.identity
-    if cfg.outfit_change_prob > 0 and not job.alt_text:  # its own stream: the other draws stay as without it
-        outfit_rng = np.random.default_rng(np.random.SeedSequence([*job.entropy, OUTFIT_CODE]))
+def draw_image(identity: Identity, entropy: tuple[int, ...], cfg: SynthConfig,
+               alt_text: bool = False) -> tuple[Image.Image, list[str]]:
+    """One image of `identity` and its captions (one web alt-text with `alt_text`), from the image's entropy."""
+    scene_rng, render_rng, caption_rng = image_rngs(entropy)
+    person = identity
+    if cfg.outfit_change_prob > 0 and not alt_text:  # its own stream: the other draws stay as without it
+        outfit_rng = np.random.default_rng(np.random.SeedSequence([*entropy, OUTFIT_CODE]))
         person = outfit_of_one_image(person, outfit_rng, cfg.outfit_change_prob)
     scene = sample_scene(scene_rng, cfg)
     image = render_image(person, scene, render_rng, cfg.height, cfg.width, cfg.render_scale)
+    if alt_text:
+        return image, [write_alt_text(person, scene, caption_rng)]
+    return image, write_captions(person, scene, caption_rng, cfg)
+
+
+def _run_job(job: ImageJob) -> list[str]:
+    """Render, save and caption one image; returns its captions."""
+    image, captions = draw_image(job.identity, job.entropy, job.cfg, job.alt_text)
     job.path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(job.path, format="JPEG", quality=cfg.jpeg_quality)
-    if job.alt_text:
-        return [write_alt_text(person, scene, caption_rng)]
-    return write_captions(person, scene, caption_rng, cfg)
+    image.save(job.path, format="JPEG", quality=job.cfg.jpeg_quality)
+    return captions
 
 
 def _run_all(jobs: list[ImageJob], workers: int, desc: str) -> Iterator[list[str]]:
