@@ -312,6 +312,7 @@ def test_outfit_changes_redraw_only_the_images_of_people_with_removable_items(be
 def test_the_preview_shows_an_images_outfit_as_written(tmp_path):
     cfg = replace(SMALL, outfit_change_prob=1.0, ids_val=0, ids_test=0)
     write_synthpedes(tmp_path, cfg)
-    written = {r["file_path"]: r["captions"] for r in json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())}
+    records = json.loads((tmp_path / "CUHK-PEDES" / "reid_raw.json").read_text())
+    written = {r["file_path"]: r["captions"] for r in records}
     carrier = next(p for p in plan_benchmark(cfg) if p.identity.bag != "none")  # a bag the outfit leaves off
     assert _crop_and_captions(cfg, carrier, 0)[1] == written[f"train/{carrier.person_id:05d}_0.jpg"]
