@@ -4,7 +4,6 @@ full disk leaves in the run directory: each case one line on stderr, no tracebac
 from __future__ import annotations
 
 import errno
-import io
 import json
 import os
 from pathlib import Path
@@ -20,24 +19,15 @@ from cpcl.engine.objectives import ItcObjective
 from cpcl.model import CLIP
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import clip_preset
-from cpcl.utils import files
 from cpcl.utils.errors import RunDirError, TrainingError
 from cpcl.utils.preprocessing import Preprocessing
+from fault_support import disk_full_after, failing_open, one_error_line
 from test_train_e2e import interrupt_second_epoch, write_config, write_tiny_cuhk
 
 
 @pytest.fixture(scope="module")
 def tiny_root(tmp_path_factory) -> Path:
     return write_tiny_cuhk(tmp_path_factory.mktemp("data"), {"train": 6, "val": 2, "test": 2}, images_per_person=2)
-
-
-def one_error_line(capsys) -> str:
-    """The single line a failed command printed on stderr (log records aside); no traceback."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = [line for line in err.strip().splitlines() if " INFO " not in line and " WARNING " not in line]
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def test_a_batch_larger_than_the_training_data_is_refused_with_the_counts(tiny_root, tmp_path, capsys):
@@ -114,39 +104,6 @@ def test_a_last_pt_without_progress_is_one_line(tiny_root, tmp_path, capsys, ext
     assert main(["train", "--resume", str(tmp_path / "run")]) == 2
     line = one_error_line(capsys)
     assert f"last.pt has {says}" in line and "not the last.pt of an interrupted cpcl train run" in line
-
-
-def disk_full_after(monkeypatch, allowed: int) -> None:
-    """Make every file `atomic_write` opens raise ENOSPC once `allowed` bytes went to it."""
-    real_fdopen = os.fdopen
-
-    class Full(io.RawIOBase):
-        def __init__(self, stream):
-            self.stream, self.written = stream, 0
-
-        def writable(self) -> bool:
-            return True
-
-        def write(self, data) -> int:
-            if self.written + len(data) > allowed:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.written += len(data)
-            return self.stream.write(data)
-
-        def fileno(self) -> int:
-            return self.stream.fileno()
-
-        def close(self) -> None:
-            self.stream.close()
-            super().close()
-
-    monkeypatch.setattr(files.os, "fdopen", lambda fd, mode: Full(real_fdopen(fd, mode)))
-
-
-def failing_open(error: int):
-    def fail(*args, **kwargs):
-        raise OSError(error, os.strerror(error))
-    return fail
 
 
 @pytest.mark.parametrize("write, fail", [

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from cpcl.index.store import sha256_of
 from cpcl.model.checkpoints import ClipCheckpoint, build_clip, read_checkpoint
 from cpcl.model.clip import ClipConfig
-from cpcl.model.hf import SIZE_KEY, write_hf_directory
+from cpcl.model.hf import HF_CONFIG, SIZE_KEY, WEIGHT_FILES, write_hf_directory
 from cpcl.model.onnx_export import INPUT_NAMES, ONNX_FILES, OUTPUT_NAME, export_onnx
 from cpcl.utils.errors import ConfigError
+from cpcl.utils.files import writing
 
 log = logging.getLogger(__name__)
 
@@ -26,20 +28,44 @@ CARD = "README.md"  # the model card in each export directory
 METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")  # results.json metrics shown in the card
 
 
-def export_checkpoint(checkpoint: str | Path, onnx_dir: Path | None = None, hf_dir: Path | None = None) -> list[Path]:
-    """Write the requested exports of `checkpoint` with their cards; returns every file written."""
+def export_checkpoint(checkpoint: str | Path, onnx_dir: Path | None = None, hf_dir: Path | None = None,
+                      force: bool = False) -> list[Path]:
+    """Write the requested exports of `checkpoint` with their cards; returns every file written. A file of an
+    export already in its folder is overwritten only with `force`."""
     if onnx_dir is None and hf_dir is None:
         raise ConfigError("nothing to export: give --onnx DIR and/or --hf DIR")
+    if hf_dir is not None:
+        check_target(Path(hf_dir), "--hf", (HF_CONFIG, WEIGHT_FILES[0], CARD), force)
+    if onnx_dir is not None:
+        check_target(Path(onnx_dir), "--onnx", (*ONNX_FILES.values(), CARD), force)
     source = read_checkpoint(checkpoint)
     model, config = build_clip(source)
     written: list[Path] = []
     if hf_dir is not None:
-        written += write_hf_directory(model.state_dict(), config, Path(hf_dir))
-        written.append(write_card(Path(hf_dir), model_card(source, config, "hf")))
+        card = model_card(source, config, "hf")
+        with _writing(Path(hf_dir)):
+            written += write_hf_directory(model.state_dict(), config, Path(hf_dir))
+            written.append(write_card(Path(hf_dir), card))
     if onnx_dir is not None:
-        written += export_onnx(model, Path(onnx_dir))
-        written.append(write_card(Path(onnx_dir), model_card(source, config, "onnx")))
+        card = model_card(source, config, "onnx")
+        with _writing(Path(onnx_dir)):
+            written += export_onnx(model, Path(onnx_dir))
+            written.append(write_card(Path(onnx_dir), card))
     return written
+
+
+def check_target(directory: Path, flag: str, names: tuple[str, ...], force: bool) -> None:
+    """ConfigError when `directory` is a file, or (unless `force`) already holds one of the files `names`."""
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{flag} {directory} is a file; give a folder to write the export into")
+    present = [name for name in names if (directory / name).exists()]
+    if present and not force:
+        raise ConfigError(f"{flag} {directory} already holds {', '.join(present)}; give --force to overwrite, or "
+                          f"another folder")
+
+
+def _writing(directory: Path) -> AbstractContextManager[None]:
+    return writing(directory, f"free space or make {directory} writable, then export again with --force")
 
 
 def write_card(directory: Path, text: str) -> Path:

@@ -15,12 +15,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="write image_encoder.onnx and text_encoder.onnx (dynamic batch) with a model card")
     parser.add_argument("--hf", type=Path, metavar="DIR",
                         help="write a Hugging Face CLIPModel directory (config.json, model.safetensors) with a card")
+    parser.add_argument("--force", action="store_true", help="overwrite the files of an earlier export in DIR")
     parser.set_defaults(func=run_export)
 
 
 def run_export(args: argparse.Namespace) -> int:
     from cpcl.export import export_checkpoint
 
-    for path in export_checkpoint(args.checkpoint, args.onnx, args.hf):
+    for path in export_checkpoint(args.checkpoint, args.onnx, args.hf, args.force):
         print(f"wrote {path}")
     return 0

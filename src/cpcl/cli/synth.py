@@ -120,8 +120,17 @@ def write_footage_scenes(args: argparse.Namespace) -> int:
 
 
 def handler(args: argparse.Namespace) -> int:
-    if args.footage:
-        return write_footage_scenes(args)
+    """Write what the arguments ask for; a failed write (a read-only folder, a full disk) is one line."""
+    from cpcl.utils.files import writing
+
+    target = args.out if args.out is not None else args.preview
+    with writing(target, "free space or make it writable, then run again (with --overwrite over a partial "
+                         "dataset)"):
+        return write_footage_scenes(args) if args.footage else write_dataset(args)
+
+
+def write_dataset(args: argparse.Namespace) -> int:
+    """`cpcl synth [OUT] [--preview PNG]`: the benchmark, the pretraining corpus, a preview."""
     from cpcl.synth.preview import render_preview_grid
     from cpcl.synth.writer import BENCHMARK_DIR, PRETRAIN_DIR, write_pretrain_corpus, write_synthpedes
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import torch
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import CLIP
 from cpcl.utils.errors import CheckpointError, RunDirError
+from cpcl.utils import files
 from cpcl.utils.files import atomic_write, remove_stale_temporaries
 from cpcl.utils.preprocessing import Preprocessing
 
@@ -64,29 +65,10 @@ class RunProgress:
         return cls(**{key: data[key] for key in known if key in data})
 
 
-@contextmanager
-def writing(path: Path, run_dir: Path) -> Iterator[None]:
+def writing(path: Path, run_dir: Path) -> AbstractContextManager[None]:
     """Turn an OSError while writing `path` of `run_dir` (read-only, full disk, quota) into a one-line RunDirError."""
-    try:
-        yield
-    except (OSError, RuntimeError) as err:
-        cause = _os_error(err)
-        if cause is None:
-            raise
-        raise RunDirError(f"cannot write {path}: {cause.strerror or cause}; free space or make {run_dir} writable, "
-                          f"then run again (cpcl train --resume {run_dir} continues from the last saved epoch)"
-                          ) from None
-
-
-def _os_error(err: BaseException | None) -> OSError | None:
-    """`err`, or the OSError behind it: torch.save reports a failed write as a RuntimeError of its zip
-    writer raised while the OSError was being handled."""
-    seen = 0
-    while err is not None and seen < 8:
-        if isinstance(err, OSError):
-            return err
-        err, seen = err.__cause__ or err.__context__, seen + 1
-    return None
+    return files.writing(path, f"free space or make {run_dir} writable, then run again (cpcl train --resume "
+                               f"{run_dir} continues from the last saved epoch)", RunDirError)
 
 
 def prepare_run_dir(run_dir: Path, resume: bool, write_config: Callable[[Path], None]) -> None:

@@ -23,16 +23,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from cpcl import __version__
 from cpcl.index.config import IndexConfig
 from cpcl.utils.errors import SearchIndexError
-from cpcl.utils.files import atomic_write, remove_stale_temporaries
+from cpcl.utils.files import atomic_write, remove_stale_temporaries, writing
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,6 @@ def embeddings_sha256(embeddings: np.ndarray) -> str:
     return hashlib.sha256(memoryview(np.ascontiguousarray(embeddings, dtype=np.float32)).cast("B")).hexdigest()
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda stream: stream.write(data))
-
-
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The rows of a JSON-lines file (split at "\\n" only: U+2028 and the like may sit inside a string)."""
     try:
@@ -122,8 +120,9 @@ class IndexStore:
         directory = Path(directory)
         if (directory / MANIFEST).exists():
             raise SearchIndexError(f"{directory} already holds an index")
-        (directory / SHARDS).mkdir(parents=True, exist_ok=True)
         store = cls(directory, manifest)
+        with store.writing(directory):
+            (directory / SHARDS).mkdir(parents=True, exist_ok=True)
         store.write_manifest()
         return store
 
@@ -148,9 +147,22 @@ class IndexStore:
         except TypeError as err:
             raise SearchIndexError(f"{path} is malformed: {err}") from None
 
+    def writing(self, path: Path) -> AbstractContextManager[None]:
+        """A failed write of `path` (a read-only folder, a full disk) as one SearchIndexError line."""
+        return writing(path, f"free space or make {self.directory} writable, then run the command again (a build "
+                             f"continues after the shards it finished)", SearchIndexError)
+
+    def _write(self, path: Path, write: Callable[[BinaryIO], object]) -> None:
+        """`atomic_write` of a file of the index (see `writing`)."""
+        with self.writing(path):
+            atomic_write(path, write)
+
+    def _write_bytes(self, path: Path, data: bytes) -> None:
+        self._write(path, lambda stream: stream.write(data))
+
     def write_manifest(self) -> None:
         self.manifest.version = INDEX_VERSION  # what this code writes, whichever version it read
-        _write_bytes(self.directory / MANIFEST, json.dumps(asdict(self.manifest), indent=2).encode())
+        self._write_bytes(self.directory / MANIFEST, json.dumps(asdict(self.manifest), indent=2).encode())
 
     def shards(self) -> list[tuple[Path, Path]]:
         """(embeddings .npy, records .jsonl) of every complete shard, in order."""
@@ -175,7 +187,7 @@ class IndexStore:
             updated = [{"path": r["path"], **sidecar[r["path"]]} if r["path"] in sidecar else r for r in records]
             differing = sum(old != new for old, new in zip(records, updated))
             if differing:
-                _write_bytes(jsonl, _jsonl(updated))
+                self._write_bytes(jsonl, _jsonl(updated))
                 changed += differing
         return changed
 
@@ -206,15 +218,15 @@ class IndexStore:
         number = int(done[-1][1].stem) + 1 if done else 0
         folder = self.directory / SHARDS
         npy, jsonl = folder / f"{number:06d}.npy", folder / f"{number:06d}.jsonl"
-        atomic_write(npy, lambda stream: np.save(stream, np.ascontiguousarray(embeddings, dtype=np.float32)))
-        _write_bytes(jsonl, _jsonl(records))
+        self._write(npy, lambda stream: np.save(stream, np.ascontiguousarray(embeddings, dtype=np.float32)))
+        self._write_bytes(jsonl, _jsonl(records))
         self.manifest.count += len(records)
         self.manifest.dim = int(embeddings.shape[1])
 
     def write_unreadable(self, problems: dict[str, str]) -> None:
         """Record the files the latest run could not read (relative path -> problem)."""
-        _write_bytes(self.directory / UNREADABLE,
-                      _jsonl([{"path": path, "problem": problem} for path, problem in sorted(problems.items())]))
+        self._write_bytes(self.directory / UNREADABLE,
+                          _jsonl([{"path": path, "problem": problem} for path, problem in sorted(problems.items())]))
 
     @property
     def ivf_path(self) -> Path:
@@ -237,7 +249,8 @@ class IndexStore:
     def save_ivf(self, backend: Any, embeddings: np.ndarray) -> None:
         """Write `backend` (trained on `embeddings`) to ivf.faiss and bind it in the manifest (written last)."""
         self.manifest.ivf = None
-        backend.save(self.ivf_path)
+        with self.writing(self.ivf_path):
+            backend.save(self.ivf_path)
         self.manifest.ivf = self.ivf_binding(embeddings)
         self.write_manifest()
 

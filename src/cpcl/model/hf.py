@@ -27,6 +27,7 @@ from cpcl.utils.errors import CheckpointError
 logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # looked up in this order
+HF_CONFIG = "config.json"  # the model's config in a HF directory
 HF_PREFIXES = ("vision_model.", "text_model.")  # keys that mark the HF layout
 LEGACY_EOS_ID = 2  # configs written before transformers PR #24773; HF then pools at argmax(ids)
 DEFAULT_EOS_ID = 49407  # CLIPTextConfig's eos_token_id when config.json omits it
@@ -77,7 +78,7 @@ def is_hf_layout(state_dict: Mapping[str, Any]) -> bool:
 
 def read_hf_config(directory: Path) -> dict[str, Any]:
     """The parsed `config.json` of a `save_pretrained` directory."""
-    config_path = directory / "config.json"
+    config_path = directory / HF_CONFIG
     if not config_path.is_file():
         raise CheckpointError(f"{directory} has no config.json; expected a Hugging Face CLIP directory "
                               f"(config.json + {' or '.join(WEIGHT_FILES)})")
@@ -304,8 +305,8 @@ def write_hf_directory(state_dict: Mapping[str, Tensor], config: ClipConfig, dir
     tensors = {key: value.detach().float().cpu().contiguous() for key, value in openai_to_hf(state).items()}
     directory.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(directory / WEIGHT_FILES[0]), metadata={"format": "pt"})
-    (directory / "config.json").write_text(json.dumps(hf_config_dict(config), indent=2) + "\n", encoding="utf-8")
-    return [directory / "config.json", directory / WEIGHT_FILES[0]]
+    (directory / HF_CONFIG).write_text(json.dumps(hf_config_dict(config), indent=2) + "\n", encoding="utf-8")
+    return [directory / HF_CONFIG, directory / WEIGHT_FILES[0]]
 
 
 def restore_trained_size(state_dict: dict[str, Tensor], hf_config: Mapping[str, Any], image: VisionConfig,

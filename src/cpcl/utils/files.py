@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from cpcl.utils.errors import CpclError
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -27,6 +30,31 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def writing(target: Path, hint: str, error: type[CpclError] = CpclError) -> Iterator[None]:
+    """Turn an OSError while writing `target` (a read-only folder, a full disk, a quota, a file where a folder is
+    due) into one line: `error`("cannot write TARGET: REASON; HINT"). Only for blocks that write and read
+    nothing else, so that the line is true."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        cause = os_error(err)
+        if cause is None:
+            raise
+        raise error(f"cannot write {target}: {cause.strerror or cause}; {hint}") from None
+
+
+def os_error(err: BaseException | None) -> OSError | None:
+    """`err`, or the OSError behind it: torch.save reports a failed write as a RuntimeError of its zip
+    writer raised while the OSError was being handled."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError):
+            return err
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
