@@ -115,7 +115,7 @@ def test_record_missing_a_field_names_record_and_field(tmp_path, field):
 @pytest.mark.parametrize("value,expected", [
     ("a caption", "field 'captions' must be list, got str"),
     ([], "field 'captions' is an empty list"),
-    (["ok", ""], r"field 'captions'\[1\] must be a non-empty string"),
+    (["ok", ""], r"field 'captions'\[1\] must be a string with words"),
 ])
 def test_bad_captions_are_reported(tmp_path, value, expected):
     records = public_records("img_path")

@@ -54,5 +54,5 @@ def test_quoted_fields_keep_their_newlines_exactly(tmp_path, line_end):
 
 def test_a_csv_without_a_path_column_names_the_fields_it_found(tmp_path):
     path = sidecar(tmp_path, b"file;camera\na.jpg;c1\n")
-    with pytest.raises(DataError, match=r"row 1 has no 'path' field .*its fields: 'file', 'camera'"):
+    with pytest.raises(DataError, match=r"meta.csv:2 has no 'path' field .*its fields: 'file', 'camera'"):
         read_sidecar(path, tmp_path / "imgs")

@@ -100,11 +100,12 @@ def run_search(args: argparse.Namespace) -> int:
     from cpcl.data.transforms import load_rgb
     from cpcl.index.search import Filters, Searcher
     from cpcl.utils.errors import CpclError, DataError
+    from cpcl.utils.text import blank
 
     if (args.text is None) == (args.image is None):
         raise CpclError('give either a TEXT to search for or --image PATH (query by example), not both')
-    if args.text is not None and not args.text.strip():
-        raise CpclError("the search text is empty")
+    if args.text is not None and blank(args.text):
+        raise CpclError("the search text is empty (white space or control characters only)")
     if args.k < 1:
         raise CpclError(f"-k must be at least 1, got {args.k}")
     if args.image is not None and (problem := image_problem(args.image)):

@@ -3,7 +3,9 @@
 Every reader turns its file into the one record model of `cpcl.data.records`. Split values are
 compared case-insensitively; a value other than train, val or test is val (docs/method.md, Data
 formats), with a warning naming it. Nothing is dropped: a bad record raises `DataError` naming
-the file, the record and the field. Person ids are 64-bit integers (JSONL: integers or strings,
+the file, the record and the field, and two different files that could each be the annotations
+(ICFG-PEDES.json beside ICFG_PEDES.json, or one in the dataset's folder and one above it) are
+refused. Person ids are 64-bit integers (JSONL: integers or strings,
 `1` and `"1"` being one person). `load_dataset` then checks the images lie inside the dataset's
 image folder and that no image leaks between splits (`cpcl.data.integrity`).
 
@@ -28,8 +30,11 @@ Blank lines are ignored.
 
 from __future__ import annotations
 
+import filecmp
 import json
 import logging
+import os
+import reprlib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +43,7 @@ from typing import Any
 from cpcl.data.integrity import check_dataset
 from cpcl.data.records import SPLITS, PersonSearchData
 from cpcl.utils.errors import DataError
+from cpcl.utils.text import blank
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,8 @@ def parse_json(text: str, where: str) -> Any:
     except json.JSONDecodeError as err:
         at = f"line {err.lineno} column {err.colno} (char {err.pos})" if "\n" in text else f"column {err.colno}"
         raise DataError(f"{where}: malformed JSON at {at}: {err.msg}") from None
+    except ValueError as err:  # a number of more than 4,300 digits
+        raise DataError(f"{where}: malformed JSON: {str(err).splitlines()[0]}") from None
     except RecursionError:
         raise DataError(f"{where}: JSON nested too deeply to read (arrays or objects inside each other "
                         f"thousands of levels down)") from None
@@ -79,15 +87,29 @@ def person_id(value: int, where: str) -> int:
     return value
 
 
-def find_annotation_file(root: Path, folder: str, names: tuple[str, ...], dataset: str) -> Path:
-    """Look for `root/folder/name`, then `root/name`, for each accepted file name."""
+def find_annotation_file(root: Path, folder: str, names: tuple[str, ...], dataset: str, ranked: bool = False) -> Path:
+    """The annotation file `root/folder/NAME` or `root/NAME` for a NAME of `names`: alternative names of one file,
+    or, `ranked`, names in order of preference. DataError when none exists, or when two different files could be
+    meant (one would be read and the other ignored without a word)."""
     root = Path(root)
-    candidates = list(dict.fromkeys([root / folder / name for name in names] + [root / name for name in names]))
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(p) for p in candidates)
+    per_name = [list(dict.fromkeys([root / folder / name, root / name])) for name in names]
+    for group in per_name if ranked else [[path for paths in per_name for path in paths]]:
+        found: list[Path] = []
+        for path in group:
+            if path.is_file() and not any(_same_content(path, other) for other in found):
+                found.append(path)
+        if len(found) > 1:
+            raise DataError(f"two different {dataset} annotation files under {root}: {found[0]} and {found[1]}; "
+                            f"keep the one to read, or give --root the folder of one")
+        if found:
+            return found[0]
+    looked = ", ".join(str(p) for paths in per_name for p in paths)
     raise DataError(f"no {dataset} annotation file under {root}: looked for {looked}")
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    """Whether two files hold the same bytes (one file by two names included)."""
+    return a.samefile(b) or filecmp.cmp(a, b, shallow=False)
 
 
 def load_json(path: Path) -> Any:
@@ -95,7 +117,7 @@ def load_json(path: Path) -> Any:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read annotation file: {err}") from None
+        raise DataError(f"{path}: cannot read: {err}") from None
     return parse_json(text, str(path))
 
 
@@ -111,13 +133,27 @@ def _field(record: Any, key: str, expected: type | tuple[type, ...], where: str)
     return value
 
 
+def _image_path(record: Any, key: str, where: str) -> str:
+    """The image path in `record[key]`; DataError when no file name can be it (a NUL byte, a lone surrogate the file
+    system encoding cannot write)."""
+    path = _field(record, key, str, where)
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise DataError(f"{where} field '{key}' is not valid Unicode (a lone surrogate): {reprlib.repr(path)}") \
+            from None
+    if "\0" in path:
+        raise DataError(f"{where} field '{key}' holds a NUL byte, which no file name can: {reprlib.repr(path)}")
+    return path
+
+
 def _captions(record: dict, key: str, where: str) -> list[str]:
     captions = _field(record, key, list, where)
     if not captions:
         raise DataError(f"{where} field '{key}' is an empty list; expected at least one caption")
     for j, text in enumerate(captions):
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{where} field '{key}'[{j}] must be a non-empty string, got {text!r}")
+        if not isinstance(text, str) or blank(text):
+            raise DataError(f"{where} field '{key}'[{j}] must be a string with words, got {reprlib.repr(text)}")
     return captions
 
 
@@ -145,7 +181,7 @@ def _read_record_list(
     split_values: Counter = Counter()
     for i, record in enumerate(records):
         where = f"{path}: record {i}"
-        rel_path = _field(record, path_key, str, where)
+        rel_path = _image_path(record, path_key, where)
         identity = person_id(_field(record, id_key, int, where), f"{where} field '{id_key}'")
         derived = derive_split is not None and "split" not in record
         split = derive_split(identity, where) if derived else _field(record, "split", str, where)
@@ -159,7 +195,7 @@ def _read_record_list(
 def read_cuhk_pedes(root: Path) -> PersonSearchData:
     """CUHK-PEDES: `CUHK-PEDES/reid_raw.json`, keys split, captions, file_path, id; or the original
     `caption_all.json` (no split field), split by person id as `CUHK_STANDARD_SPLIT` says (module docstring)."""
-    path = find_annotation_file(root, "CUHK-PEDES", ("reid_raw.json", "caption_all.json"), "cuhk-pedes")
+    path = find_annotation_file(root, "CUHK-PEDES", ("reid_raw.json", "caption_all.json"), "cuhk-pedes", ranked=True)
     if path.name != "caption_all.json":
         return _read_record_list(path, "cuhk-pedes", "file_path")
     log.info("%s: no split field; the standard split is derived from person ids (train %s, val %s, test %s)", path,
@@ -199,7 +235,7 @@ def read_jsonl(root: Path) -> PersonSearchData:
             continue
         where = f"{path}: line {lineno}"
         record = parse_json(line, where)
-        image = Path(_field(record, "image", str, where))
+        image = Path(_image_path(record, "image", where))
         captions = _captions(record, "captions", where)
         split = _field(record, "split", str, where) if "split" in record else "train"
         line_has_id = "person_id" in record

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from scipy import stats
 
+from cpcl.data.readers import load_json
 from cpcl.engine.train import run_config
 from cpcl.evaluation.report import METRICS
 from cpcl.experiments.common import finetune_overrides, generate_data, has_data, pretrain_start
@@ -69,6 +70,7 @@ METHODS: dict[str, tuple[str, ...]] = {
 }
 # the methods the targets compare (run for every seed); the others are ablations of CPCL
 BASELINES = ("zero_shot", "itc", "cpcl", "oracle")
+STAMP = "bench.json"  # a benchmark folder's {"preset": NAME}; a run folder's test metrics and seconds
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,19 @@ def bench_preset(name: str) -> BenchPreset:
     return BENCH_PRESETS[name]
 
 
+def stamped_preset(out: Path) -> str | None:
+    """The preset of the benchmark in `out` (its bench.json), None when there is none; one line when bench.json
+    is damaged or is not what `cpcl bench quality` writes."""
+    stamp = out / STAMP
+    if not stamp.is_file():
+        return None
+    raw = load_json(stamp)
+    if not isinstance(raw, dict) or not isinstance(raw.get("preset"), str):
+        raise ConfigError(f"{stamp} is not a benchmark's stamp ({{\"preset\": NAME}}); delete it, then run cpcl "
+                          f"bench quality --out {out} again")
+    return raw["preset"]
+
+
 def prepare(preset: BenchPreset, out: Path) -> str | Path:
     """Generate the data (once) and, for a start from scratch, pretrain it (once); returns the
     start every method fine-tunes: a shipped name or the pretrained checkpoint."""
@@ -154,11 +169,11 @@ def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], abl
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     preset = bench_preset(preset_name)
     out.mkdir(parents=True, exist_ok=True)
-    stamp = out / "bench.json"
-    if stamp.is_file() and json.loads(stamp.read_text())["preset"] != preset_name:
-        raise ConfigError(f"{out} holds a benchmark of preset {json.loads(stamp.read_text())['preset']!r}; "
-                          f"continue it with that preset or choose another --out")
-    stamp.write_text(json.dumps({"preset": preset_name}) + "\n")
+    stamped = stamped_preset(out)
+    if stamped is not None and stamped != preset_name:
+        raise ConfigError(f"{out} holds a benchmark of preset {stamped!r}; continue it with that preset or choose "
+                          f"another --out")
+    (out / STAMP).write_text(json.dumps({"preset": preset_name}) + "\n")
     start = prepare(preset, out)
     runs = [BenchRun(method, seed, out / "runs" / f"{method}_s{seed}",
                      (*METHODS[method], *finetune_overrides(out / "data", start, preset.epochs, seed), *preset.extra))
@@ -187,12 +202,12 @@ class BenchRun:
     @property
     def finished(self) -> bool:
         """Whether the run wrote its bench.json (`_train_one`): it is then kept, not redone."""
-        return (self.run_dir / "bench.json").is_file()
+        return (self.run_dir / STAMP).is_file()
 
     def record(self) -> dict:
         """Its row of results.json: bench.json's test metrics and seconds, its val R1 and the purity of its
         last pseudo labels (`_val_and_purity`)."""
-        return {**json.loads((self.run_dir / "bench.json").read_text()), **_val_and_purity(self.run_dir)}
+        return {**load_json(self.run_dir / STAMP), **_val_and_purity(self.run_dir)}
 
 
 def _train_one(run: BenchRun) -> BenchRun:
@@ -200,7 +215,7 @@ def _train_one(run: BenchRun) -> BenchRun:
     wall-clock seconds); a run's bench.json is what marks it finished."""
     seconds = run_config("synthpedes", run.run_dir, list(run.overrides))
     test = json.loads((run.run_dir / "results.json").read_text())["test"]["best"]
-    (run.run_dir / "bench.json").write_text(json.dumps({**test, "seconds": seconds}))
+    (run.run_dir / STAMP).write_text(json.dumps({**test, "seconds": seconds}))
     return run
 
 

@@ -18,9 +18,9 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from cpcl.data.readers import load_dataset
+from cpcl.data.readers import load_dataset, load_json
 from cpcl.evaluation.evaluate import evaluate_loaded
-from cpcl.experiments.bench import METHODS, BenchRun, bench_preset, quality_table
+from cpcl.experiments.bench import METHODS, STAMP, BenchRun, bench_preset, quality_table, stamped_preset
 from cpcl.experiments.common import has_data
 from cpcl.model.inference import load_for_inference
 from cpcl.utils.errors import ConfigError
@@ -52,13 +52,12 @@ def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, 
            on_run: Callable[[str, int, dict], None] | None = None) -> dict:
     """Evaluate every finished run of the benchmark in `bench_dir` on `ids_val` val and `ids_test` test
     people (see the module docstring); writes bench_dir/retest_VxT/ and returns its results dict."""
-    stamp = bench_dir / "bench.json"
-    if not stamp.is_file():
-        raise ConfigError(f"{bench_dir} is not a benchmark folder (no bench.json): run `cpcl bench quality "
+    preset_name = stamped_preset(bench_dir)
+    if preset_name is None:
+        raise ConfigError(f"{bench_dir} is not a benchmark folder (no {STAMP}): run `cpcl bench quality "
                           f"--out {bench_dir}` first")
     if ids_val < 1 or ids_test < 1:
         raise ConfigError(f"--ids-val and --ids-test must be >= 1, got {ids_val} and {ids_test}")
-    preset_name = json.loads(stamp.read_text())["preset"]
     preset = bench_preset(preset_name)
     runs = finished_runs(bench_dir)
     if not runs:
@@ -72,7 +71,7 @@ def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, 
     for run in runs:
         done = out / "runs" / f"{run.run_dir.name}.json"
         if done.is_file():
-            record = json.loads(done.read_text())
+            record = load_json(done)
         else:
             loaded = load_for_inference(run.run_dir / "best.pt", device, precision)
             val, test = (evaluate_loaded(loaded, data.splits[split], batch_size, workers, name=split)

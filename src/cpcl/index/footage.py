@@ -21,18 +21,16 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from cpcl.index.gallery import IMAGE_SUFFIXES, relative_to_root
+from cpcl.index.gallery import IMAGE_SUFFIXES, relative_to_root, utc_iso
 from cpcl.utils.errors import DataError, SearchIndexError
 from cpcl.utils.optional import require
 
-FOOTAGE_FIELDS = ("source", "frame", "offset", "box", "detector_score", "file", "crop")  # a detection's own fields
 KINDS = ("video", "frames")
 FRAME_CACHE = 16  # decoded frames the web app keeps (a page of results often shows several crops of one frame)
 
@@ -95,8 +93,7 @@ class SourceState:
         if offset is not None:
             record["offset"] = offset
             if self.start is not None:
-                moment = datetime.fromtimestamp(self.start + offset, tz=timezone.utc)
-                record["time"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+                record["time"] = utc_iso(self.start + offset, "milliseconds", f"--start + {offset} s into {source}")
         if self.camera:
             record["camera"] = self.camera
         return record

@@ -5,28 +5,38 @@ with its gallery. The sidecar is a CSV (header row; delimited by `,`, `;`, tab o
 UTF-8 byte-order mark allowed) or JSONL file with a `path` field per row
 (relative to the gallery root) and any other fields; `camera` and `time` are the ones search can
 filter on. A time is an ISO 8601 date-time (`2024-05-01T08:30:00`, naive = UTC) or a number of
-seconds.
+seconds, within the years 1-9999.
+
+A sidecar is checked whole before anything is indexed, each problem one line naming the file and line:
+a column named like a field of the index's own (`RESERVED_FIELDS`), a quote that is never closed, a
+row with more values than the header has names, a value longer than `MAX_VALUE_CHARS`, a time that is
+not one, and (JSONL) NaN, infinities or text that is not valid Unicode. So every value an index holds
+can be written back as JSON, shown and compared.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import logging
+import json
 import math
 import os
-from collections.abc import Iterable
-from datetime import datetime, timezone
+import reprlib
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from cpcl.data.readers import parse_json
 from cpcl.utils.errors import DataError
 
-log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 CSV_DELIMITERS = (",", ";", "\t", "|")  # sidecar CSV delimiters recognised (";": spreadsheets in comma-decimal locales)
+FOOTAGE_FIELDS = ("source", "frame", "offset", "box", "detector_score", "file", "crop")  # a detection's own fields
+RESERVED_FIELDS = ("path", *FOOTAGE_FIELDS)  # record fields a sidecar column may not be named
+MAX_VALUE_CHARS = 10_000  # longest sidecar value (JSONL: as JSON text), and longest column name
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def list_images(root: Path, under: Iterable[Path] = ()) -> list[str]:
@@ -60,27 +70,44 @@ def relative_to_root(path: Path, root: Path) -> str | None:
     return rel.as_posix()
 
 
+def utc(seconds: float, where: str = "time") -> datetime:
+    """The moment `seconds` after the epoch, in UTC; DataError outside the years 1-9999 (what datetime holds)."""
+    try:
+        return EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        raise DataError(f"{where}: {seconds!r} seconds since 1970 is outside the years 1-9999") from None
+
+
+def utc_iso(seconds: float, timespec: str = "seconds", where: str = "time") -> str:
+    """`seconds` since 1970 as ISO 8601 in UTC, without an offset (2024-05-01T08:30:00); DataError outside the years
+    1-9999."""
+    return utc(seconds, where).replace(tzinfo=None).isoformat(timespec=timespec)
+
+
+def _seconds(value: Any) -> float | None:
+    """`value` (a number, or text of one) as a finite float, or None."""
+    try:
+        seconds = float(value if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value))
+    except (ValueError, OverflowError):
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
 def parse_time(value: Any, where: str = "time") -> float:
-    """Seconds since the epoch from a finite number or an ISO 8601 date-time (naive = UTC); DataError otherwise
-    (NaN and infinities too: no row would compare with them)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if math.isfinite(value):
-            return float(value)
-    text = str(value).strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = None
-    if seconds is not None and math.isfinite(seconds):
-        return seconds
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise DataError(f"{where}: {value!r} is not a time; use ISO 8601 (2024-05-01T08:30:00) "
-                        f"or seconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
+    """Seconds since the epoch from a finite number or an ISO 8601 date-time (naive = UTC), within the years
+    1-9999 (`utc`); DataError otherwise (NaN and infinities too: no row would compare with them)."""
+    seconds = _seconds(value)
+    if seconds is None:
+        try:
+            moment = datetime.fromisoformat(value.strip()) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None:
+            raise DataError(f"{where}: {reprlib.repr(value)} is not a time; use ISO 8601 (2024-05-01T08:30:00) "
+                            f"or seconds")
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+    utc(seconds, where)
+    return seconds
 
 
 def csv_delimiter(text: str) -> str:
@@ -92,8 +119,50 @@ def csv_delimiter(text: str) -> str:
     return max(CSV_DELIMITERS, key=header_fields)
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a CSV (with header) or JSONL sidecar as dicts.
+def _csv_rows(path: Path, text: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """(where: "FILE:LINE", row as a dict) of a CSV sidecar, read strictly: a quote that is never closed (it
+    would swallow the rest of the file), a value longer than MAX_VALUE_CHARS or a row longer than its
+    header is a DataError naming the line."""
+    line = 1
+    try:
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text), strict=True)
+        header = next(reader, [])
+        repeated = sorted({name for name in header if header.count(name) > 1 and name})
+        if repeated:
+            raise DataError(f"{path}:1: column {repeated[0]!r} is named twice")
+        while True:
+            line = reader.line_num + 1
+            values = next(reader, None)
+            if values is None:
+                return
+            names = header + [""] * max(0, len(values) - len(header))
+            unnamed = [value for name, value in zip(names, values) if not name and value]
+            if unnamed:
+                raise DataError(f"{path}:{line}: the value {unnamed[0][:40]!r} has no column name in the header; "
+                                f"name its column or remove it")
+            yield f"{path}:{line}", {name: value for name, value in zip(header, values) if name}
+    except csv.Error as err:
+        if "field larger than field limit" in str(err):
+            raise DataError(f"{path}:{line}: a value is longer than the {MAX_VALUE_CHARS:,} characters a metadata "
+                            f"value may hold") from None
+        if "unexpected end of data" in str(err):
+            raise DataError(f"{path}:{line}: a quote opened in this row is never closed, so the rest of the file "
+                            f"would be one value; close it, or double a quote that is part of the text") from None
+        raise DataError(f"{path}:{line}: not valid CSV ({err}); a quoted value must end at its quote") from None
+
+
+def _jsonl_rows(path: Path, text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where: "FILE:LINE", row) of a JSONL sidecar; DataError for a line that is not a JSON object."""
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
+        if line.strip():
+            row = parse_json(line, f"{path}:{number}")
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object per line")
+            yield f"{path}:{number}", row
+
+
+def _read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, row) of a CSV (with header) or JSONL sidecar.
 
     Read as people write them: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped, the CSV
     delimiter is sniffed (`csv_delimiter`), and the bytes are decoded without newline translation, so
@@ -104,41 +173,68 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"metadata file {path} cannot be read: {err}") from None
     if path.suffix.lower() == ".csv":
-        delimiter = csv_delimiter(text)
-        log.debug("%s: CSV delimited by %r", path, delimiter)
-        return [dict(row) for row in csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)]
+        return _csv_rows(path, text)
     if path.suffix.lower() not in (".jsonl", ".json"):
         raise DataError(f"metadata file {path}: expected a .csv or .jsonl file")
-    rows = []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may sit inside a string
-        if line.strip():
-            row = parse_json(line, f"{path}:{number}")
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line")
-            rows.append(row)
-    return rows
+    return _jsonl_rows(path, text)
+
+
+def check_value(value: Any, where: str) -> None:
+    """DataError unless `value` can be written back as JSON and shown: finite numbers, valid Unicode (no lone
+    surrogate), at most MAX_VALUE_CHARS as JSON text."""
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{where}: the text holds a lone surrogate (\\ud800-\\udfff): not valid Unicode") from None
+    except ValueError:
+        raise DataError(f"{where}: NaN and infinities are not values JSON can hold; leave the field out") from None
+    except RecursionError:
+        raise DataError(f"{where}: nested too deeply") from None
+    if len(text) > MAX_VALUE_CHARS:
+        raise DataError(f"{where}: {len(text):,} characters, over the {MAX_VALUE_CHARS:,} a metadata value may "
+                        f"hold")
+
+
+def _metadata(row: dict[str, Any], where: str) -> dict[str, Any]:
+    """A sidecar row's metadata: every field but `path`, empty ones dropped; DataError for a reserved or bad name,
+    a bad value or a time that is not one."""
+    meta = {}
+    for key, value in row.items():
+        if key in RESERVED_FIELDS[1:]:
+            raise DataError(f"{where}: the column {key!r} is a field of the index's own ({', '.join(RESERVED_FIELDS)}"
+                            f"); rename it")
+        check_value(key, f"{where}: a column name")
+        if key != "path" and value not in (None, ""):
+            check_value(value, f"{where}: {key[:40]!r}")
+            meta[key] = value
+    if "time" in meta:
+        parse_time(meta["time"], f"{where}: time")
+    if "camera" in meta:
+        meta["camera"] = str(meta["camera"])
+    return meta
 
 
 def read_sidecar(path: Path, root: Path) -> dict[str, dict[str, Any]]:
-    """Relative image path -> its metadata (every field but `path`; empty values dropped).
+    """Relative image path -> its metadata (every field but `path`; empty values dropped), checked (module
+    docstring).
 
-    Paths may be relative to `root` or absolute inside it. Times are checked here, so a bad one
+    Paths may be relative to `root` or absolute inside it. Every row is checked here, so a bad one
     is reported with its line, not at search time.
     """
     root = root.resolve()
     out: dict[str, dict[str, Any]] = {}
-    for number, row in enumerate(_read_rows(path), start=1):
-        if "path" not in row:
-            raise DataError(f"{path}: row {number} has no 'path' field (the image path relative to {root}); "
-                            f"its fields: {', '.join(map(repr, row)) or 'none'}")
-        raw = Path(str(row["path"]))
-        rel = relative_to_root(raw if raw.is_absolute() else root / raw, root)
+    for where, row in _read_rows(path):
+        if not isinstance(row.get("path"), str) or not row["path"]:
+            raise DataError(f"{where} has no 'path' field (the image path relative to {root}); its fields: "
+                            f"{', '.join(repr(key[:40]) for key in row) or 'none'}")
+        check_value(row["path"], f"{where}: path")
+        raw = Path(row["path"])
+        try:
+            rel = relative_to_root(raw if raw.is_absolute() else root / raw, root)
+        except ValueError:  # a NUL byte
+            rel = None
         if rel is None:
-            raise DataError(f"{path}: row {number}: {raw} is outside the gallery root {root}")
-        meta = {key: value for key, value in row.items() if key != "path" and value not in (None, "")}
-        if "time" in meta:
-            parse_time(meta["time"], f"{path}: row {number}")
-        if "camera" in meta:
-            meta["camera"] = str(meta["camera"])
-        out[rel] = meta
+            raise DataError(f"{where}: {reprlib.repr(row['path'])} is outside the gallery root {root}")
+        out[rel] = _metadata(row, where)
     return out

@@ -26,11 +26,11 @@ from PIL import Image
 from cpcl.clustering.rerank import RerankConfig, RerankGallery, prepare_gallery, rerank_distances
 from cpcl.index.backends import Backend, backend_name, make_backend
 from cpcl.index.encoder import Encoder
-from cpcl.index.footage import FOOTAGE_FIELDS, SourceState
-from cpcl.index.gallery import parse_time
+from cpcl.index.footage import SourceState
+from cpcl.index.gallery import FOOTAGE_FIELDS, parse_time
 from cpcl.index.store import IndexStore, Manifest
 from cpcl.index.tracks import link_tracks, track_spans
-from cpcl.utils.errors import SearchIndexError
+from cpcl.utils.errors import DataError, SearchIndexError
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,11 @@ class Searcher:
         self.encoder = encoder
         self.count, self.dim = embeddings.shape
         self.cameras = np.array([str(r.get("camera", "")) for r in records], dtype=object)  # "" = none
-        self.times = np.array([parse_time(r["time"]) if "time" in r else math.nan for r in records], dtype=np.float64)
+        try:
+            self.times = np.array([parse_time(r["time"]) if "time" in r else math.nan for r in records], np.float64)
+        except DataError as err:  # an index built before times were checked in range at build
+            raise SearchIndexError(f"{directory}: a record's {err}; build the index again with a sidecar of "
+                                   f"valid times") from None
         self.row_sources = np.array([str(r.get("source", "")) for r in records], dtype=object)  # "" = a crop
         self._paths = {record["path"]: row for row, record in enumerate(records)}
         self.sources = {name: SourceState.from_dict(raw, f"{directory}: source {name}")
@@ -192,6 +196,9 @@ class Searcher:
         asked of the backend are clamped to the rows that may be returned: no more slots are ever allocated.
         With `rerank`, best first means by the re-ranked distance (`rerank_config`), over every row.
         """
+        if min_score is not None and not math.isfinite(min_score):
+            raise SearchIndexError(f"the score floor (min_score) must be a finite number (a cosine, -1..1), got "
+                                   f"{min_score}")
         allowed = self.allowed(filters)
         limit = self.count if allowed is None else int(allowed.sum())
         k = min(k, limit)

@@ -32,6 +32,7 @@ from cpcl.model.hf import (hf_to_openai, hf_tower_settings, is_hf_layout, read_h
                             restore_trained_size)
 from cpcl.model.shipped import is_shipped, resolve_checkpoint, unpack
 from cpcl.model.torchscript import read_torchscript_weights
+from cpcl.model.weights_only import load_weights_only
 from cpcl.utils.errors import CheckpointError, ConfigError
 from cpcl.utils.files import atomic_write
 from cpcl.utils.preprocessing import Preprocessing
@@ -274,10 +275,7 @@ def _read_file(path: Path) -> tuple[Any, str]:
             raise CheckpointError(f"cannot read {path}: {err}") from err
     if _is_torchscript(path):
         return read_torchscript_weights(path), "openai-jit"
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), "openai"
-    except Exception as err:  # unpickling errors for non-plain objects, zip/EOF errors when corrupt
-        raise CheckpointError(f"cannot read {path} with torch.load(weights_only=True): {err}") from err
+    return load_weights_only(path), "openai"
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from cpcl.model.clip import ClipConfig, TextConfig, VisionConfig
+from cpcl.model.weights_only import load_weights_only
 from cpcl.utils.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -98,13 +99,13 @@ def read_hf_directory(directory: Path) -> tuple[dict[str, Tensor], dict[str, Any
     if weights is None:
         sharded = " (sharded checkpoints are not supported)" if any(directory.glob("*.index.json")) else ""
         raise CheckpointError(f"{directory} holds no {' or '.join(WEIGHT_FILES)}{sharded}")
-    try:
-        if weights.suffix == ".safetensors":
+    if weights.suffix != ".safetensors":
+        state_dict = load_weights_only(weights)
+    else:
+        try:
             state_dict = load_file(weights, device="cpu")
-        else:
-            state_dict = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as err:  # safetensors and torch raise many types on corrupt files
-        raise CheckpointError(f"cannot read weights {weights}: {err}") from err
+        except Exception as err:  # safetensors raises several types on corrupt files
+            raise CheckpointError(f"cannot read weights {weights}: {err}") from err
     logger.info("read Hugging Face CLIP weights %s", weights)
     return state_dict, hf_config
 

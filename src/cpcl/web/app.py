@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from datetime import datetime, timezone
 from importlib import resources
 from urllib.parse import quote
 
@@ -32,6 +31,7 @@ from PIL import Image
 
 from cpcl import __version__
 from cpcl.index.footage import FrameReader, crop
+from cpcl.index.gallery import utc_iso
 from cpcl.index.search import Filters, Hit, Searcher
 from cpcl.utils.errors import CpclError
 from cpcl.web.config import WebConfig
@@ -59,10 +59,6 @@ def _jpeg(image: Image.Image) -> Response:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return Response(buffer.getvalue(), media_type="image/jpeg", headers=CACHE)
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _filters(cameras: list[str], time_from: str | None, time_to: str | None, sources: list[str]) -> Filters:
@@ -117,7 +113,7 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
     def info() -> dict:
         times = searcher.time_range()
         return {"count": searcher.count, "backend": searcher.backend.name, "cameras": searcher.camera_names(),
-                "sources": searcher.source_names(), "time_range": [_iso(t) for t in times] if times else None,
+                "sources": searcher.source_names(), "time_range": [utc_iso(t) for t in times] if times else None,
                 "default_k": config.default_k, "min_score": config.min_score, "rerank": config.rerank}
 
     @app.post("/api/search", response_model=SearchResponse, summary="Search by a sentence")

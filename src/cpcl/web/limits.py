@@ -10,6 +10,8 @@ from fastapi import Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cpcl.utils.text import blank
+
 MAX_QUERY_CHARS = 300  # longest sentence accepted (CLIP reads 77 tokens, about 60 words, anyway)
 MAX_K = 100  # most results one query returns
 MAX_UPLOAD_BYTES = 5 * 2**20  # largest example image accepted
@@ -59,8 +61,8 @@ class SearchRequest(BaseModel):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, text: str) -> str:
-        if not text.strip():
-            raise ValueError("the search text is blank")
+        if blank(text):
+            raise ValueError("the search text is blank (white space or control characters only)")
         return text
 
     @field_validator("cameras", "sources")
