@@ -55,6 +55,8 @@ def footage_sources(group: argparse._MutuallyExclusiveGroup) -> None:
 
 def footage_arguments(parser: argparse.ArgumentParser, root: bool) -> None:
     """How footage is sampled and detected (with --frames / --video)."""
+    from cpcl.index.config import MAX_DETECTIONS
+
     footage = parser.add_argument_group("footage (with --frames / --video)")
     footage.add_argument("--detector", metavar="SPEC",
                          help="detections:FILE (MOTChallenge det.txt or COCO results .json, frames from 1), hog "
@@ -64,6 +66,8 @@ def footage_arguments(parser: argparse.ArgumentParser, root: bool) -> None:
                               "margin, 0.25 for onnx)")
     footage.add_argument("--nms-iou", type=float, default=0.45, metavar="IOU",
                          help="onnx: drop a box overlapping a better one by more than this")
+    footage.add_argument("--max-detections", type=int, default=MAX_DETECTIONS, metavar="N",
+                         help="keep at most N detections a frame, the best scoring (frames with more are counted)")
     sampling = footage.add_mutually_exclusive_group()
     sampling.add_argument("--every", type=int, default=1, metavar="N", help="keep every N-th frame")
     sampling.add_argument("--fps", type=float, metavar="F", help="keep about F frames a second")
@@ -100,8 +104,9 @@ def footage_options(args: argparse.Namespace):
     if getattr(args, "metadata", None) is not None:
         raise ConfigError("--metadata is for --images; footage records get --camera and --start instead")
     start = parse_time(args.start, "--start") if args.start is not None else None
-    return FootageOptions(kind, tuple(paths), normalise_spec(args.detector), args.det_threshold, args.nms_iou,
-                          args.every, args.fps, args.source_fps, start, args.camera, args.crops)
+    return FootageOptions(kind, tuple(paths), normalise_spec(args.detector), args.det_threshold,
+                          args.max_detections, args.nms_iou, args.every, args.fps, args.source_fps, start, args.camera,
+                          args.crops)
 
 
 def _summary(report, index: Path) -> None:
@@ -110,6 +115,14 @@ def _summary(report, index: Path) -> None:
         print(f"{index}: {report.added} persons embedded from {report.frames} frames"
               + (f", {report.already} sources already indexed to the end" if report.already else "")
               + f"; {report.total} in the index ({report.backend} search)")
+        if report.skipped:
+            print(f"{report.skipped} frames skipped: the detector cannot look at them (listed below with the "
+                  f"unreadable files)")
+        if report.capped:
+            print(f"{report.capped} frames had more than --max-detections detections: their best were kept")
+        if report.past_end:
+            print(f"{report.past_end} boxes of the detections file are for frames after its source's last one: "
+                  f"left out")
     else:
         print(f"{index}: {report.added} images embedded, {report.already} already indexed, "
               f"{report.total} in the index ({report.backend} search)"

@@ -52,6 +52,9 @@ class SyncReport:
     total: int = 0  # rows in the index afterwards
     backend: str = "exact"  # the backend searches will use
     frames: int | None = None  # footage: frames decoded and run through the detector in this run; None: no footage
+    skipped: int = 0  # footage: frames the detector cannot look at (too small), skipped and listed as unreadable
+    capped: int = 0  # footage: frames with more detections than --max-detections (the best kept)
+    past_end: int = 0  # footage: boxes of a detections file for frames after its source's last one
 
 
 def _new_manifest(encoder: Encoder, root: Path, config: IndexConfig) -> Manifest:

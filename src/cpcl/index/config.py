@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from cpcl.utils.errors import ConfigError
 
+MAX_DETECTIONS = 300  # footage: detections kept a frame by default, the best scoring (as Ultralytics' max_det)
+
 
 @dataclass(frozen=True)
 class IndexConfig:

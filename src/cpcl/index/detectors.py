@@ -4,7 +4,8 @@
 
     detections:FILE   boxes from any external detector: MOTChallenge det.txt (frame from 1, id, left, top,
                       width, height, conf, ...; commas or blanks) or COCO results JSON ([{"image_id": frame
-                      from 1, "bbox": [x, y, w, h], "score", "category_id"}], category 1 = person)
+                      from 1, "bbox": [x, y, w, h], "score", "category_id"}], category 1 = person), read by
+                      `cpcl.index.boxfiles`
     hog               OpenCV's HOG + linear SVM people detector (cv2.HOGDescriptor_getDefaultPeopleDetector)
     onnx:MODEL.onnx   a YOLO-family model through onnxruntime: NCHW float input in [0, 1] (letterboxed, grey
                       114 padding), output [1, 4 + C, N] (YOLOv8 / 11: cx, cy, w, h, class scores) or
@@ -12,31 +13,44 @@
                       being the N candidates; class 0 (COCO's person) is kept, then a score threshold and NMS
 
 A detector's `detect(frame, index)` takes one RGB frame [H, W, 3] uint8 and its 0-based index and returns
-`Detection`s with integer boxes inside the frame. Nothing read from a file is executed: the detections
-file is parsed as text or JSON, the ONNX graph is run by onnxruntime.
+`Detection`s with integer boxes inside the frame, at most `max_detections` of them (the best scoring); a frame it
+cannot look at (smaller than HOG's window, which OpenCV would read past) is a `FrameError`, checked before any
+native call. Its `Screen` counts the boxes it drops and why (NaN, no size, outside the frame, under the threshold,
+over the cap), so that a build that keeps nothing can say why. Nothing read from a file is executed: the
+detections file is parsed as text or JSON, the ONNX graph is run by onnxruntime.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from cpcl.index.boxfiles import read_boxes
+from cpcl.index.config import MAX_DETECTIONS
 from cpcl.utils.errors import ConfigError, DataError
 from cpcl.utils.optional import require
 
-COCO_PERSON = 1  # category_id of a person in COCO results
 YOLO_PERSON = 0  # class index of a person in COCO-trained YOLO models
 LETTERBOX_GREY = 114  # padding value of the YOLO letterbox
 DEFAULT_ONNX_SIZE = 640  # input side when the model's input shape is dynamic
 MIN_BOX = 2  # boxes narrower or lower than this many pixels (after clipping) are dropped
+NMS_CANDIDATES = 30_000  # onnx: the best-scoring candidates NMS looks at, at most (as Ultralytics' max_nms)
+DROPPED = {  # why a screen dropped boxes -> how the count reads ({frame}: W x H, {threshold}, {limit})
+    "nan": "are NaN or infinite",
+    "size": "have zero or negative size",
+    "outside": "lie outside the {frame} frame",
+    "small": f"are under {MIN_BOX} px once clipped to the frame",
+    "threshold": "score below the threshold {threshold}",
+    "candidates": f"are beyond the {NMS_CANDIDATES:,} best candidates NMS looks at",
+    "cap": "exceed the cap of {limit} detections a frame",
+    "past_end": "are for frames after the source's last one",  # a detections file's, counted by the build
+}
 HOG_STRIDE = (8, 8)  # HOG: window stride in pixels
 HOG_PADDING = (8, 8)  # HOG: padding around the frame
 HOG_SCALE = 1.05  # HOG: image pyramid step
@@ -53,12 +67,79 @@ class Detection:
     score: float  # the detector's confidence (its own scale: a probability for ONNX, an SVM margin for HOG)
 
 
+class FrameError(DataError):
+    """A frame the detector cannot look at (the build skips it and lists it as unreadable)."""
+
+
 class Detector(Protocol):
+    screen: Screen  # what it keeps of its boxes, and the count of what it dropped
+
     def wants(self, index: int) -> bool:
         """Whether frame `index` may hold detections (False: the frame need not be decoded)."""
 
     def detect(self, frame: np.ndarray, index: int) -> list[Detection]:
-        """RGB frame [H, W, 3] uint8 -> its detections."""
+        """RGB frame [H, W, 3] uint8 -> its detections; FrameError for a frame it cannot look at."""
+
+    def past_end(self, frames: int) -> int:
+        """Boxes given for frames at or after `frames` (a detections file of a longer video); 0 if none can be."""
+
+
+def frame_size(frame: np.ndarray) -> tuple[int, int]:
+    """(width, height) of an RGB frame; FrameError unless it is [H, W, 3] uint8 with a pixel at least."""
+    if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3 \
+            or frame.size == 0:
+        shape = list(np.shape(frame))
+        raise FrameError(f"a frame of shape {shape} ({getattr(frame, 'dtype', '?')}) is not an RGB image")
+    return int(frame.shape[1]), int(frame.shape[0])
+
+
+@dataclass
+class Screen:
+    """What a detector keeps of the boxes it has for a frame, counting the ones it drops by reason (`DROPPED`)."""
+
+    threshold: float | None = None  # keep boxes scoring at least this (None: any score)
+    limit: int = MAX_DETECTIONS  # keep at most this many detections a frame, the best scoring
+    dropped: Counter = field(default_factory=Counter)  # reason (a key of DROPPED) -> boxes dropped for it
+    capped: int = 0  # frames that had more than `limit` detections
+
+    def _keep(self, keep: np.ndarray, passing: np.ndarray, reason: str) -> np.ndarray:
+        self.dropped[reason] += int((keep & ~passing).sum())
+        return keep & passing
+
+    def valid(self, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """[N] bool: which boxes [N, 4] (x, y, w, h) with scores [N] are finite, of positive size and at least the
+        threshold."""
+        keep = self._keep(np.ones(len(boxes), bool), np.isfinite(boxes).all(axis=1) & np.isfinite(scores), "nan")
+        keep = self._keep(keep, (boxes[:, 2] > 0) & (boxes[:, 3] > 0), "size")
+        return keep if self.threshold is None else self._keep(keep, scores >= self.threshold, "threshold")
+
+    def best(self, keep: np.ndarray, scores: np.ndarray, limit: int, reason: str) -> np.ndarray:
+        """`keep` [N] bool narrowed to its `limit` best-scoring rows (ties: the earlier row)."""
+        rows = np.flatnonzero(keep)
+        if len(rows) <= limit:
+            return keep
+        order = rows[np.argsort(-scores[rows], kind="stable")]
+        narrowed = np.zeros_like(keep)
+        narrowed[order[:limit]] = True
+        self.dropped[reason] += len(rows) - limit
+        return narrowed
+
+    def keep(self, boxes: Any, scores: Any, width: int, height: int) -> list[Detection]:
+        """Boxes x, y, w, h [N, 4] in frame pixels (floats, anything) with scores [N] -> the detections kept, in
+        their order: valid, rounded to whole pixels and clipped to the frame, at least MIN_BOX, the `limit` best."""
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+        keep = self.valid(boxes, scores)
+        with np.errstate(invalid="ignore", over="ignore"):
+            x0, y0 = np.maximum(0, np.round(boxes[:, 0])), np.maximum(0, np.round(boxes[:, 1]))
+            x1 = np.minimum(width, np.round(boxes[:, 0] + boxes[:, 2]))
+            y1 = np.minimum(height, np.round(boxes[:, 1] + boxes[:, 3]))
+            keep = self._keep(keep, (x1 > x0) & (y1 > y0), "outside")
+            keep = self._keep(keep, (x1 - x0 >= MIN_BOX) & (y1 - y0 >= MIN_BOX), "small")
+        capped = self.best(keep, scores, self.limit, "cap")
+        self.capped += int(capped.sum() < keep.sum())
+        return [Detection((int(x0[i]), int(y0[i]), int(x1[i] - x0[i]), int(y1[i] - y0[i])), float(scores[i]))
+                for i in np.flatnonzero(capped)]
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -74,103 +155,33 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
-    """Greedy non-maximum suppression: indices of the boxes [N, 4] (x, y, w, h) kept, best score first; a box
-    overlapping a kept, better one by more than `iou` is dropped."""
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    overlaps = box_iou(boxes, boxes)
-    kept: list[int] = []
-    for i in order:
-        if all(overlaps[i, j] <= iou for j in kept):
-            kept.append(int(i))
-    return np.array(kept, dtype=np.int64)
-
-
-def clip_box(box: Any, width: int, height: int) -> tuple[int, int, int, int] | None:
-    """A box x, y, w, h (floats) rounded to whole pixels inside a width x height frame; None when too small."""
-    x0, y0 = max(0, round(float(box[0]))), max(0, round(float(box[1])))
-    x1, y1 = min(width, round(float(box[0]) + float(box[2]))), min(height, round(float(box[1]) + float(box[3])))
-    if x1 - x0 < MIN_BOX or y1 - y0 < MIN_BOX:
-        return None
-    return (x0, y0, x1 - x0, y1 - y0)
-
-
-def _finite(values: list[Any], where: str, what: str) -> list[float]:
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) != len(values) or not all(math.isfinite(v) for v in numbers):
-        raise DataError(f"{where}: {what}, got {values!r}")
-    return numbers
-
-
-def read_mot(path: Path, text: str) -> dict[int, list[tuple[list[float], float]]]:
-    """MOTChallenge det.txt -> 0-based frame index -> [(box x, y, w, h, conf)]."""
-    table: dict[int, list[tuple[list[float], float]]] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        fields = [f for f in re.split(r"[,\s]+", line.strip()) if f]
-        if len(fields) < 7:
-            raise DataError(f"{path}:{number}: a MOTChallenge detection has at least 7 fields (frame, id, left, "
-                            f"top, width, height, conf), got {len(fields)}")
-        frame, _, x, y, w, h, conf = _finite(fields[:7], f"{path}:{number}", "expected numbers")
-        if frame < 1 or frame != int(frame):
-            raise DataError(f"{path}:{number}: the frame number counts from 1, got {fields[0]}")
-        table.setdefault(int(frame) - 1, []).append(([x, y, w, h], conf))
-    return table
-
-
-def read_coco(path: Path, text: str) -> dict[int, list[tuple[list[float], float]]]:
-    """COCO results JSON -> 0-based frame index -> [(box x, y, w, h, score)] of persons (category 1 or none)."""
-    try:
-        items = json.loads(text)
-    except ValueError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(items, list):
-        raise DataError(f"{path}: COCO results are a JSON list of {{image_id, bbox, score}} objects")
-    table: dict[int, list[tuple[list[float], float]]] = {}
-    for number, item in enumerate(items):
-        where = f"{path}: item {number}"
-        if not isinstance(item, dict) or "image_id" not in item or "bbox" not in item:
-            raise DataError(f"{where}: expected an object with image_id and bbox")
-        if item.get("category_id", COCO_PERSON) != COCO_PERSON:
-            continue
-        frame = item["image_id"]
-        if isinstance(frame, bool) or not isinstance(frame, int) or frame < 1:
-            raise DataError(f"{where}: image_id is the frame number, an integer from 1, got {frame!r}")
-        bbox = item["bbox"]
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            raise DataError(f"{where}: bbox must be 4 numbers [x, y, width, height], got {bbox!r}")
-        box = _finite(bbox, where, "bbox must be 4 numbers [x, y, width, height]")
-        score = _finite([item.get("score", 1.0)], where, "score must be a number")[0]
-        table.setdefault(frame - 1, []).append((box, score))
-    return table
+    """Greedy non-maximum suppression by OpenCV (`cv2.dnn.NMSBoxes`: O(N) memory): indices of the boxes [N, 4]
+    (x, y, w, h, finite, positive size) kept, best score first (ties: the earlier box); a box overlapping a
+    kept, better one by more than `iou` is dropped."""
+    cv2 = require("cv2", "opencv-python-headless", "non-maximum suppression", "footage")
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
+    ranks = np.empty(len(order), dtype=np.float64)
+    ranks[order] = np.arange(len(order), 0, -1)  # NMSBoxes takes positive scores: our order as 1..N
+    kept = cv2.dnn.NMSBoxes(np.asarray(boxes, dtype=np.float64).reshape(-1, 4).tolist(), ranks.tolist(), 0.0,
+                            float(iou))
+    return np.asarray(kept, dtype=np.int64).reshape(-1)
 
 
 class DetectionsFile:
-    """Boxes of one source from a MOTChallenge det.txt or COCO results JSON (see the module docstring)."""
+    """Boxes of one source from a MOTChallenge det.txt or COCO results JSON (`cpcl.index.boxfiles`)."""
 
-    def __init__(self, path: Path, threshold: float | None):
-        path = Path(path).expanduser()
-        try:
-            text = path.read_bytes().decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError) as err:
-            raise DataError(f"detections file {path} cannot be read: {err}") from None
-        self.table = read_coco(path, text) if path.suffix.lower() == ".json" else read_mot(path, text)
-        self.threshold = threshold
+    def __init__(self, path: Path, threshold: float | None, max_detections: int = MAX_DETECTIONS):
+        self.table = read_boxes(Path(path).expanduser())
+        self.screen = Screen(threshold, max_detections)
 
     def wants(self, index: int) -> bool:
         return index in self.table
 
     def detect(self, frame: np.ndarray, index: int) -> list[Detection]:
-        height, width = frame.shape[:2]
-        found = []
-        for box, score in self.table.get(index, []):
-            clipped = clip_box(box, width, height)
-            if clipped is not None and (self.threshold is None or score >= self.threshold):
-                found.append(Detection(clipped, score))
-        return found
+        return self.screen.keep(*self.table.of_frame(index), *frame_size(frame))
+
+    def past_end(self, frames: int) -> int:
+        return self.table.from_frame(frames)
 
 
 class HogDetector:
@@ -181,31 +192,35 @@ class HogDetector:
     `threshold` is the SVM margin a window must reach (detectMultiScale's hitThreshold).
     """
 
-    def __init__(self, threshold: float | None):
+    def __init__(self, threshold: float | None, max_detections: int = MAX_DETECTIONS):
         cv2 = require("cv2", "opencv-python-headless", "the hog detector", "footage")
         self.cv2 = cv2
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
         self.threshold = 0.0 if threshold is None else threshold
+        self.screen = Screen(None, max_detections)  # the threshold is detectMultiScale's
 
     def wants(self, index: int) -> bool:
         return True
 
+    def past_end(self, frames: int) -> int:
+        return 0
+
     def detect(self, frame: np.ndarray, index: int) -> list[Detection]:
-        height, width = frame.shape[:2]
+        width, height = frame_size(frame)
         border = round(HOG_BORDER * height)
+        window = tuple(self.hog.winSize)
+        if width + 2 * border < window[0] or height + 2 * border < window[1]:  # OpenCV would read past the image
+            raise FrameError(f"a {width}x{height} frame is too small for the hog detector (with its border, "
+                             f"{width + 2 * border}x{height + 2 * border}, under its {window[0]}x{window[1]} window)")
         grey = self.cv2.copyMakeBorder(self.cv2.cvtColor(frame, self.cv2.COLOR_RGB2GRAY), border, border, border,
                                        border, self.cv2.BORDER_REPLICATE)
         rects, weights = self.hog.detectMultiScale(grey, hitThreshold=self.threshold, winStride=HOG_STRIDE,
                                                    padding=HOG_PADDING, scale=HOG_SCALE)
+        x, y, w, h = np.asarray(rects, dtype=np.float64).reshape(-1, 4).T
         mx, my = HOG_WINDOW_MARGIN
-        found = []
-        for (x, y, w, h), score in zip(np.asarray(rects).reshape(-1, 4), np.asarray(weights).reshape(-1)):
-            x, y = x - border, y - border
-            clipped = clip_box((x + mx * w, y + my * h, w * (1 - 2 * mx), h * (1 - 2 * my)), width, height)
-            if clipped is not None:
-                found.append(Detection(clipped, float(score)))
-        return found
+        boxes = np.stack([x - border + mx * w, y - border + my * h, w * (1 - 2 * mx), h * (1 - 2 * my)], axis=1)
+        return self.screen.keep(boxes, np.asarray(weights).reshape(-1), width, height)
 
 
 def letterbox(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float, tuple[float, float]]:
@@ -244,7 +259,7 @@ def yolo_candidates(output: np.ndarray, where: str) -> tuple[np.ndarray, np.ndar
 class OnnxDetector:
     """A YOLO-family person detector run by onnxruntime on the CPU (layouts in the module docstring)."""
 
-    def __init__(self, model: Path, threshold: float | None, nms_iou: float):
+    def __init__(self, model: Path, threshold: float | None, nms_iou: float, max_detections: int = MAX_DETECTIONS):
         ort = require("onnxruntime", "onnxruntime", "the onnx detector", "footage")
         model = Path(model).expanduser()
         if not model.is_file():
@@ -260,41 +275,45 @@ class OnnxDetector:
         if len(shape) != 4 or shape[1] not in (3, "3"):
             raise DataError(f"--detector onnx:{model}: expected one NCHW RGB input [1, 3, H, W], got {shape}")
         self.size = tuple(int(s) if isinstance(s, int) and s > 0 else DEFAULT_ONNX_SIZE for s in shape[2:])
-        self.threshold = 0.25 if threshold is None else threshold
+        self.screen = Screen(0.25 if threshold is None else threshold, max_detections)
         self.nms_iou = nms_iou
 
     def wants(self, index: int) -> bool:
         return True
 
+    def past_end(self, frames: int) -> int:
+        return 0
+
     def detect(self, frame: np.ndarray, index: int) -> list[Detection]:
-        height, width = frame.shape[:2]
+        """Candidates that are numbers, of positive size and over the threshold, the best NMS_CANDIDATES of them
+        through NMS, then clipped to the frame and capped (`Screen`)."""
+        width, height = frame_size(frame)
         image, scale, (pad_x, pad_y) = letterbox(frame, self.size)
         pixels = (image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0)
         boxes, scores = yolo_candidates(self.session.run(None, {self.input.name: pixels})[0], f"{self.model}")
-        keep = np.flatnonzero(scores >= self.threshold)
-        keep = keep[nms(boxes[keep], scores[keep], self.nms_iou)]
-        found = []
-        for (x, y, w, h), score in zip(boxes[keep], scores[keep]):
-            clipped = clip_box(((x - pad_x) / scale, (y - pad_y) / scale, w / scale, h / scale), width, height)
-            if clipped is not None:
-                found.append(Detection(clipped, float(score)))
-        return found
+        with np.errstate(invalid="ignore", over="ignore"):
+            boxes = (boxes.astype(np.float64) - [pad_x, pad_y, 0.0, 0.0]) / scale  # frame pixels
+        scores = scores.astype(np.float64)
+        keep = self.screen.best(self.screen.valid(boxes, scores), scores, NMS_CANDIDATES, "candidates")
+        rows = np.flatnonzero(keep)
+        rows = rows[nms(boxes[rows], scores[rows], self.nms_iou)]
+        return self.screen.keep(boxes[rows], scores[rows], width, height)
 
 
-def _detections(arg: str, threshold: float | None, nms_iou: float) -> Detector:
-    return DetectionsFile(Path(arg), threshold)
+def _detections(arg: str, threshold: float | None, nms_iou: float, max_detections: int) -> Detector:
+    return DetectionsFile(Path(arg), threshold, max_detections)
 
 
-def _hog(arg: str, threshold: float | None, nms_iou: float) -> Detector:
-    return HogDetector(threshold)
+def _hog(arg: str, threshold: float | None, nms_iou: float, max_detections: int) -> Detector:
+    return HogDetector(threshold, max_detections)
 
 
-def _onnx(arg: str, threshold: float | None, nms_iou: float) -> Detector:
-    return OnnxDetector(Path(arg), threshold, nms_iou)
+def _onnx(arg: str, threshold: float | None, nms_iou: float, max_detections: int) -> Detector:
+    return OnnxDetector(Path(arg), threshold, nms_iou, max_detections)
 
 
-# name -> (needs an argument after ':', what the argument is, constructor)
-DETECTORS: dict[str, tuple[bool, str, Callable[[str, float | None, float], Detector]]] = {
+# name -> (needs an argument after ':', what the argument is, constructor(arg, threshold, nms_iou, max_detections))
+DETECTORS: dict[str, tuple[bool, str, Callable[[str, float | None, float, int], Detector]]] = {
     "detections": (True, "FILE (MOTChallenge det.txt or COCO results .json)", _detections),
     "hog": (False, "", _hog),
     "onnx": (True, "MODEL.onnx", _onnx),
@@ -321,7 +340,8 @@ def normalise_spec(spec: str) -> str:
     return f"{name}:{Path(arg).expanduser().resolve()}" if arg else name
 
 
-def make_detector(spec: str, threshold: float | None = None, nms_iou: float = 0.45) -> Detector:
+def make_detector(spec: str, threshold: float | None = None, nms_iou: float = 0.45,
+                  max_detections: int = MAX_DETECTIONS) -> Detector:
     """The detector `spec` names ('detections:FILE', 'hog', 'onnx:MODEL.onnx'; see the module docstring)."""
     name, arg = parse_spec(spec)
-    return DETECTORS[name][2](arg, threshold, nms_iou)
+    return DETECTORS[name][2](arg, threshold, nms_iou, max_detections)

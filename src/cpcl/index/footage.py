@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from cpcl.index.config import MAX_DETECTIONS
 from cpcl.index.gallery import IMAGE_SUFFIXES, relative_to_root, utc_iso
 from cpcl.utils.errors import DataError, SearchIndexError
 from cpcl.utils.optional import require
@@ -59,8 +60,9 @@ class SourceState:
     source_fps: float | None  # the source's frame rate (None: unknown, so no offsets are recorded)
     start: float | None  # seconds since the epoch of frame 0 (--start), or None
     camera: str | None  # camera name given to its records (--camera), or None
+    max_detections: int = MAX_DETECTIONS  # detections kept a frame at most (--max-detections)
     size: list[int] | None = None  # [width, height] of its frames, once one was read
-    next_frame: int = 0  # every frame before this one is scanned, its detections in whole shards
+    next_frame: int = 0  # every frame before this one is scanned, its detections in shards
     complete: bool = False  # every frame scanned
 
     def keeps(self, index: int) -> bool:
@@ -80,7 +82,8 @@ class SourceState:
     def settings(self) -> dict[str, Any]:
         """What must be the same to continue indexing this source."""
         return {"kind": self.kind, "detector": self.detector, "threshold": self.threshold, "every": self.every,
-                "sample_fps": self.sample_fps, "start": self.start, "camera": self.camera}
+                "sample_fps": self.sample_fps, "start": self.start, "camera": self.camera,
+                "max_detections": self.max_detections}
 
     def offset(self, index: int) -> float | None:
         return None if not self.source_fps else round(index / self.source_fps, 3)
@@ -126,6 +129,7 @@ class VideoFrames:
             raise DataError(f"{path}: OpenCV cannot open this video")
         fps = float(self.capture.get(self.cv2.CAP_PROP_FPS))
         self.fps = fps if math.isfinite(fps) and fps > 0 else None
+        self.length: int | None = None  # frames, once read to the end
 
     def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
         """(index, RGB [H, W, 3] uint8) of every frame from `start` on for which `wanted(index)` is true."""
@@ -135,10 +139,12 @@ class VideoFrames:
         while True:
             if index < start or not wanted(index):
                 if not self.capture.grab():
+                    self.length = index
                     return
             else:
                 ok, bgr = self.capture.read()
                 if not ok:
+                    self.length = index
                     return
                 yield index, self.cv2.cvtColor(bgr, self.cv2.COLOR_BGR2RGB)
             index += 1
@@ -162,6 +168,7 @@ class FolderFrames:
         self.folder, self.root = folder, root
         self.files = frame_files(folder)
         self.fps = None
+        self.length = len(self.files)
         self.problems: dict[str, str] = {}
 
     def file(self, index: int) -> str:
