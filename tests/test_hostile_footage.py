@@ -23,7 +23,7 @@ from cpcl.index.store import IndexStore
 from cpcl.synth.config import FootageConfig
 from cpcl.synth.footage import render_scene
 from fault_support import one_error_line
-from test_footage import DEVICE, FPS, FRAMES, SIZE, build, checkpoint, constant_yolo, scene  # noqa: F401 (fixtures)
+from test_footage import DEVICE, FRAMES, build, checkpoint, constant_yolo, scene  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 

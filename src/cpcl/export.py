@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +25,27 @@ log = logging.getLogger(__name__)
 
 CARD = "README.md"  # the model card in each export directory
 METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")  # results.json metrics shown in the card
+EXPORT_FILES = {"hf": (HF_CONFIG, WEIGHT_FILES[0], CARD), "onnx": (*ONNX_FILES.values(), CARD)}  # what each writes
 
 
 def export_checkpoint(checkpoint: str | Path, onnx_dir: Path | None = None, hf_dir: Path | None = None,
                       force: bool = False) -> list[Path]:
     """Write the requested exports of `checkpoint` with their cards; returns every file written. A file of an
     export already in its folder is overwritten only with `force`."""
-    if onnx_dir is None and hf_dir is None:
+    targets = [(Path(d), kind) for d, kind in ((hf_dir, "hf"), (onnx_dir, "onnx")) if d is not None]
+    if not targets:
         raise ConfigError("nothing to export: give --onnx DIR and/or --hf DIR")
-    if hf_dir is not None:
-        check_target(Path(hf_dir), "--hf", (HF_CONFIG, WEIGHT_FILES[0], CARD), force)
-    if onnx_dir is not None:
-        check_target(Path(onnx_dir), "--onnx", (*ONNX_FILES.values(), CARD), force)
+    for directory, kind in targets:
+        check_target(directory, f"--{kind}", EXPORT_FILES[kind], force)
     source = read_checkpoint(checkpoint)
     model, config = build_clip(source)
     written: list[Path] = []
-    if hf_dir is not None:
-        card = model_card(source, config, "hf")
-        with _writing(Path(hf_dir)):
-            written += write_hf_directory(model.state_dict(), config, Path(hf_dir))
-            written.append(write_card(Path(hf_dir), card))
-    if onnx_dir is not None:
-        card = model_card(source, config, "onnx")
-        with _writing(Path(onnx_dir)):
-            written += export_onnx(model, Path(onnx_dir))
-            written.append(write_card(Path(onnx_dir), card))
+    for directory, kind in targets:
+        card = model_card(source, config, kind)
+        with writing(directory, f"free space or make {directory} writable, then export again with --force"):
+            written += (write_hf_directory(model.state_dict(), config, directory) if kind == "hf"
+                        else export_onnx(model, directory))
+            written.append(write_card(directory, card))
     return written
 
 
@@ -62,10 +57,6 @@ def check_target(directory: Path, flag: str, names: tuple[str, ...], force: bool
     if present and not force:
         raise ConfigError(f"{flag} {directory} already holds {', '.join(present)}; give --force to overwrite, or "
                           f"another folder")
-
-
-def _writing(directory: Path) -> AbstractContextManager[None]:
-    return writing(directory, f"free space or make {directory} writable, then export again with --force")
 
 
 def write_card(directory: Path, text: str) -> Path:

@@ -23,8 +23,8 @@ import torch
 
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import CLIP
-from cpcl.utils.errors import CheckpointError, RunDirError
 from cpcl.utils import files
+from cpcl.utils.errors import CheckpointError, RunDirError
 from cpcl.utils.files import atomic_write, remove_stale_temporaries
 from cpcl.utils.preprocessing import Preprocessing
 
