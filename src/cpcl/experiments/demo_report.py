@@ -59,8 +59,10 @@ def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | 
     train, val, test_ids = plan.ids
     start = (f"a {plan.preset} CLIP pretrained here from scratch on {plan.pretrain_pairs} web-style pairs for "
              f"{plan.pretrain_epochs} epochs" if plan.scratch else f"the shipped start {plan.start}")
-    look = ("drawn and worded in the shifted style, unlike the start's pretraining corpus" if plan.style == "shifted"
-            else "drawn and worded like the start's pretraining corpus")
+    look = {"standard": "drawn and worded like the start's pretraining corpus",
+            "shifted": "drawn and worded in the shifted style, unlike the start's pretraining corpus",
+            "observed": "in the observed style: drawn and worded unlike the start's pretraining corpus, each "
+                        "caption written from its image as its annotator saw it"}[plan.style]
     intro = (f"SynthPedes ({train} / {val} / {test_ids} identities, seed {plan.seed}, shaped like CUHK-PEDES, {look}); "
              f"{start} (zero-shot), fine-tuned for {plan.epochs} epochs with the ITC baseline, with CPCL "
              f"(neither reads a person id) and with the oracle (true person ids in place of pseudo labels: the "
