@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from cpcl.index.store import sha256_of
+from cpcl.utils.files import sha256_of
 from cpcl.model.checkpoints import ClipCheckpoint, build_clip, read_checkpoint
 from cpcl.model.clip import ClipConfig
 from cpcl.model.hf import SIZE_KEY, write_hf_directory

@@ -104,7 +104,7 @@ def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
         config = clip_preset(init[len(PRESET_PREFIX):], cfg.model.image_size, cfg.model.context_length)
         model = CLIP(config).to(device)
     else:
-        start = read_checkpoint(init)
+        start = read_checkpoint(init, cfg.model.architecture())
         model, _ = build_clip(start, cfg.model.image_size, cfg.model.context_length, device)
         preprocessing = cfg.augment.preprocessing(cfg.model.image_size)
         if start.preprocessing is not None and start.preprocessing_at(cfg.model.image_size) != preprocessing:
