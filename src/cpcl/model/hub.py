@@ -68,6 +68,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cpcl"
 
 
+def name_of(path: Path) -> str | None:
+    """The name a file or folder of the cache was downloaded by (`openai:NAME`, `hf:ORG/NAME`); None elsewhere."""
+    try:
+        parts = Path(path).resolve().relative_to(cache_dir().resolve()).parts
+    except ValueError:
+        return None
+    if len(parts) == 2 and parts[0] == "openai" and parts[1].endswith(".pt"):
+        return OPENAI_PREFIX + parts[1][:-len(".pt")]
+    return f"{HF_PREFIX}{parts[1]}/{parts[2]}" if len(parts) == 3 and parts[0] == "hf" else None
+
+
 def fetch(name: str) -> Path:
     """The local file (`openai:`) or folder (`hf:`) of named weights, downloaded and checked when not there yet."""
     if name.startswith(OPENAI_PREFIX):
