@@ -160,6 +160,11 @@ class ClusterSelectSection:
 @dataclass(frozen=True)
 class LogSection:
     tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard (needs the tensorboard extra)
+    examples: int = 4  # with tensorboard: retrieval examples drawn at the end (test queries, top 5 of the best checkpoint)
+    examples_k: int = 5  # thumbnails per retrieval example
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "log", {"examples": Range(0), "examples_k": Range(1)})
 
 
 @dataclass(frozen=True)
