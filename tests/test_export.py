@@ -188,8 +188,8 @@ def test_the_hf_export_loads_with_transformers_tokenizer_and_processor_as_cpcl_e
     assert torch.equal(torch.where(expected == 0, ids, expected), ids)  # the same ids; HF pads with end-of-text
     processor = transformers.CLIPProcessor.from_pretrained(hf_dir)
     model = transformers.CLIPModel.from_pretrained(hf_dir).eval()
-    batch = processor(text=CAPTIONS, images=[Image.open(path) for path in images], padding="max_length", truncation=True,
-                      return_tensors="pt")
+    batch = processor(text=CAPTIONS, images=[Image.open(path) for path in images], padding="max_length",
+                      truncation=True, return_tensors="pt")
     with torch.no_grad():
         text = _features(model.get_text_features(input_ids=batch["input_ids"]))
         image = _features(model.get_image_features(pixel_values=batch["pixel_values"], interpolate_pos_encoding=True))

@@ -43,7 +43,8 @@ def write_hf_preprocessing(directory: Path, context_length: int, preprocessing: 
                                              resample=PIL_FILTERS[preprocessing.resize],
                                              image_mean=list(preprocessing.mean), image_std=list(preprocessing.std))
     before = set(directory.iterdir()) if directory.is_dir() else set()
-    transformers.CLIPProcessor(image_processor=images, tokenizer=hf_tokenizer(context_length)).save_pretrained(directory)
+    processor = transformers.CLIPProcessor(image_processor=images, tokenizer=hf_tokenizer(context_length))
+    processor.save_pretrained(directory)
     images.save_pretrained(directory)  # preprocessor_config.json, which transformers 4 reads
     return sorted(set(directory.iterdir()) - before)
 

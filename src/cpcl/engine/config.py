@@ -26,8 +26,8 @@ class ModelSection:
     image_size: tuple[int, int] = (384, 128)  # input (H, W); positional embedding resized to (H/patch, W/patch)
     context_length: int = 77  # text tokens (SOT + up to L-2 BPE tokens + EOT)
     grad_checkpointing: bool = False  # recompute each residual block's activations in backward (both towers): less memory, one more forward
-    act: str | None = None  # MLP activation of weights that do not record it (quick_gelu | gelu | gelu_tanh); None: read, else OpenAI's (warned)
-    head_width: int | None = None  # channels per attention head of weights that do not record it; None: read, else OpenAI's 64 (warned)
+    act: str | None = None  # MLP activation of weights that do not record it: quick_gelu | gelu | gelu_tanh (None: guess, warned)
+    head_width: int | None = None  # channels per attention head of weights that do not record it (None: guess 64, warned)
 
     def __post_init__(self) -> None:
         check_ranges(self, "model", {"image_size": Range(1), "context_length": Range(3)})
@@ -160,7 +160,7 @@ class ClusterSelectSection:
 @dataclass(frozen=True)
 class LogSection:
     tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard (needs the tensorboard extra)
-    examples: int = 4  # with tensorboard: retrieval examples drawn at the end (test queries, top 5 of the best checkpoint)
+    examples: int = 4  # with tensorboard: test queries drawn at the end with the best checkpoint's top examples_k
     examples_k: int = 5  # thumbnails per retrieval example
 
     def __post_init__(self) -> None:

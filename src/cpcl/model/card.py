@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")  # results.json metrics shown in the card
 LIBRARIES = {"hf": "transformers", "onnx": "onnx", "cpcl": "cpcl"}  # kind of card -> the Hub's library_name
 TITLES = {"hf": "a Hugging Face CLIPModel", "onnx": "ONNX", "cpcl": "a cpcl checkpoint"}
-OPENAI_BASE_MODELS = {"ViT-B-32": "openai/clip-vit-base-patch32", "ViT-B-16": "openai/clip-vit-base-patch16",
-                      "ViT-L-14": "openai/clip-vit-large-patch14", "ViT-L-14-336px": "openai/clip-vit-large-patch14-336"}
+OPENAI_BASE_MODELS = {  # OpenAI's files -> the Hub's copies of the same weights
+    "ViT-B-32": "openai/clip-vit-base-patch32", "ViT-B-16": "openai/clip-vit-base-patch16",
+    "ViT-L-14": "openai/clip-vit-large-patch14", "ViT-L-14-336px": "openai/clip-vit-large-patch14-336"}
 
 
 def source_name(source: ClipCheckpoint) -> str:

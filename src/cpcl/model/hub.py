@@ -3,9 +3,9 @@ holding a `CLIPModel` or an open_clip model), downloaded once into the cache fol
 the sha256 their publisher gives, then read like any other checkpoint (as data: nothing in them runs).
 
 The cache folder is $CPCL_CACHE, else $XDG_CACHE_HOME/cpcl, else ~/.cache/cpcl. A download goes to a temporary
-file beside its place and is renamed there only once its sha256 is right; a file already in place is checked
-again on every use. Offline, or on a wrong digest, the error is one line saying what to download and where to
-put it. $CPCL_OPENAI_URL and $HF_ENDPOINT replace the two sites (a mirror; the tests' local server).
+file beside its place, is renamed there once complete and removed again when its digest is wrong; a file already
+in place is checked again on every use. Offline, or on a wrong digest, the error is one line saying what to
+download and where to put it. $CPCL_OPENAI_URL and $HF_ENDPOINT replace the two sites (a mirror; the tests' local server).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ OPENAI_SHA256 = {  # the ViT files of OpenAI's release: name -> sha256 (the fold
 }
 HF_LAYOUTS = ((OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS), ("config.json", WEIGHT_FILES))  # (config, weights in order of
 # preference) of the repositories cpcl reads
-HF_RECORD = ".cpcl-download.json"  # in a downloaded repository's folder: its commit and each file's digest
+HF_RECORD = ".cpcl-download.json"  # in a downloaded repository's folder: each file's URL (at the commit) and digest
 TIMEOUT = 30.0  # seconds a connection may stay silent
 MIB = 1 << 20
 
@@ -150,7 +150,7 @@ def _remote(url: str, sibling: Mapping[str, Any]) -> Remote:
 
 def _request(url: str) -> urllib.request.Request:
     token = os.environ.get("HF_TOKEN")
-    private = token and url.startswith(os.environ.get("HF_ENDPOINT", HF_URL))
+    private = bool(token) and url.startswith(os.environ.get("HF_ENDPOINT", HF_URL))
     return urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if private else {})
 
 

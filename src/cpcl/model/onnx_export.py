@@ -93,7 +93,8 @@ def _export(tower: nn.Module, example: Tensor, path: Path, input_name: str, opse
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # its notes on optional torchvision ops
     if opset < DEFAULT_OPSET:
         torch.onnx.export(tower, (example,), str(path), dynamo=False, opset_version=opset, input_names=[input_name],
-                          output_names=[OUTPUT_NAME], dynamic_axes={input_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          output_names=[OUTPUT_NAME],
+                          dynamic_axes={input_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
         return
     weights = sum(p.numel() * p.element_size() for p in tower.parameters())
     torch.onnx.export(tower, (example,), str(path), dynamo=True, verbose=False, opset_version=opset,

@@ -2,8 +2,8 @@
 
 `model.init: synthpedes-small` in a config, or `--checkpoint synthpedes-small` on the command
 line, reads `cpcl/weights/synthpedes-small.safetensors` (a path that exists always wins over a
-name; `openai:NAME` and `hf:ORG/NAME` are downloaded, `cpcl.model.hub`). Each file has a model card beside it (`NAME.md`: data, command, seed, pairs, epochs,
-loss curve, val/test metrics, sha256).
+name; `openai:NAME` and `hf:ORG/NAME` are downloaded, `cpcl.model.hub`). Each file has a model
+card beside it (`NAME.md`: data, command, seed, pairs, epochs, loss curve, val/test metrics, sha256).
 
 The format is compact: every tensor in float16, except the token embedding, which stores only
 the rows pretraining changed (`token_embedding.weight@rows` int64 [n] and `@values` fp16
