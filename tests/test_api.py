@@ -76,6 +76,8 @@ def test_open_index_searches_by_text_and_by_image(tmp_path):
     assert by_image[0].path == "c1/000.png"
     with pytest.raises(ConfigError, match="k must be at least 1"):
         index.search("x", k=0)
+    with pytest.raises(DataError, match="missing.png: "):
+        index.search(tmp_path / "missing.png")
 
 
 def test_train_takes_a_config_and_overrides(tmp_path):

@@ -22,7 +22,7 @@ from PIL import Image
 
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.configs import resolve_config_path
-from cpcl.data.check import find_bad_images
+from cpcl.data.check import find_bad_images, image_problem
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import eval_transform, load_rgb
 from cpcl.engine.config import TrainConfig
@@ -138,8 +138,11 @@ class Index:
             if not query.strip():
                 raise ConfigError("the search text is empty")
             return self.searcher.search_text(query, k, min_score, filters, group, rerank)
-        image = query if isinstance(query, Image.Image) else load_rgb(Path(query))
-        return self.searcher.search_image(image, k, min_score, filters, group, rerank)
+        if not isinstance(query, Image.Image):
+            if problem := image_problem(Path(query)):
+                raise DataError(f"{query}: {problem}")
+            query = load_rgb(Path(query))
+        return self.searcher.search_image(query, k, min_score, filters, group, rerank)
 
 
 def open_index(path: str | Path, checkpoint: str | Path | None = None, device: str = "auto",
@@ -154,7 +157,8 @@ def train(config: str | Path | TrainConfig | None = None, out: str | Path | None
           resume: str | Path | None = None, world: World | None = None, **overrides: Any) -> dict[str, Any]:
     """Train as `cpcl train` does; returns results.json's dict. config: a YAML file, a shipped config name
     (synthpedes, cuhk_pedes, ...) or a TrainConfig; out: the run folder; overrides: config fields with `__` for the
-    dot (optim__epochs=2, cpcl__oplm="off"). resume=RUN_DIR continues an interrupted run with its saved config."""
+    dot (optim__epochs=2, cpcl__oplm="off"). resume=RUN_DIR continues an interrupted run with its saved config.
+    world: this process's rank under torchrun (None: read from the environment, as the command line does)."""
     if resume is not None:
         if config is not None or out is not None or overrides:
             raise ConfigError("resume takes the run's saved config.yaml; give no config, out or overrides with it")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,12 @@ def write_hf_preprocessing(directory: Path, context_length: int, preprocessing: 
     images = transformers.CLIPImageProcessor(size=size, crop_size=size, do_center_crop=False,
                                              resample=PIL_FILTERS[preprocessing.resize],
                                              image_mean=list(preprocessing.mean), image_std=list(preprocessing.std))
-    before = set(directory.iterdir()) if directory.is_dir() else set()
     processor = transformers.CLIPProcessor(image_processor=images, tokenizer=hf_tokenizer(context_length))
-    processor.save_pretrained(directory)
-    images.save_pretrained(directory)  # preprocessor_config.json, which transformers 4 reads
-    return sorted(set(directory.iterdir()) - before)
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=directory) as staging:  # to know exactly which files transformers wrote
+        processor.save_pretrained(staging)
+        images.save_pretrained(staging)  # preprocessor_config.json, which transformers 4 reads
+        return [path.replace(directory / path.name) for path in sorted(Path(staging).iterdir())]
 
 
 def write_onnx_preprocessing(directory: Path, context_length: int, embed_dim: int,
