@@ -349,12 +349,12 @@ def finish_run(run: Run, epochs: int) -> dict:
         if "val" not in run.data.evals or progress.best_epoch is None:
             save_model(run.run_dir, "best.pt", model, run.preprocessing, {"epoch": progress.best_epoch})
         results = final_results(run)
-        run.log.final(progress.step, results, to_dict(run.cfg), test_examples(run))
+        run.log.final(progress.step, results, to_dict(run.cfg), final_examples(run))
         write_card(run.run_dir)
     return broadcast_object(results, run.world)
 
 
-def test_examples(run: Run) -> list[Example]:
+def final_examples(run: Run) -> list[Example]:
     """log.examples test queries with the top log.examples_k of the model as it is (the best checkpoint, after
     `final_results`), for TensorBoard; none without it or a test split."""
     cfg = run.cfg
