@@ -120,6 +120,16 @@ def _summary(report, index: Path) -> None:
               f"{index / 'unreadable.jsonl'}): {listed}")
 
 
+def _check_read(report, index: Path) -> int:
+    """0, or DataError when the index holds nothing because none of its files could be read."""
+    from cpcl.utils.errors import DataError
+
+    if report.unreadable and not report.total:
+        raise DataError(f"none of the {len(report.unreadable)} files could be read, so nothing was indexed "
+                        f"({index / 'unreadable.jsonl'} says why for each)")
+    return 0
+
+
 def run_build(args: argparse.Namespace) -> int:
     from cpcl.index.build import build_index
     from cpcl.index.config import IndexConfig
@@ -137,7 +147,7 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         report = build_index(encoder, args.images, args.out, args.metadata, config, args.batch_size, args.workers)
     _summary(report, args.out)
-    return 0
+    return _check_read(report, args.out)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -158,4 +168,4 @@ def run_add(args: argparse.Namespace) -> int:
     else:
         report = add_to_index(encoder, args.index, args.paths, args.metadata, args.batch_size, args.workers)
     _summary(report, args.index)
-    return 0
+    return _check_read(report, args.index)

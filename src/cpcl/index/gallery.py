@@ -26,6 +26,7 @@ from cpcl.utils.errors import DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+LEGACY_ENCODING = "cp1252"  # Windows-1252: what spreadsheets and editors on Windows save text in unless told
 CSV_DELIMITERS = (",", ";", "\t", "|")  # sidecar CSV delimiters recognised (";": spreadsheets in comma-decimal locales)
 
 
@@ -100,9 +101,15 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     a quoted field keeps its line breaks exactly ("\r\n" included).
     """
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        data = path.read_bytes()
+    except OSError as err:
         raise DataError(f"metadata file {path} cannot be read: {err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"metadata file {path} is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})"
+                        f"{_encoding_hint(data)}; save it as UTF-8 (Excel: Save As, 'CSV UTF-8') or convert it: "
+                        f"iconv -f {LEGACY_ENCODING} -t utf-8 {path} > {path.with_name('utf8-' + path.name)}") from None
     if path.suffix.lower() == ".csv":
         delimiter = csv_delimiter(text)
         log.debug("%s: CSV delimited by %r", path, delimiter)
@@ -117,6 +124,15 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
                 raise DataError(f"{path}:{number}: expected a JSON object per line")
             rows.append(row)
     return rows
+
+
+def _encoding_hint(data: bytes) -> str:
+    """", it reads as Windows-1252" when those bytes decode in the encoding Excel and Notepad write by default."""
+    try:
+        data.decode(LEGACY_ENCODING)
+    except UnicodeDecodeError:
+        return ""
+    return ", it reads as Windows-1252"
 
 
 def read_sidecar(path: Path, root: Path) -> dict[str, dict[str, Any]]:
