@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,8 @@ from cpcl.index.encoder import Encoder
 from cpcl.index.footage import SourceState, VideoFrames, natural_key
 from cpcl.index.search import Searcher
 from cpcl.index.store import IndexStore
-from cpcl.index.tracks import link_tracks, track_spans
+from cpcl.index.config import IndexConfig
+from cpcl.index.tracks import link_tracks
 from cpcl.synth.config import FootageConfig
 from cpcl.synth.footage import render_scene
 from cpcl.utils.errors import ConfigError, CpclError, DataError
@@ -389,26 +391,59 @@ def test_footage_options_are_checked_in_one_line(scene, checkpoint, tmp_path, ca
 
 # --- tracks ------------------------------------------------------------------------------------------------------
 
-def test_tracks_link_one_person_across_consecutive_sampled_frames_only():
+def person_records(paths: dict[str, list[tuple[int, list[int]]]], fps: float = 10.0) -> tuple[list[dict], list[str]]:
+    """Detection records of persons (name -> [(frame, box)]) in one source, in frame order, and whose each is."""
+    rows = sorted((frame, name, box) for name, path in paths.items() for frame, box in path)
+    records = [{"path": f"v.mp4#{f}:{k}", "source": "v.mp4", "frame": f, "offset": round(f / fps, 3), "box": box,
+                "detector_score": 1.0} for k, (f, _, box) in enumerate(rows)]
+    return records, [name for _, name, _ in rows]
+
+
+def one_person_each(label: np.ndarray, who: list[str]) -> dict[str, set[int]]:
+    """Person -> the tracks holding its detections, after checking that no track holds two persons."""
+    for key in set(label.tolist()):
+        assert len({who[i] for i in np.flatnonzero(label == key)}) == 1, "a track holds two persons"
+    return {name: {int(label[i]) for i, n in enumerate(who) if n == name} for name in set(who)}
+
+
+def test_two_crossing_persons_stay_two_tracks():
+    """A walks right, B walks left at the same height; their boxes cover each other in the middle frames, where
+    the detector sees only the nearer one (B), as HOG does. The crop of the pair looks like either."""
+    a_path = [(f, [10 * f, 50, 30, 80]) for f in range(21) if f not in (9, 10, 11)]
+    b_path = [(f, [200 - 10 * f + 2, 52, 30, 80]) for f in range(21)]
+    records, who = person_records({"a": a_path, "b": b_path})
+    e = np.eye(3, dtype=np.float32)
+    mixed = (e[0] + e[1]) / np.sqrt(2)
+    embeddings = np.stack([mixed if 8 <= r["frame"] <= 12 else e[0 if n == "a" else 1] for r, n in zip(records, who)])
+    label, tracks = link_tracks(records, embeddings, {"v.mp4": 10.0}, IndexConfig())
+    assert one_person_each(label, who) == {"a": {int(label[who.index("a")])}, "b": {int(label[who.index("b")])}}
+    track = tracks[int(label[who.index("b")])]
+    assert (track.first_frame, track.last_frame, track.start, track.end, len(track.rows)) == (0, 20, 0.0, 2.0, 21)
+    assert records[track.best]["frame"] not in range(7, 14)  # the best crop is not one covering the other person
+    np.testing.assert_allclose(np.linalg.norm(track.embedding), 1.0, rtol=1e-6)
+    assert track.strip(5) == [int(r) for r in track.rows[[0, 5, 10, 15, 20]]]
+
+
+def test_a_gap_longer_than_the_tracker_keeps_is_re_linked_by_appearance():
+    """A walks behind a pillar for 1.5 s (longer than the tracker keeps a lost track) and comes out further on;
+    B, another person, comes out near where A went in, at the same time."""
+    a_path = [(f, [5 * f, 40, 30, 80]) for f in range(10)] + [(f, [5 * f, 40, 30, 80]) for f in range(25, 35)]
+    b_path = [(f, [50, 44, 30, 80]) for f in range(26, 35)]
+    records, who = person_records({"a": a_path, "b": b_path})
     e = np.eye(4, dtype=np.float32)
-    a, b = e[0], e[1]  # two persons' embeddings
-    close = (0.9 * a + 0.1 * e[2]) / np.linalg.norm(0.9 * a + 0.1 * e[2])  # a again, a little different
-
-    def det(frame, box, source="v.mp4"):
-        return {"path": f"{source}#{frame}", "source": source, "frame": frame, "box": box, "offset": frame / 10}
-
-    records = [det(0, [0, 0, 10, 20]), det(0, [30, 0, 10, 20]),  # a at the left, b at the right
-               det(2, [2, 0, 10, 20]), det(2, [28, 0, 10, 20]),  # both moved a little
-               det(4, [4, 0, 10, 20]),  # a again; b gone
-               det(10, [4, 0, 10, 20]),  # a after a gap longer than the sampling: a new track
-               det(12, [6, 0, 10, 20]),  # someone else where a was (embedding b): not a
-               {"path": "crop.jpg"}]
-    embeddings = np.stack([a, b, close, b, a, a, b, a])
-    track = link_tracks(records, embeddings, {"v.mp4": 2}, iou_min=0.3, cosine_min=0.75)
-    assert track.tolist() == [0, 1, 0, 1, 0, 5, 6, 7]
-    spans = track_spans(records, track)
-    assert (spans[0].first_frame, spans[0].last_frame, spans[0].start, spans[0].end, spans[0].detections) == \
-        (0, 4, 0.0, 0.4, 3)
-    assert 7 not in spans  # a crop has no span
-    crossing = link_tracks(records[:4], np.stack([a, b, b, a]), {"v.mp4": 2}, 0.3, 0.75)
-    assert crossing.tolist() == [0, 1, 2, 3]  # boxes overlap but the persons differ: no link
+    rng = np.random.default_rng(0)
+    embeddings = np.stack([e[0 if n == "a" else 1] + rng.normal(0, 0.05, 4).astype(np.float32) for n in who])
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    config = IndexConfig(lost_seconds=0.5, link_seconds=2.0, link_cosine=0.9)
+    label, tracks = link_tracks(records, embeddings, {"v.mp4": 10.0}, config)
+    tracks_of = one_person_each(label, who)
+    assert len(tracks_of["a"]) == 1 and len(tracks_of["b"]) == 1
+    whole = tracks[next(iter(tracks_of["a"]))]
+    assert (whole.first_frame, whole.last_frame, len(whole.rows)) == (0, 34, 20)
+    apart, _ = link_tracks(records, embeddings, {"v.mp4": 10.0}, replace(config, link_cosine=1.0))
+    assert len(one_person_each(apart, who)["a"]) == 2  # without the appearance cue the gap splits A
+    too_late, _ = link_tracks(records, embeddings, {"v.mp4": 10.0}, replace(config, link_seconds=1.0))
+    assert len(one_person_each(too_late, who)["a"]) == 2  # a gap longer than the window is not re-linked
+    crops = [{"path": "crop.jpg"}]  # rows that are not detections are tracks of their own, without a Track
+    label, tracks = link_tracks(records + crops, np.concatenate([embeddings, e[:1]]), {"v.mp4": 10.0}, config)
+    assert label[-1] == len(records) and len(records) not in tracks

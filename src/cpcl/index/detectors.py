@@ -182,7 +182,7 @@ class HogDetector:
     """
 
     def __init__(self, threshold: float | None):
-        cv2 = require("cv2", "opencv-python-headless", "the hog detector", "footage")
+        cv2 = require("cv2", "opencv-python", "the hog detector", "footage")
         self.cv2 = cv2
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())

@@ -122,7 +122,7 @@ class VideoFrames:
     """Frames of a video file through OpenCV, read in order (frames not wanted are grabbed, not converted)."""
 
     def __init__(self, path: Path):
-        self.cv2 = require("cv2", "opencv-python-headless", "reading video", "footage")
+        self.cv2 = require("cv2", "opencv-python", "reading video", "footage")
         self.path = path
         self.capture = self.cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
