@@ -20,7 +20,7 @@ from cpcl.index.encoder import Encoder
 from cpcl.index.footage import SourceState, VideoFrames, natural_key
 from cpcl.index.search import Searcher
 from cpcl.index.store import IndexStore
-from cpcl.index.config import IndexConfig
+from cpcl.index.config import TRACKERS, IndexConfig
 from cpcl.index.tracks import link_tracks
 from cpcl.synth.config import FootageConfig
 from cpcl.synth.footage import render_scene
@@ -406,7 +406,8 @@ def one_person_each(label: np.ndarray, who: list[str]) -> dict[str, set[int]]:
     return {name: {int(label[i]) for i, n in enumerate(who) if n == name} for name in set(who)}
 
 
-def test_two_crossing_persons_stay_two_tracks():
+@pytest.mark.parametrize("tracker", TRACKERS)
+def test_two_crossing_persons_stay_two_tracks(tracker):
     """A walks right, B walks left at the same height; their boxes cover each other in the middle frames, where
     the detector sees only the nearer one (B), as HOG does. The crop of the pair looks like either."""
     a_path = [(f, [10 * f, 50, 30, 80]) for f in range(21) if f not in (9, 10, 11)]
@@ -415,7 +416,7 @@ def test_two_crossing_persons_stay_two_tracks():
     e = np.eye(3, dtype=np.float32)
     mixed = (e[0] + e[1]) / np.sqrt(2)
     embeddings = np.stack([mixed if 8 <= r["frame"] <= 12 else e[0 if n == "a" else 1] for r, n in zip(records, who)])
-    label, tracks = link_tracks(records, embeddings, {"v.mp4": 10.0}, IndexConfig())
+    label, tracks = link_tracks(records, embeddings, {"v.mp4": 10.0}, IndexConfig(tracker=tracker))
     assert one_person_each(label, who) == {"a": {int(label[who.index("a")])}, "b": {int(label[who.index("b")])}}
     track = tracks[int(label[who.index("b")])]
     assert (track.first_frame, track.last_frame, track.start, track.end, len(track.rows)) == (0, 20, 0.0, 2.0, 21)

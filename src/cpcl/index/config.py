@@ -22,11 +22,11 @@ class IndexConfig:
     kmeans_iterations: int = 10  # IVF: k-means iterations when training the lists
     min_per_list: int = 39  # IVF: fewer lists on small galleries, so each has this many training vectors
     seed: int = 0  # IVF: seed of the training sample and of k-means
-    tracker: str = "bytetrack"  # footage: the multi-object tracker that follows persons (a name in TRACKERS)
+    tracker: str = "sort"  # footage: the multi-object tracker that follows persons (a name in TRACKERS)
     link_iou: float = 0.1  # footage: the tracker matches a box to a track's predicted box overlapping it this much
     lost_seconds: float = 1.0  # footage: the tracker keeps a track it lost this long for the person to come back
     link_seconds: float = 5.0  # footage: a track that ends is re-linked to one starting at most this much later...
-    link_cosine: float = 0.9  # ... when their mean embeddings are this similar (appearance re-linking)
+    link_cosine: float = 0.85  # ... when their mean embeddings are this similar (appearance re-linking)
     track_top: int = 1  # footage: a person's score for a query is the mean of its best this many detections' scores
 
     def __post_init__(self) -> None:

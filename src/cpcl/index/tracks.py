@@ -1,9 +1,9 @@
 """One person, one result: the detections of a source followed by a multi-object tracker, then re-linked by
 appearance.
 
-Per source, the detections go through a tracker of the `trackers` package (`TRACKERS`; ByteTrack by default:
-a Kalman filter on each box and two-stage Hungarian matching on IoU, high-scoring boxes first), one update
-per frame with detections, at the frame's time (its offset; frame / `ASSUMED_FPS` when the source's rate is
+Per source, the detections go through a tracker of the `trackers` package (`TRACKERS`; SORT by default, chosen
+on SynthPedes footage over ByteTrack and OC-SORT: a Kalman filter on each box, Hungarian matching on IoU), one
+update per frame with detections, at the frame's time (its offset; frame / `ASSUMED_FPS` when the source's rate is
 unknown), so the motion model follows the time between sampled frames. A detection the tracker leaves
 unmatched is a track of its own. Then appearance re-linking (the BoT-SORT / DeepSORT idea, with cpcl's own
 embeddings): a track that ends is joined to one that starts at most `link_seconds` later when the cosine of
