@@ -82,6 +82,9 @@ def speed(cfg: FootageConfig, detector: str, every: int, checkpoint: str) -> Non
     """Index each scene's video (true boxes, then `detector`) and track its records, timing both."""
     logging.basicConfig(level=logging.WARNING)
     encoder = Encoder.load(Path(checkpoint), device="cpu", precision="fp32")
+    start = time.perf_counter()
+    import trackers  # noqa: F401  (imported once a process, when the first index with footage is opened)
+    print(f"importing the trackers package: {time.perf_counter() - start:.2f} s (once a process)")
     print(f"indexing {cfg.scenes} SynthPedes videos x {cfg.frames} frames ({cfg.width}x{cfg.height}), --every {every}, "
           f"model {checkpoint} on the CPU\n")
     print("| detector | frames | detections | build s (decode, detect, embed) | tracking s | "

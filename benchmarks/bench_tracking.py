@@ -37,7 +37,7 @@ from cpcl.synth.footage import FOOTAGE_DIR, write_footage
 VARIANTS = {  # name -> IndexConfig overrides
     "SORT + re-link (default)": {},
     "SORT, no re-link": {"link_cosine": 1.0},
-    "SORT + re-link, top-3 score": {"track_top": 3},
+    "SORT + re-link, max score": {"track_top": 1},
     "ByteTrack + re-link": {"tracker": "bytetrack"},
     "OC-SORT + re-link": {"tracker": "ocsort"},
 }

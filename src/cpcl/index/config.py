@@ -27,7 +27,7 @@ class IndexConfig:
     lost_seconds: float = 1.0  # footage: the tracker keeps a track it lost this long for the person to come back
     link_seconds: float = 5.0  # footage: a track that ends is re-linked to one starting at most this much later...
     link_cosine: float = 0.85  # ... when their mean embeddings are this similar (appearance re-linking)
-    track_top: int = 1  # footage: a person's score for a query is the mean of its best this many detections' scores
+    track_top: int = 3  # footage: a person's score for a query is the mean of its best this many detections' scores
 
     def __post_init__(self) -> None:
         for name in ("shard_size", "ivf_threshold", "nlist", "nprobe", "train_per_list", "min_per_list",
