@@ -105,31 +105,27 @@ def _scan(store: IndexStore, encoder: Encoder, detector: Detector, source: str, 
         records.clear()
 
     next_frame = state.next_frame
-    frames = reader.frames(state.next_frame, lambda i: state.keeps(i) and detector.wants(i))
-    while True:
-        try:
-            index, seconds, frame = next(frames)
-        except StopIteration:
-            break
-        except DataError:
-            commit(next_frame, False)  # what was read is kept; the source stays open for a later run
-            raise
-        if state.size is None:
-            state.size = [int(frame.shape[1]), int(frame.shape[0])]
-        for k, found in enumerate(detector.detect(frame, index)):
-            record = state.record(source, index, k, found.box, found.score, seconds)
-            image = crop(frame, found.box)
-            if state.kind == "frames":
-                record["file"] = reader.file(index)
-            if options.crops is not None:
-                record["crop"] = _write_crop(options.crops, source, index, k, image)
-            crops.append(image)
-            records.append(record)
-        next_frame = index + 1
-        report.frames += 1
-        bar.update(1)
-        if len(records) >= shard_size:
-            commit(next_frame, False)
+    try:
+        for index, seconds, frame in reader.frames(state.next_frame, lambda i: state.keeps(i) and detector.wants(i)):
+            if state.size is None:
+                state.size = [int(frame.shape[1]), int(frame.shape[0])]
+            for k, found in enumerate(detector.detect(frame, index)):
+                record = state.record(source, index, k, found.box, found.score, seconds)
+                image = crop(frame, found.box)
+                if state.kind == "frames":
+                    record["file"] = reader.file(index)
+                if options.crops is not None:
+                    record["crop"] = _write_crop(options.crops, source, index, k, image)
+                crops.append(image)
+                records.append(record)
+            next_frame = index + 1
+            report.frames += 1
+            bar.update(1)
+            if len(records) >= shard_size:
+                commit(next_frame, False)
+    except DataError:  # the video broke: what was read is kept, and the source stays open for a later run
+        commit(next_frame, False)
+        raise
     commit(next_frame, True)
 
 

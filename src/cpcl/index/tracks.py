@@ -93,7 +93,10 @@ def follow(records: list[dict[str, Any]], rows: list[int], tracker: Any) -> list
             out = tracker.update(detections, timestamp=_clock(records[rows[members[0]]]))
         untracked = set()
         for i, tracker_id in zip(out.data["i"].tolist(), out.tracker_id.tolist()):
-            (untracked.add(i) if tracker_id < 0 else tracklets.setdefault(tracker_id, []).append(rows[members[i]]))
+            if tracker_id < 0:
+                untracked.add(i)
+            else:
+                tracklets.setdefault(tracker_id, []).append(rows[members[i]])
         alive = {id(t) for t in tracker.tracks}
         for key in [key for key in started if key not in alive]:  # never matched again: a track of its own
             alone.append([started.pop(key)[1]])

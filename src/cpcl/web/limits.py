@@ -79,20 +79,20 @@ class Span(BaseModel):
     detections: int = Field(description="detections of this person's track")
 
 
-class StripItem(BaseModel):
-    row: int = Field(description="the detection's row in the index")
+class Moment(BaseModel):
     frame: int = Field(description="frame index, from 0")
     offset: float | None = Field(None, description="seconds into the source (None: its frame rate is unknown)")
     box: list[int] = Field(description="x, y, width, height in frame pixels")
+
+
+class StripItem(Moment):
+    row: int = Field(description="the detection's row in the index")
     url: str = Field(description="where its crop is served")
     frame_url: str = Field(description="where its whole frame is served")
 
 
-class Footage(BaseModel):
+class Footage(Moment):
     source: str = Field(description="video file or frame folder, relative to the root")
-    frame: int = Field(description="frame index, from 0")
-    offset: float | None = Field(None, description="seconds into the source (None: its frame rate is unknown)")
-    box: list[int] = Field(description="x, y, width, height in frame pixels")
     detector_score: float = Field(description="the detector's confidence, on its own scale")
     frame_size: list[int] | None = Field(description="width and height of the frame")
     span: Span | None = Field(description="the person's track (None: not grouped)")
