@@ -98,8 +98,8 @@ def speed(cfg: FootageConfig, detector: str, every: int, checkpoint: str) -> Non
                 spec = f"detections:{scene / 'det.txt'}" if name == "true boxes" else detector
                 out = scene / f"idx_{name.replace(' ', '_').replace(':', '_')}"
                 start = time.perf_counter()
-                report = build_footage_index(encoder, FootageOptions("video", (scene / "video.mp4",), spec, every=every),
-                                             out, Path(tmp) / FOOTAGE_DIR, IndexConfig(), batch_size=64)
+                options = FootageOptions("video", (scene / "video.mp4",), spec, every=every)
+                report = build_footage_index(encoder, options, out, Path(tmp) / FOOTAGE_DIR, IndexConfig(), 64)
                 build += time.perf_counter() - start
                 store = IndexStore.open(out)
                 embeddings, records = store.read()

@@ -148,6 +148,27 @@ def with_settings(searcher: Searcher, overrides: dict) -> Searcher:
                     searcher.encoder)
 
 
+def evaluate_scene(encoder: Encoder, scene: Path, gt: dict, args: argparse.Namespace, rows: dict) -> None:
+    """Index one scene through each detector and add each tracking variant's results to `rows`."""
+    frames = list(range(0, gt["frames"], args.every))
+    for mode in args.modes:
+        detector = {"true": f"detections:{scene / 'det.txt'}", "jitter": f"detections:{scene / 'jitter.txt'}",
+                    "hog": "hog"}[mode]
+        searcher = build(encoder, scene, detector, args.every, scene / f"idx_{mode}")
+        for variant in args.variants:
+            tracked = with_settings(searcher, VARIANTS[variant])
+            row = rows.setdefault((mode, variant), {"metrics": [], "first": [], "takes": [], "tracks": []})
+            row["metrics"].append(track_metrics(tracked, gt, frames))
+            row["tracks"].append(len(tracked.tracks))
+            first, takes = search_as_people(tracked, gt, group=True)
+            row["first"] += first
+            row["takes"] += takes
+        first, takes = search_as_people(searcher, gt, group=False)
+        row = rows.setdefault((mode, "boxes (--no-group)"), {"first": [], "takes": []})
+        row["first"] += first
+        row["takes"] += takes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -168,27 +189,9 @@ def main() -> None:
             write_footage(Path(tmp) / f"seed{seed}", cfg)
             for scene in sorted((Path(tmp) / f"seed{seed}" / FOOTAGE_DIR).iterdir()):
                 gt = json.loads((scene / "gt.json").read_text())
-                rng = np.random.default_rng([seed, int(scene.name[-3:])])
-                (scene / "jitter.txt").write_text(jittered(gt, rng))
+                (scene / "jitter.txt").write_text(jittered(gt, np.random.default_rng([seed, int(scene.name[-3:])])))
                 print(f"seed {seed} {scene.name}: {crossings(gt)} crossing pairs of {len(gt['persons'])} persons")
-                frames = list(range(0, gt["frames"], args.every))
-                for mode in args.modes:
-                    detector = {"true": f"detections:{scene / 'det.txt'}", "jitter": f"detections:{scene / 'jitter.txt'}",
-                                "hog": "hog"}[mode]
-                    searcher = build(encoder, scene, detector, args.every, scene / f"idx_{mode}")
-                    for variant in args.variants:
-                        tracked = with_settings(searcher, VARIANTS[variant])
-                        row = rows.setdefault((mode, variant), {"metrics": [], "first": [], "takes": [], "tracks": [],
-                                                                "boxes": []})
-                        row["metrics"].append(track_metrics(tracked, gt, frames))
-                        first, takes = search_as_people(tracked, gt, group=True)
-                        row["first"] += first
-                        row["takes"] += takes
-                        row["tracks"].append(len(tracked.tracks))
-                    first, takes = search_as_people(searcher, gt, group=False)
-                    row = rows.setdefault((mode, "boxes (--no-group)"), {"first": [], "takes": []})
-                    row["first"] += first
-                    row["takes"] += takes
+                evaluate_scene(encoder, scene, gt, args, rows)
     print(f"\n{len(args.seeds)} seeds x {args.scenes} scenes x {args.frames} frames, every {args.every}; "
           f"search: top {TOP}, one query a person\n")
     print("| detections | tracking | IDF1 | MOTA | HOTA | ID switches | tracks a scene | first right rank | "

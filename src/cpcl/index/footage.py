@@ -145,8 +145,9 @@ class VideoFrames:
                 ok = self.capture.grab()
             else:
                 ok, bgr = self.capture.read()
-                if ok:
-                    yield index, self.capture.get(self.cv2.CAP_PROP_POS_MSEC) / 1000, self.cv2.cvtColor(
+                if ok:  # a timestamp of 0 after the first frame is a container without them: index over rate
+                    seconds = self.capture.get(self.cv2.CAP_PROP_POS_MSEC) / 1000
+                    yield index, seconds if seconds > 0 or index == 0 else None, self.cv2.cvtColor(
                         bgr, self.cv2.COLOR_BGR2RGB)
             if not ok:
                 if index == 0:
@@ -194,7 +195,7 @@ class AvFrames:
                                                                            (frame.rotation or 0) // 90))
                 index += 1
         except self.av.FFmpegError as err:
-            raise DataError(f"{self.path}: PyAV stops decoding at frame {index} ({err})") from None
+            raise DataError(f"{self.path}: PyAV stops decoding at frame {index} ({err.strerror})") from None
         if index == 0:
             raise DataError(f"{self.path}: PyAV opens it but decodes no frame")
 
@@ -258,7 +259,8 @@ class FolderFrames:
         pass
 
 
-def open_source(root: Path, source: str, kind: str, decoder: str | None = None) -> VideoFrames | AvFrames | FolderFrames:
+def open_source(root: Path, source: str, kind: str,
+                decoder: str | None = None) -> VideoFrames | AvFrames | FolderFrames:
     """The frames of `source` (relative to `root`); a video through `decoder` (None: see `open_video`)."""
     path = root / source
     return open_video(path, decoder) if kind == "video" else FolderFrames(path, root)
