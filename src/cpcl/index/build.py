@@ -52,6 +52,8 @@ class SyncReport:
     total: int = 0  # rows in the index afterwards
     backend: str = "exact"  # the backend searches will use
     frames: int | None = None  # footage: frames decoded and run through the detector in this run; None: no footage
+    failed: dict[str, str] = field(default_factory=dict)  # footage: source -> why it could not be read (or read to
+    # its end); the frames it gave are kept
 
 
 def _new_manifest(encoder: Encoder, root: Path, config: IndexConfig) -> Manifest:
@@ -110,7 +112,7 @@ def finish_sync(store: IndexStore, report: SyncReport) -> SyncReport:
     """Close a build or add: unreadable files listed, ivf.faiss (re)trained unless bound to exactly these rows,
     the manifest marked complete; `report` gets the total and the backend."""
     manifest = store.manifest
-    store.write_unreadable(report.unreadable)
+    store.write_unreadable({**report.unreadable, **report.failed})
     report.total, report.backend = manifest.count, backend_name(manifest.count, manifest.config)
     if report.backend == "ivf":
         embeddings, _ = store.read()

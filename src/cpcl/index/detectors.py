@@ -182,7 +182,7 @@ class HogDetector:
     """
 
     def __init__(self, threshold: float | None):
-        cv2 = require("cv2", "opencv-python-headless", "the hog detector", "footage")
+        cv2 = require("cv2", "opencv-python", "the hog detector", "footage")
         self.cv2 = cv2
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
@@ -196,6 +196,8 @@ class HogDetector:
         border = round(HOG_BORDER * height)
         grey = self.cv2.copyMakeBorder(self.cv2.cvtColor(frame, self.cv2.COLOR_RGB2GRAY), border, border, border,
                                        border, self.cv2.BORDER_REPLICATE)
+        if grey.shape[0] < self.hog.winSize[1] or grey.shape[1] < self.hog.winSize[0]:
+            return []  # no window fits (and OpenCV's detectMultiScale crashes the process on such a frame)
         rects, weights = self.hog.detectMultiScale(grey, hitThreshold=self.threshold, winStride=HOG_STRIDE,
                                                    padding=HOG_PADDING, scale=HOG_SCALE)
         mx, my = HOG_WINDOW_MARGIN

@@ -6,7 +6,8 @@ each shard the manifest records, per source, the first frame not yet scanned (`S
 A build killed at any moment therefore continues after the last frame whose detections are in
 whole shards (the manifest's mark or, if the kill fell between a shard and the manifest, the last
 frame in the shards, whichever is later): nothing is embedded twice; frames without detections
-after the last mark may be run through the detector again.
+after the last mark may be run through the detector again. A source that cannot be read (not a video, empty,
+broken part-way) is reported in `SyncReport.failed`, keeping the detections of the frames it gave.
 """
 
 from __future__ import annotations
@@ -65,13 +66,13 @@ class FootageOptions:
             raise ConfigError(f"--detector {self.detector} holds the boxes of one source, and {len(self.paths)} "
                               f"were given; index one source per command (cpcl index add for the others)")
 
-    def new_state(self, fps: float | None, source: str) -> SourceState:
-        """The state of a source not indexed yet; `fps` is the rate the source states (None: unknown)."""
-        source_fps = self.source_fps or fps
+    def new_state(self, reader: Any, source: str) -> SourceState:
+        """The state of a source not indexed yet, read by `reader` (its rate `fps`, None: unknown; its decoder)."""
+        source_fps = self.source_fps or reader.fps
         if self.sample_fps is not None and source_fps is None:
             raise ConfigError(f"--fps needs the frame rate of {source}, which it does not say; give --source-fps")
         return SourceState(self.kind, self.detector, self.threshold, self.every, self.sample_fps, source_fps, self.start,
-                           self.camera)
+                           self.camera, getattr(reader, "decoder", "opencv"))
 
 
 def _embed(encoder: Encoder, crops: list, batch_size: int) -> np.ndarray:
@@ -104,23 +105,27 @@ def _scan(store: IndexStore, encoder: Encoder, detector: Detector, source: str, 
         records.clear()
 
     next_frame = state.next_frame
-    for index, frame in reader.frames(state.next_frame, lambda i: state.keeps(i) and detector.wants(i)):
-        if state.size is None:
-            state.size = [int(frame.shape[1]), int(frame.shape[0])]
-        for k, found in enumerate(detector.detect(frame, index)):
-            record = state.record(source, index, k, found.box, found.score)
-            image = crop(frame, found.box)
-            if state.kind == "frames":
-                record["file"] = reader.file(index)
-            if options.crops is not None:
-                record["crop"] = _write_crop(options.crops, source, index, k, image)
-            crops.append(image)
-            records.append(record)
-        next_frame = index + 1
-        report.frames += 1
-        bar.update(1)
-        if len(records) >= shard_size:
-            commit(next_frame, False)
+    try:
+        for index, seconds, frame in reader.frames(state.next_frame, lambda i: state.keeps(i) and detector.wants(i)):
+            if state.size is None:
+                state.size = [int(frame.shape[1]), int(frame.shape[0])]
+            for k, found in enumerate(detector.detect(frame, index)):
+                record = state.record(source, index, k, found.box, found.score, seconds)
+                image = crop(frame, found.box)
+                if state.kind == "frames":
+                    record["file"] = reader.file(index)
+                if options.crops is not None:
+                    record["crop"] = _write_crop(options.crops, source, index, k, image)
+                crops.append(image)
+                records.append(record)
+            next_frame = index + 1
+            report.frames += 1
+            bar.update(1)
+            if len(records) >= shard_size:
+                commit(next_frame, False)
+    except DataError:  # the video broke: what was read is kept, and the source stays open for a later run
+        commit(next_frame, False)
+        raise
     commit(next_frame, True)
 
 
@@ -136,15 +141,16 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
     report = SyncReport(frames=0)
     with Progress(None, "detecting and embedding", "frame") as bar:
         for source, _ in sources:
+            saved = SourceState.from_dict(manifest.sources[source], f"{store.directory}: source {source}") \
+                if source in manifest.sources else None
             try:
-                reader = open_source(manifest.root, source, options.kind)
+                reader = open_source(manifest.root, source, options.kind, saved.decoder if saved else None)
             except DataError as err:
-                report.unreadable[source] = str(err)
+                report.failed[source] = str(err)
                 continue
             try:
-                state = options.new_state(reader.fps, source)
-                if source in manifest.sources:
-                    saved = SourceState.from_dict(manifest.sources[source], f"{store.directory}: source {source}")
+                state = options.new_state(reader, source)
+                if saved is not None:
                     was, now = saved.settings(), state.settings()
                     if was != now:
                         diff = ", ".join(f"{key} {was[key]!r} (now {now[key]!r})" for key in was if was[key] != now[key])
@@ -159,6 +165,8 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
                 if state.next_frame:
                     log.info("%s: continuing from frame %d", source, state.next_frame)
                 _scan(store, encoder, detector, source, state, reader, options, batch_size, report, bar)
+            except DataError as err:
+                report.failed[source] = str(err)
             finally:
                 reader.close()
                 report.unreadable.update(getattr(reader, "problems", {}))
