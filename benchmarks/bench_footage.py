@@ -2,25 +2,41 @@
 
     PYTHONPATH=src python benchmarks/bench_footage.py                      # 4 scenes x 48 frames, 640 x 360
     PYTHONPATH=src python benchmarks/bench_footage.py --scenes 8 --thresholds 0 0.5 1
+    PYTHONPATH=src python benchmarks/bench_footage.py --speed --every 2    # indexing with and without tracking
 
 Renders the scenes of `cpcl synth --footage` in memory (same seed, same frames), runs the detector on
 every frame, and matches its boxes to the true ones the usual way: detections by score, best first,
 each to the unmatched true box it overlaps most if that IoU is at least 0.5; a detection left over is a
 false positive, a true box left over a miss. Prints one table row per score threshold (HOG's SVM
 margin), then the recall by person height and by how much of the person nearer persons hide (true
-boxes are amodal), at the default threshold. Numbers are what they are: nothing here is a target.
+boxes are amodal), at the default threshold.
+
+With --speed, the scenes are written as videos and indexed as `cpcl index build --video V --every N` does
+(decode, detect, embed: the indexing of cpcl before tracking), through the true boxes' det.txt and through the
+detector; beside it, what tracking adds: the tracker and appearance re-linking over the index's records
+(`cpcl.index.tracks.link_tracks`, run when an index is opened), timed in the same run. Numbers are what they
+are: nothing here is a target.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
+from cpcl.index.config import IndexConfig
 from cpcl.index.detectors import box_iou, make_detector
+from cpcl.index.encoder import Encoder
+from cpcl.index.footage import SourceState
+from cpcl.index.ingest import FootageOptions, build_footage_index
+from cpcl.index.store import IndexStore
+from cpcl.index.tracks import link_tracks
 from cpcl.synth.config import FootageConfig
-from cpcl.synth.footage import render_scene
+from cpcl.synth.footage import FOOTAGE_DIR, render_scene, write_footage
 
 HEIGHTS = (0, 128, 192, 10_000)  # person height buckets, pixels
 VISIBLE = (0.0, 0.5, 0.9, 1.01)  # visible share buckets
@@ -62,6 +78,40 @@ def bucket(values: np.ndarray, edges: tuple, found: np.ndarray, label: str) -> l
     return rows
 
 
+def speed(cfg: FootageConfig, detector: str, every: int, checkpoint: str) -> None:
+    """Index each scene's video (true boxes, then `detector`) and track its records, timing both."""
+    logging.basicConfig(level=logging.WARNING)
+    encoder = Encoder.load(Path(checkpoint), device="cpu", precision="fp32")
+    start = time.perf_counter()
+    import trackers  # noqa: F401  (imported once a process, when the first index with footage is opened)
+    print(f"importing the trackers package: {time.perf_counter() - start:.2f} s (once a process)")
+    print(f"indexing {cfg.scenes} SynthPedes videos x {cfg.frames} frames ({cfg.width}x{cfg.height}), --every {every}, "
+          f"model {checkpoint} on the CPU\n")
+    print("| detector | frames | detections | build s (decode, detect, embed) | tracking s | "
+          "(build + tracking) / build |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        scenes = write_footage(Path(tmp), cfg)
+        for name in ("true boxes", detector):
+            build = track = 0.0
+            frames = detections = 0
+            for scene in scenes:
+                spec = f"detections:{scene / 'det.txt'}" if name == "true boxes" else detector
+                out = scene / f"idx_{name.replace(' ', '_').replace(':', '_')}"
+                start = time.perf_counter()
+                options = FootageOptions("video", (scene / "video.mp4",), spec, every=every)
+                report = build_footage_index(encoder, options, out, Path(tmp) / FOOTAGE_DIR, IndexConfig(), 64)
+                build += time.perf_counter() - start
+                store = IndexStore.open(out)
+                embeddings, records = store.read()
+                rates = {source: SourceState.from_dict(raw, source).source_fps
+                         for source, raw in store.manifest.sources.items()}
+                start = time.perf_counter()
+                link_tracks(records, embeddings, rates, store.manifest.config)
+                track += time.perf_counter() - start
+                frames, detections = frames + report.frames, detections + len(records)
+            print(f"| {name} | {frames} | {detections} | {build:.1f} | {track:.2f} | {(build + track) / build:.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=4)
@@ -72,9 +122,15 @@ def main() -> None:
     parser.add_argument("--detector", default="hog", help="any cpcl --detector spec (hog, onnx:MODEL.onnx)")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0])
     parser.add_argument("--iou", type=float, default=0.5)
+    parser.add_argument("--speed", action="store_true", help="time indexing and tracking instead")
+    parser.add_argument("--every", type=int, default=2, help="--speed: keep every N-th frame")
+    parser.add_argument("--checkpoint", default="synthpedes-small", help="--speed: the model that embeds crops")
     args = parser.parse_args()
     cfg = FootageConfig(scenes=args.scenes, frames=args.frames, persons=args.persons, width=args.size[0],
                         height=args.size[1], seed=args.seed)
+    if args.speed:
+        speed(cfg, args.detector, args.every, args.checkpoint)
+        return
     detector = make_detector(args.detector, threshold=min(args.thresholds))
     frames_seen, seconds, per_frame = 0, 0.0, []
     for scene in range(cfg.scenes):

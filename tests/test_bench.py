@@ -10,7 +10,7 @@ import pytest
 from cpcl.cli import main
 from cpcl.configs import resolve_config_path
 from cpcl.engine.config import TrainConfig
-from cpcl.experiments.bench import BENCH_PRESETS, METHODS, quality_table
+from cpcl.experiments.bench import BENCH_PRESETS, METHODS, bench_preset, quality_table
 from cpcl.synth.config import SHAPES
 from cpcl.utils.config import load_config
 
@@ -40,6 +40,8 @@ def test_quality_bench_writes_results_and_table_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     assert main(["bench", "quality", "--preset", "standard", "--out", str(tmp_path)]) == 2
     assert "holds a benchmark of preset 'fast'" in capsys.readouterr().err
+    assert main(args + ["--synth", "cameras=3"]) == 2  # the same preset on other data is another benchmark
+    assert "holds a benchmark of preset 'fast' (ids [24, 8, 10], synth {})" in capsys.readouterr().err
 
 
 def test_parallel_jobs_train_every_run_once_and_keep_the_method_order(tmp_path, capsys):
@@ -58,6 +60,23 @@ def test_parallel_jobs_train_every_run_once_and_keep_the_method_order(tmp_path, 
     assert "--jobs must be >= 1, got 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("synth,message", [
+    (["magic=1"], "unknown SynthPedes field(s) magic; valid: ids_train"),
+    (["cameras"], "--synth expects FIELD=VALUE, got 'cameras'"),
+    (["cameras=-1"], "cameras must be >= 0, got -1"),
+])
+def test_bad_synth_fields_are_one_line(tmp_path, capsys, synth, message):
+    assert main(["bench", "quality", "--out", str(tmp_path), "--synth", *synth]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_ids_and_synth_fields_reach_the_preset():
+    preset = bench_preset("shifted", (5, 6, 7), {"figure_scale": [0.7, 0.9], "cameras": 4})
+    assert preset.ids == (5, 6, 7) and dict(preset.synth) == {"figure_scale": (0.7, 0.9), "cameras": 4}
+    assert preset.style == "shifted" and bench_preset("shifted").ids == (500, 100, 100)
+
+
 def test_unknown_method_or_preset_is_one_line(tmp_path, capsys):
     assert main(["bench", "quality", "--out", str(tmp_path), "--methods", "cpcl", "magic"]) == 2
     assert "unknown method(s) magic; valid: zero_shot, itc, cpcl" in capsys.readouterr().err
@@ -73,28 +92,35 @@ def test_table_means_spreads_and_ratios():
         "oracle": {"0": {"R1": 20.0, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "seconds": 9}}}}
     table = quality_table(results)
     assert "| itc | 2 | 11.00 ± 1.41 |" in table and "| 21.00 ± 1.41 | - | 6 |" in table
-    assert "| cpcl | 1 | 18.00 | 1.00 | 1.00 | 1.00 | 1.00 | - | - | 9 |" in table  # no val, no purity: dashes
+    assert "| cpcl | 1 | 18.00 | 1.00 | 1.00 | 1.00 | 1.00 | - | - | - | 9 |" in table  # no last, val, purity: dashes
+    assert "| CPCL - ITC | 0 | +8.00 | +8.00 - | - | - |" in table  # one seed: no interval
+    assert "| oracle - ITC | 0 | +10.00 | +10.00 - | - | - |" in table
     assert "CPCL R1 / oracle R1: 0.900" in table
     assert "CPCL R1 - ITC R1: +7.00 points" in table
     assert "oracle R1 - ITC R1 (room the benchmark leaves): +9.00" in table
 
 
 def test_table_pairs_each_method_run_on_two_or_more_seeds_against_cpcl():
-    def row(r1, val, purity=None):
+    def row(r1, val, purity=None, last=None):
         return {"R1": r1, "R5": 1, "R10": 1, "mAP": 1, "mINP": 1, "val_R1": val, "seconds": 1,
-                **({"image_purity": purity} if purity is not None else {})}
+                **({"image_purity": purity} if purity is not None else {}),
+                **({"last_R1": last} if last is not None else {})}
 
     results = {"preset": "x", "methods": {
         "itc": {"0": row(10.0, 20.0), "1": row(12.0, 21.0)},
-        "cpcl": {"0": row(11.0, 20.0, 0.4), "1": row(11.0, 22.0, 0.6), "2": row(13.0, 21.0, 0.5)},
-        "labels_pair_fused": {"0": row(14.0, 21.0, 0.8), "1": row(13.0, 24.0, 0.8), "2": row(15.0, 23.0, 0.9)},
+        "cpcl": {"0": row(11.0, 20.0, 0.4, 10.0), "1": row(11.0, 22.0, 0.6, 11.0), "2": row(13.0, 21.0, 0.5, 12.0)},
+        "labels_pair_fused": {"0": row(14.0, 21.0, 0.8, 12.0), "1": row(13.0, 24.0, 0.8, 14.0),
+                              "2": row(15.0, 23.0, 0.9, 14.0)},
         "oplm_off": {"0": row(9.0, 19.0, 0.4)}}}
     table = quality_table(results)
     assert "| 22.67 ± 1.53 | 0.83 | 1 |" in table and "| 21.00 ± 1.00 | 0.50 | 1 |" in table  # purity: mean
     # per seed +3, +2, +2: mean 2.33, sd 0.577, t(0.975, 2) = 4.303 -> half-width 1.43
-    assert "| labels_pair_fused | 0, 1, 2 | +3.00 / +2.00 / +2.00 | +2.33 [+0.90, +3.77] | +1.67 [" in table
-    assert "| itc | 0, 1 | -1.00 / +1.00 | +0.00 [" in table
-    assert "| oplm_off |" in table and "| oplm_off | 0 |" not in table  # one seed: no paired row
+    # the last epoch: +2, +3, +2, the same spread -> +2.33 [+0.90, +3.77] too
+    assert "| labels_pair_fused - CPCL | 0, 1, 2 | +3.00 / +2.00 / +2.00 | +2.33 [+0.90, +3.77] | " \
+           "+2.33 [+0.90, +3.77] | +1.67 [" in table
+    assert "| 11.00 ± 1.00 | 21.00 ± 1.00 | 0.50 |" in table  # cpcl: R1 last, val R1, purity
+    assert "| CPCL - ITC | 0, 1 | +1.00 / -1.00 | +0.00 [-12.71, +12.71] | - |" in table  # itc has no last R1
+    assert "| oplm_off |" in table and "| oplm_off - CPCL |" not in table  # one seed: no paired row
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
@@ -127,5 +153,6 @@ def test_a_presets_caption_coverage_reaches_its_captions(tmp_path):
         captions = [caption for entry in entries for caption in entry["captions"]]
         return sum(len(caption.split()) for caption in captions) / len(captions)
 
-    assert BENCH_PRESETS["shifted_partial"].caption_coverage < 0.6 and BENCH_PRESETS["shifted"].caption_coverage is None
+    assert dict(BENCH_PRESETS["shifted_partial"].synth)["caption_coverage"] < 0.6
+    assert "caption_coverage" not in dict(BENCH_PRESETS["shifted"].synth)
     assert words_per_caption("shifted_partial") < 0.95 * words_per_caption("shifted")  # 20.4 against 22.7 words

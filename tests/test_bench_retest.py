@@ -13,7 +13,7 @@ from cpcl.cli import main
 def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     assert main(["bench", "quality", "--preset", "fast", "--seeds", "2", "--out", str(out),
-                 "--methods", "itc", "cpcl"]) == 0
+                 "--methods", "itc", "cpcl", "--synth", "annotator_pool=4", "shared_salience=0.5"]) == 0
     return out
 
 
@@ -30,7 +30,7 @@ def test_retest_at_the_benchmark_sizes_reproduces_its_metrics(bench, capsys):
         assert per_seed.keys() == retested["methods"][method].keys() == {"0", "1"}
         for seed, record in per_seed.items():
             again = retested["methods"][method][seed]
-            for metric in ("R1", "R5", "R10", "mAP", "mINP", "val_R1", "seconds"):
+            for metric in ("R1", "R5", "R10", "mAP", "mINP", "val_R1", "seconds", "last_R1", "last_mAP"):
                 assert again[metric] == pytest.approx(record[metric], abs=1e-6), (method, seed, metric)
     assert "cpcl seed 1: test R1" in capsys.readouterr().out
 
@@ -48,7 +48,10 @@ def test_retest_on_larger_splits_keeps_train_and_the_benchmarks_people(bench, ca
     assert results["retest"] == "12 val and 16 test people"
     assert set(results["methods"]["cpcl"]) == {"0", "1"}
     table = (out / "table.md").read_text()
-    assert "re-tested on 12 val and 16 test people" in table and "| CPCL - ITC, test R1 |" in table
+    assert "re-tested on 12 val and 16 test people" in table and "| CPCL - ITC | 0, 1 |" in table
+    config = json.loads((out / "data" / "CUHK-PEDES" / "synthpedes_facts.json").read_text())["config"]
+    assert config["annotator_pool"] == 4 and config["shared_salience"] == 0.5  # the benchmark's own SynthPedes
+    assert {"last_R1", "last_mAP", "last_val_R1"} <= set(results["methods"]["itc"]["1"])
     stamp = (out / "runs" / "cpcl_s0.json").stat().st_mtime_ns
     capsys.readouterr()
     assert main(["bench", "retest", str(bench), "--ids-val", "12", "--ids-test", "16"]) == 0

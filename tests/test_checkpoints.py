@@ -248,34 +248,35 @@ def test_original_size_is_bit_exact_without_interpolation(tmp_path: Path, monkey
         assert torch.equal(loaded.state_dict()[key], value), key
 
 
-def bilinear_reference(grid: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """Hand-written bilinear resize, align_corners=False: grid [h, w, C] -> [out_h, out_w, C]."""
-    in_h, in_w, _ = grid.shape
+def bicubic_reference(grid: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Hand-written bicubic resize as transformers' `interpolate_pos_encoding` calls it (align_corners=False, Keys'
+    kernel with a = -0.75, edge samples repeated, no anti-aliasing): grid [h, w, C] -> [out_h, out_w, C]."""
+    def kernel(t: float) -> float:
+        t, a = abs(t), -0.75
+        return ((a + 2) * t - (a + 3)) * t * t + 1 if t <= 1 else ((a * t - 5 * a) * t + 8 * a) * t - 4 * a if t < 2 \
+            else 0.0
 
-    def taps(out_i: int, size_in: int, size_out: int) -> tuple[int, int, float]:
-        src = max((out_i + 0.5) * size_in / size_out - 0.5, 0.0)
-        low = min(int(np.floor(src)), size_in - 1)
-        return low, min(low + 1, size_in - 1), src - low
+    def taps(out_i: int, size_in: int, size_out: int) -> list[tuple[int, float]]:
+        src = (out_i + 0.5) * size_in / size_out - 0.5
+        low = int(np.floor(src))
+        return [(min(max(low + k, 0), size_in - 1), kernel(src - (low + k))) for k in (-1, 0, 1, 2)]
 
     out = np.zeros((out_h, out_w, grid.shape[2]))
     for i in range(out_h):
-        y0, y1, wy = taps(i, in_h, out_h)
         for j in range(out_w):
-            x0, x1, wx = taps(j, in_w, out_w)
-            top = (1 - wx) * grid[y0, x0] + wx * grid[y0, x1]
-            bottom = (1 - wx) * grid[y1, x0] + wx * grid[y1, x1]
-            out[i, j] = (1 - wy) * top + wy * bottom
+            out[i, j] = sum(wy * wx * grid[y, x] for y, wy in taps(i, grid.shape[0], out_h)
+                            for x, wx in taps(j, grid.shape[1], out_w))
     return out
 
 
 @pytest.mark.parametrize("old_grid,new_grid", [((3, 3), (5, 2)), ((4, 4), (6, 3)), ((14, 14), (24, 8))])
-def test_resize_matches_hand_bilinear(old_grid: tuple[int, int], new_grid: tuple[int, int]) -> None:
+def test_resize_matches_hand_bicubic(old_grid: tuple[int, int], new_grid: tuple[int, int]) -> None:
     gen = torch.Generator().manual_seed(0)
     pos = torch.randn(1 + old_grid[0] * old_grid[1], 3, generator=gen, dtype=torch.float64)
     resized = resize_pos_embed(pos, old_grid, new_grid)
     assert resized.shape == (1 + new_grid[0] * new_grid[1], 3)
     assert torch.equal(resized[0], pos[0])
-    expected = bilinear_reference(pos[1:].numpy().reshape(*old_grid, 3), *new_grid)
+    expected = bicubic_reference(pos[1:].numpy().reshape(*old_grid, 3), *new_grid)
     np.testing.assert_allclose(resized[1:].numpy().reshape(*new_grid, 3), expected, atol=1e-12)
     assert resize_pos_embed(pos, old_grid, old_grid) is pos
 

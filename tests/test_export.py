@@ -4,6 +4,7 @@ each with a model card; shipped names accepted; the untrimmed text path equals t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,126 @@ def test_export_without_a_target_is_one_line(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(checkpoint)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "cpcl export: error: nothing to export: give --onnx DIR and/or --hf DIR"
+
+
+# ---------------------------------------------------------------- what other tools need: tokenizer, preprocessing
+
+
+def gallery(folder: Path) -> list[Path]:
+    """Three photos of different sizes and colours (resized by each tool's own code)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (width, height) in enumerate(((40, 90), (23, 51), (64, 64))):
+        path = folder / f"p{i}.png"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def cpcl_encode(checkpoint: Path, images: list[Path], out: Path) -> dict[str, np.ndarray]:
+    assert main(["encode", "--checkpoint", str(checkpoint), "--images", *map(str, images), "--texts", *CAPTIONS,
+                 "--out", str(out), "--workers", "0", "--precision", "fp32"]) == 0
+    return dict(np.load(out))
+
+
+def test_the_hf_export_loads_with_transformers_tokenizer_and_processor_as_cpcl_encodes(exported, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from PIL import Image
+
+    _, _, hf_dir = exported
+    images = gallery(tmp_path / "images")
+    want = cpcl_encode(hf_dir.parent / "run" / "best.pt", images, tmp_path / "emb.npz")
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(hf_dir)
+    ids = tokenizer(CAPTIONS, padding="max_length", truncation=True, return_tensors="pt")["input_ids"]
+    expected = default_tokenizer().tokenize(CAPTIONS, CONTEXT)
+    assert torch.equal(torch.where(expected == 0, ids, expected), ids)  # the same ids; HF pads with end-of-text
+    processor = transformers.CLIPProcessor.from_pretrained(hf_dir)
+    model = transformers.CLIPModel.from_pretrained(hf_dir).eval()
+    batch = processor(text=CAPTIONS, images=[Image.open(path) for path in images], padding="max_length",
+                      truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        text = _features(model.get_text_features(input_ids=batch["input_ids"]))
+        image = _features(model.get_image_features(pixel_values=batch["pixel_values"], interpolate_pos_encoding=True))
+    np.testing.assert_allclose(torch.nn.functional.normalize(text, dim=1).numpy(), want["text"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(torch.nn.functional.normalize(image, dim=1).numpy(), want["image"], atol=1e-5, rtol=0)
+
+
+def prepare(path: Path, spec: dict) -> np.ndarray:
+    """An image as preprocessing.json says, written here without cpcl: [3, H, W] float32."""
+    from PIL import Image
+
+    filters = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS, "nearest": Image.NEAREST}
+    height, width = spec["size"]
+    pixels = np.asarray(Image.open(path).convert("RGB").resize((width, height), filters[spec["resize"]]), np.float32)
+    pixels = (pixels * spec["scale"] - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32)
+    return pixels.transpose(2, 0, 1)
+
+
+def test_the_onnx_export_carries_a_tokenizer_and_preprocessing_that_reproduce_cpcl_encode(exported, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    tokenizers = pytest.importorskip("tokenizers")
+    _, onnx_dir, _ = exported
+    images = gallery(tmp_path / "images")
+    want = cpcl_encode(onnx_dir.parent / "run" / "best.pt", images, tmp_path / "emb.npz")
+    spec = json.loads((onnx_dir / "preprocessing.json").read_text())
+    tokenizer = tokenizers.Tokenizer.from_file(str(onnx_dir / spec["text"]["tokenizer"]))
+    ids = np.array([row.ids for row in tokenizer.encode_batch(CAPTIONS)], dtype=np.int64)
+    np.testing.assert_array_equal(ids, default_tokenizer().tokenize(CAPTIONS, CONTEXT).numpy())  # cpcl tokenize's ids
+    text = ort.InferenceSession(str(onnx_dir / "text_encoder.onnx")).run(None, {spec["text"]["input"]: ids})[0]
+    pixels = np.stack([prepare(path, spec["image"]) for path in images])
+    image = ort.InferenceSession(str(onnx_dir / "image_encoder.onnx")).run(None, {spec["image"]["input"]: pixels})[0]
+    np.testing.assert_allclose(text, want["text"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(image, want["image"], atol=1e-5, rtol=0)
+
+
+def test_onnx_at_an_older_opset_and_in_fp16(exported, tmp_path, capsys):
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    model, onnx_dir, _ = exported
+    checkpoint = onnx_dir.parent / "run" / "best.pt"
+    images, tokens = inputs(model, 3)
+    with torch.no_grad():
+        want_image, want_text = embed_images(model, images, CPU, None), embed_texts(model, tokens, CPU, None)
+    for flags, atol, weights in ((["--opset", "17"], 1e-5, onnx.TensorProto.FLOAT),
+                                 (["--fp16"], 5e-3, onnx.TensorProto.FLOAT16)):
+        out = tmp_path / flags[0].strip("-")
+        assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(out), *flags]) == 0
+        graph = onnx.load(str(out / "text_encoder.onnx"))
+        assert graph.opset_import[0].version == (17 if "--opset" in flags else 18)
+        assert {init.data_type for init in graph.graph.initializer if init.dims and len(init.dims) == 2} == {weights}
+        image = ort.InferenceSession(str(out / "image_encoder.onnx")).run(None, {"pixel_values": images.numpy()})[0]
+        text = ort.InferenceSession(str(out / "text_encoder.onnx")).run(None, {"input_ids": tokens.numpy()})[0]
+        np.testing.assert_allclose(image, want_image.numpy(), atol=atol, rtol=0)
+        np.testing.assert_allclose(text, want_text.numpy(), atol=atol, rtol=0)
+        assert ("float16 weights" in (out / "README.md").read_text()) == ("--fp16" in flags)
+    assert main(["export", "--checkpoint", str(checkpoint), "--onnx", str(tmp_path / "x"), "--fp16",
+                 "--opset", "17"]) == 2
+    assert "--fp16 needs --opset 18 or newer" in capsys.readouterr().err
+
+
+def test_exported_files_are_readable_by_others(tmp_path):
+    model = tiny_model((32, 16))
+    checkpoint = save_clip(tmp_path / "m.pt", model, model.config, preprocessing(model))
+    old = os.umask(0o077)  # a private umask: what is written must still be 0644
+    try:
+        assert main(["export", "--checkpoint", str(checkpoint), "--hf", str(tmp_path / "hf")]) == 0
+    finally:
+        os.umask(old)
+    modes = {path.name: oct(path.stat().st_mode & 0o777) for path in (tmp_path / "hf").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= set(modes)
+    assert set(modes.values()) == {"0o644"}, modes
+
+
+def test_cards_have_hub_front_matter_and_name_their_source_relatively(exported):
+    yaml = pytest.importorskip("yaml")
+    _, onnx_dir, hf_dir = exported
+    for folder, library in ((hf_dir, "transformers"), (onnx_dir, "onnx")):
+        card = (folder / "README.md").read_text()
+        assert card.startswith("---\n")
+        meta = yaml.safe_load(card.split("---\n")[1])
+        assert meta["library_name"] == library and "clip" in meta["tags"]
+        assert "- **Source**: `run/best.pt` (cpcl checkpoint)" in card and "`run/config.yaml`" in card
+        assert str(folder.parent) not in card  # no path of this machine

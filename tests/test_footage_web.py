@@ -63,9 +63,13 @@ def test_info_lists_the_sources_and_results_say_where(client, searcher):
     for result in body["results"]:
         footage = result["footage"]
         row = searcher.row_of(result["path"])
-        assert result["url"] == f"/footage/{row}/crop" and result["frame_url"] == f"/footage/{row}/frame"
+        assert result["url"] == f"/footage/{footage['best']}/crop" and result["frame_url"] == f"/footage/{row}/frame"
         assert footage["source"] in ("frames", "video.mp4") and footage["frame_size"] == list(SIZE)
         assert footage["span"]["first_frame"] <= footage["frame"] <= footage["span"]["last_frame"]
+        members = searcher.tracks[int(searcher.track[row])].rows.tolist()
+        assert row in members and footage["best"] in members
+        assert [item["row"] for item in footage["strip"]] == searcher.tracks[int(searcher.track[row])].strip(5)
+        assert all(item["url"] == f"/footage/{item['row']}/crop" for item in footage["strip"])
     ungrouped = searcher.search_text(TEXT, 24, group=False)
     assert len(ungrouped) == 24 and body["count"] <= 24  # tracks merge detections: never more results
 
@@ -74,7 +78,8 @@ def test_the_crop_is_cut_from_the_frame_at_the_box(client, searcher):
     for source in ("video.mp4", "frames"):
         result = client.post("/api/search", json={"text": TEXT, "sources": [source]}).json()["results"][0]
         assert result["footage"]["source"] == source
-        frame, crop = picture(client.get(result["frame_url"])), picture(client.get(result["url"]))
+        row = searcher.row_of(result["path"])
+        frame, crop = picture(client.get(result["frame_url"])), picture(client.get(f"/footage/{row}/crop"))
         x, y, w, h = result["footage"]["box"]
         assert frame.shape == (SIZE[1], SIZE[0], 3) and crop.shape == (h, w, 3)
         error = np.abs(frame[y:y + h, x:x + w] - crop).mean()  # the same pixels, each through JPEG once
@@ -86,7 +91,7 @@ def test_the_crop_is_cut_from_the_frame_at_the_box(client, searcher):
 
 def test_the_image_search_takes_the_source_filter(client, searcher):
     result = client.post("/api/search", json={"text": TEXT, "sources": ["video.mp4"]}).json()["results"][0]
-    crop = client.get(result["url"]).content
+    crop = client.get(f"/footage/{searcher.row_of(result['path'])}/crop").content
     body = client.post("/api/search/image", files={"image": ("q.jpg", crop, "image/jpeg")},
                        data={"k": "3", "sources": ["video.mp4"]}).json()
     best = body["results"][0]["footage"]
@@ -131,15 +136,25 @@ def test_the_page_shows_the_crops_and_a_frame_with_the_box(searcher):
         page.press("#query", "Enter")
         expect(page.locator("#status")).to_contain_text("a red coat")
         cards = page.locator("#results .card.footage")
-        expect(cards).to_have_count(6)
+        persons = searcher.search_text(TEXT, 6, min_score=-1.0, filters=Filters(sources=("video.mp4",)))
+        expect(cards).to_have_count(len(persons))  # one card a person's track, up to 6
         assert set(cards.evaluate_all("cs => cs.map(c => c.dataset.source)")) == {"video.mp4"}
         first = cards.first
-        expect(first.locator("img")).to_have_js_property("complete", True)
+        expect(first.locator("img.crop")).to_have_js_property("complete", True)
         want = searcher.search_text(TEXT, 1, filters=Filters(sources=("video.mp4",)))[0]
         assert first.get_attribute("data-path") == want.path
         x, y, w, h = want.footage["box"]
-        assert first.locator("img").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [w, h]
+        best = searcher.records[want.footage["best"]]["box"]  # the card shows the track's best crop
+        assert first.locator("img.crop").evaluate("img => [img.naturalWidth, img.naturalHeight]") == best[2:]
         assert "video.mp4" in first.inner_text() and "frame" in first.inner_text()
+        strip = first.locator(".strip img")
+        expect(strip).to_have_count(len(want.footage["strip"]))
+        expect(strip.last).to_have_js_property("complete", True)
+        last = want.footage["strip"][-1]
+        assert strip.last.evaluate("img => [img.naturalWidth, img.naturalHeight]") == last["box"][2:]
+        strip.last.click()  # a strip crop shows its own frame and box
+        expect(page.locator("#frame-caption")).to_contain_text(f"box {', '.join(map(str, last['box']))}")
+        page.keyboard.press("Escape")
         first.click()
         view = page.locator("#frame-view")
         expect(view).to_be_visible()

@@ -170,8 +170,8 @@ def test_export_refuses_to_overwrite_without_force_and_a_file_as_its_folder(gall
     (tmp_path / "hf" / "config.json").write_text("{}")
     capsys.readouterr()
     assert main(["-q", "export", "--checkpoint", checkpoint, "--hf", str(tmp_path / "hf")]) == 2
-    assert one_error_line(capsys).endswith("already holds config.json, model.safetensors, README.md; give --force "
-                                           "to overwrite, or another folder")
+    assert one_error_line(capsys).endswith("already holds config.json, model.safetensors, tokenizer.json, README.md; "
+                                           "give --force to overwrite, or another folder")
     assert (tmp_path / "hf" / "config.json").read_text() == "{}"
     assert main(["-q", "export", "--checkpoint", checkpoint, "--hf", str(tmp_path / "hf"), "--force"]) == 0
     assert (tmp_path / "hf" / "config.json").read_text() == config

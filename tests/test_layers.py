@@ -20,6 +20,7 @@ ALLOWED = {  # layer -> the cpcl layers it may import (besides itself)
     "export": BASE | {"data", "model", "index"},
     "experiments": BASE | {"data", "model", "synth", "configs", "engine", "evaluation"},
     "web": BASE | {"index"},
+    "api": BASE | {"data", "model", "clustering", "configs", "engine", "evaluation", "index"},
 }
 
 

@@ -20,7 +20,7 @@ from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import FILTERS, eval_transform, load_rgb, to_tensor
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.index.store import IndexStore
-from cpcl.model import CLIP, clip_preset, read_checkpoint, save_clip
+from cpcl.model import CLIP, ArchitectureHints, clip_preset, read_checkpoint, save_clip
 from cpcl.model.checkpoints import payload_digest
 from cpcl.model.inference import embed_images, load_for_inference
 from cpcl.model.shipped import pack, state_sha256
@@ -99,8 +99,10 @@ def test_an_older_cpcl_checkpoint_loads_with_the_defaults_and_one_warning(tmp_pa
     caplog.clear()
     square = CLIP(clip_preset("tiny", (32, 32), 16))  # OpenAI's layout (square): CLIP's defaults are its own
     torch.save(square.state_dict(), tmp_path / "openai.pt")
+    stated = ArchitectureHints(act="quick_gelu", head_width=64)  # no architecture warning either
     with caplog.at_level(logging.WARNING):
-        assert load_for_inference(tmp_path / "openai.pt", "cpu", "fp32").preprocessing == Preprocessing((32, 32))
+        assert load_for_inference(tmp_path / "openai.pt", "cpu", "fp32", hints=stated).preprocessing == \
+            Preprocessing((32, 32))
     assert warning_lines(caplog) == []
 
 

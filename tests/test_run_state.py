@@ -60,16 +60,31 @@ def test_a_last_pt_in_todays_format_resumes_to_the_uninterrupted_result(tiny_roo
     assert read_checkpoint(tmp_path / "cut" / "last.pt").extra["run"]["epoch"] == 2
 
 
-def test_train_log_and_tensorboard(tiny_root, tmp_path):
+@pytest.fixture(scope="module")
+def tensorboard_run(tiny_root, tmp_path_factory) -> Path:
+    """A finished run with log.tensorboard (and 3 retrieval examples of the top 2)."""
+    pytest.importorskip("tensorboard")
+    folder = tmp_path_factory.mktemp("tb")
+    config = write_config(folder / "cfg.yaml", tiny_root)
+    assert main(["train", "-c", str(config), "--out", str(folder / "run"), "log.tensorboard=true", "log.examples=3",
+                 "log.examples_k=2"]) == 0
+    return folder
+
+
+def events_of(run_dir: Path):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
-    config = write_config(tmp_path / "cfg.yaml", tiny_root)
-    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run"), "log.tensorboard=true"]) == 0
+    events = event_accumulator.EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    return events
+
+
+def test_train_log_and_tensorboard(tensorboard_run):
+    tmp_path = tensorboard_run
     log = (tmp_path / "run" / "train.log").read_text()
     assert "run " in log and "epoch 2:" in log  # the run's own records
     assert re.search(r"epoch 1/2: \d+/\d+ step \[.*\] loss \d+\.\d{4}", log)  # the running loss, logged progress
     steps = read_checkpoint(tmp_path / "run" / "last.pt").extra["run"]["step"]
-    events = event_accumulator.EventAccumulator(str(tmp_path / "run" / "tensorboard"))
-    events.Reload()
+    events = events_of(tmp_path / "run")
     tags = set(events.Tags()["scalars"])
     assert {"step/loss", "step/lr", "step/pcm_image_loss", "train/loss", "val/R1", "clusters/image_clusters",
             "clusters/text_outliers", "oracle/image_nmi", "time/train"} <= tags, sorted(tags)
@@ -77,6 +92,40 @@ def test_train_log_and_tensorboard(tiny_root, tmp_path):
     assert [event.step for event in events.Scalars("val/R1")] == [steps // 2, steps]
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [round(event.value, 4) for event in events.Scalars("val/R1")] == [round(r["val_R1"], 4) for r in records]
+
+
+def test_tensorboard_ends_with_test_metrics_hparams_and_retrieval_images(tensorboard_run):
+    run_dir = tensorboard_run / "run"
+    events = events_of(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    steps = read_checkpoint(run_dir / "last.pt").extra["run"]["step"]
+    for which in ("best", "last"):
+        assert [(e.step, round(e.value, 4)) for e in events.Scalars(f"test/{which}_R1")] == \
+            [(steps, round(results["test"][which]["R1"], 4))]
+    assert [round(e.value, 4) for e in events.Scalars("hparam/test_mAP")] == [round(results["test"]["best"]["mAP"], 4)]
+    hparams = events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    assert b"optim.epochs" in hparams and b"model.init" in hparams  # the config, flattened
+    assert sorted(events.Tags()["images"]) == ["retrieval/0", "retrieval/1", "retrieval/2"]
+    image = events.Images("retrieval/0")[0]
+    assert image.height == 128 + 8 and image.width > 2 * 8  # two framed thumbnails side by side
+    assert {"retrieval/0/text_summary", "retrieval/2/text_summary"} <= set(events.Tags()["tensors"])
+
+
+def test_a_run_has_a_card_beside_best_pt_and_an_html_report(tensorboard_run, capsys):
+    yaml = pytest.importorskip("yaml")
+    run_dir = tensorboard_run / "run"
+    card = (run_dir / "best.md").read_text()
+    assert yaml.safe_load(card.split("---\n")[1])["library_name"] == "cpcl"
+    assert "- **Source**: `run/best.pt` (cpcl checkpoint)" in card and "| test, best checkpoint |" in card
+    assert str(tensorboard_run) not in card
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert f"<td>{results['test']['best']['R1']:.2f}</td>" in page  # the test metrics table
+    assert "training loss" in page and "val R1" in page and "image labels vs true ids" in page  # curves, label quality
+    assert page.count('<div class="example">') == 8 and "data:image/jpeg;base64," in page  # retrieval examples
+    assert main(["-q", "report", str(tensorboard_run)]) == 2
+    assert "has no config.yaml: give the folder of a finished cpcl train run" in capsys.readouterr().err
 
 
 def test_tensorboard_without_its_package_is_one_line_before_loading_data(tiny_root, tmp_path, monkeypatch, capsys):

@@ -164,7 +164,7 @@ def test_pretrain_corpus_is_jsonl_and_disjoint_from_the_benchmark(tmp_path):
     ({"images_per_id": (4, 6)}, "images_per_id_mean must lie in images_per_id 4..6, got 3.1"),
     ({"caption_coverage": 0.0}, "caption_coverage"),
     ({"height": 8}, "at least 32x16"),
-    ({"style": "cartoon"}, "style must be one of standard, shifted, got 'cartoon'"),
+    ({"style": "cartoon"}, "style must be one of standard, shifted, observed, got 'cartoon'"),
 ])
 def test_bad_config_raises_a_clear_error(fields, message):
     with pytest.raises(CpclError, match=message):
@@ -222,6 +222,8 @@ def test_cli_writes_and_reports(tmp_path, capsys):
     (["--captions-per-image", "0"], "captions_per_image must be >= 1"),
     (["--wrong-adjective-rate", "1.5"], "wrong_adjective_rate must be a probability"),
     (["--outfit-change-prob", "-0.1"], "outfit_change_prob must be a probability"),
+    (["--style", "observed", "--detector-box-prob", "2"], "detector_box_prob must be a probability"),
+    (["--figure-scale", "0.9", "0.2"], "figure_scale must be MIN MAX"),
 ])
 def test_cli_bad_options_exit_with_one_line(tmp_path, capsys, extra, message):
     assert main(["synth", str(tmp_path)] + extra) == 2

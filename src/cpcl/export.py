@@ -1,37 +1,38 @@
-"""`cpcl export`: a checkpoint as ONNX towers (`--onnx DIR`) and/or a Hugging Face `CLIPModel` directory
-(`--hf DIR`), each with a model card (`README.md`) saying what went in and how to use what came out.
+"""`cpcl export`: a checkpoint as ONNX towers (`--onnx DIR`) and/or a Hugging Face `CLIPModel` folder (`--hf DIR`),
+each with what other tools need to use it: the tokenizer and image preprocessing (`cpcl.data.interop`) and a model
+card (`README.md`, `cpcl.model.card`). Every file written is readable by others (mode 0644).
 
-The checkpoint is any one `cpcl.model.checkpoints` reads, shipped names included; the model is exported at
-its own image size and context length, in float32. The card carries the training config and the metrics
-when the checkpoint sits in its run directory (config.yaml, results.json beside it), or the shipped card.
+The checkpoint is any one `cpcl.model.checkpoints` reads, names included; the model is exported at its own image
+size and context length, in float32 (ONNX: or float16 inside, `fp16`), ONNX at operator set `opset`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
-from cpcl.index.store import sha256_of
-from cpcl.model.checkpoints import ClipCheckpoint, build_clip, read_checkpoint
+from cpcl.data.interop import PREPROCESSING_FILE, TOKENIZER_FILE, write_hf_preprocessing, write_onnx_preprocessing
+from cpcl.model.card import model_card
+from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import ClipConfig
-from cpcl.model.hf import HF_CONFIG, SIZE_KEY, WEIGHT_FILES, write_hf_directory
-from cpcl.model.onnx_export import INPUT_NAMES, ONNX_FILES, OUTPUT_NAME, export_onnx
+from cpcl.model.hf import HF_CONFIG, WEIGHT_FILES, write_hf_directory
+from cpcl.model.onnx_export import DEFAULT_OPSET, INPUT_NAMES, ONNX_FILES, OUTPUT_NAME, export_onnx
 from cpcl.utils.errors import ConfigError
 from cpcl.utils.files import writing
 
 log = logging.getLogger(__name__)
 
-CARD = "README.md"  # the model card in each export directory
-METRIC_NAMES = ("R1", "R5", "R10", "mAP", "mINP")  # results.json metrics shown in the card
-EXPORT_FILES = {"hf": (HF_CONFIG, WEIGHT_FILES[0], CARD), "onnx": (*ONNX_FILES.values(), CARD)}  # what each writes
+CARD = "README.md"  # the model card in each export folder
+FILE_MODE = 0o644  # exported files: readable by everyone, whatever wrote them (safetensors writes 0600)
+EXPORT_FILES = {  # the files of each export that mark an earlier one (HF writes transformers' others too)
+    "hf": (HF_CONFIG, WEIGHT_FILES[0], TOKENIZER_FILE, CARD),
+    "onnx": (*ONNX_FILES.values(), TOKENIZER_FILE, PREPROCESSING_FILE, CARD)}
 
 
 def export_checkpoint(checkpoint: str | Path, onnx_dir: Path | None = None, hf_dir: Path | None = None,
-                      force: bool = False) -> list[Path]:
-    """Write the requested exports of `checkpoint` with their cards; returns every file written. A file of an
-    export already in its folder is overwritten only with `force`."""
+                      opset: int | None = None, fp16: bool = False, force: bool = False) -> list[Path]:
+    """Write the requested exports of `checkpoint` with their cards; returns every file written. opset None:
+    `DEFAULT_OPSET`. A file of an export already in its folder is overwritten only with `force`."""
     targets = [(Path(d), kind) for d, kind in ((hf_dir, "hf"), (onnx_dir, "onnx")) if d is not None]
     if not targets:
         raise ConfigError("nothing to export: give --onnx DIR and/or --hf DIR")
@@ -39,13 +40,23 @@ def export_checkpoint(checkpoint: str | Path, onnx_dir: Path | None = None, hf_d
         check_target(directory, f"--{kind}", EXPORT_FILES[kind], force)
     source = read_checkpoint(checkpoint)
     model, config = build_clip(source)
+    preprocessing = source.preprocessing_at(config.image.image_size)
+    context, opset = config.text.context_length, opset or DEFAULT_OPSET
     written: list[Path] = []
     for directory, kind in targets:
-        card = model_card(source, config, kind)
         with writing(directory, f"free space or make {directory} writable, then export again with --force"):
-            written += (write_hf_directory(model.state_dict(), config, directory) if kind == "hf"
-                        else export_onnx(model, directory))
-            written.append(write_card(directory, card))
+            if kind == "hf":
+                written += write_hf_directory(model.state_dict(), config, directory)
+                written += write_hf_preprocessing(directory, context, preprocessing)
+                written.append(write_card(directory, model_card(source, config, "hf")))
+            else:
+                written += export_onnx(model, directory, opset, fp16)
+                written += write_onnx_preprocessing(directory, context, config.embed_dim, preprocessing, INPUT_NAMES,
+                                                    OUTPUT_NAME)
+                written.append(write_card(directory, model_card(source, config, "onnx",
+                                                                _onnx_usage(config, opset, fp16))))
+    for path in written:
+        path.chmod(FILE_MODE)
     return written
 
 
@@ -64,76 +75,12 @@ def write_card(directory: Path, text: str) -> Path:
     return directory / CARD
 
 
-def model_card(source: ClipCheckpoint, config: ClipConfig, kind: str) -> str:
-    """The card of an export (`kind`: onnx | hf) of `source`."""
-    image, text = config.image, config.text
-    run_dir = source.path.parent if (source.path.parent / "config.yaml").is_file() else None
-    preprocessing = source.preprocessing_at(image.image_size)
-    digest = f", sha256 `{sha256_of(source.path)}`" if source.path.is_file() else ""
-    lines = [
-        f"# {source.path.name}: a cpcl CLIP exported as {'ONNX' if kind == 'onnx' else 'a Hugging Face CLIPModel'}",
-        "",
-        f"- **Source**: `{source.path}` ({source.source} checkpoint){digest}.",
-        f"- **Architecture**: {config.embed_dim}-d joint embedding; image tower ViT {image.width} wide, {image.layers} "
-        f"layers, {image.heads} heads, {image.patch_size}-px patches at {image.image_size[0]}x{image.image_size[1]} "
-        f"(H x W); text tower {text.width} wide, {text.layers} layers, {text.heads} heads, context "
-        f"{text.context_length}.",
-        f"- **Image input**: RGB, resized to {image.image_size[0]}x{image.image_size[1]} ({preprocessing.resize}), "
-        f"scaled to [0, 1], normalised with mean {list(preprocessing.mean)} and std {list(preprocessing.std)}.",
-        f"- **Text input**: OpenAI CLIP BPE (`cpcl tokenize`), {text.context_length} tokens: start-of-text, the text, "
-        f"end-of-text (over-long text cut, its last token set to end-of-text), zero padding.",
-        *_usage(config, kind), "", "## Training", "", *_training(source, run_dir), "", "## Metrics", "",
-        *_metrics(run_dir), "",
-    ]
-    return "\n".join(lines)
-
-
-def _usage(config: ClipConfig, kind: str) -> list[str]:
-    if kind == "onnx":
-        return [f"- **Files**: `{ONNX_FILES['image']}` (`{INPUT_NAMES['image']}` float32 [N, 3, H, W]) and "
-                f"`{ONNX_FILES['text']}` (`{INPUT_NAMES['text']}` int64 [N, {config.text.context_length}]), each "
-                f"giving `{OUTPUT_NAME}` float32 [N, {config.embed_dim}], L2-normalised: the cosine similarity of a "
-                f"text and an image is the dot product. N is free."]
-    square = config.image.grid[0] == config.image.grid[1]
-    call = ("`get_image_features(pixel_values=...)`" if square else
-            "`get_image_features(pixel_values=..., interpolate_pos_encoding=True)` (the model is not square: its "
-            f"positional grid is stored square, and HF's bicubic resize to the {config.image.image_size[0]}x"
-            f"{config.image.image_size[1]} input gives back the trained one; `{SIZE_KEY}` in config.json records "
-            f"the size for cpcl)")
-    return [f"- **Use**: `transformers.CLIPModel.from_pretrained(DIR)`, then {call} and "
-            f"`get_text_features(input_ids=...)`; L2-normalise both. cpcl reads the directory too "
-            f"(`--checkpoint DIR`)."]
-
-
-def _training(source: ClipCheckpoint, run_dir: Path | None) -> list[str]:
-    shipped_card = source.path.with_suffix(".md")
-    if source.source == "shipped" and shipped_card.is_file():
-        return [f"Shipped start; its card (`{shipped_card.name}`) follows.", "",
-                shipped_card.read_text(encoding="utf-8").strip()]
-    if run_dir is None:
-        return ["Not recorded: the checkpoint is not in a cpcl run directory (no config.yaml beside it)."]
-    return [f"The run's resolved config (`{run_dir / 'config.yaml'}`):", "", "```yaml",
-            (run_dir / "config.yaml").read_text(encoding="utf-8").strip(), "```"]
-
-
-def _metrics(run_dir: Path | None) -> list[str]:
-    results = _json(run_dir / "results.json") if run_dir else None
-    if not isinstance(results, dict) or not isinstance(results.get("test"), dict):
-        return ["Not recorded (no results.json with test metrics beside the checkpoint)."]
-    rows = [("test, best checkpoint", results["test"].get("best")),
-            ("test, last checkpoint", results["test"].get("last")),
-            ("val, best checkpoint", (results.get("val") or {}).get("best"))]
-    table = [f"Text-to-image retrieval, % (selected on {results.get('selected_on', '?')}; best_epoch "
-             f"{results.get('best_epoch')}, counted from 0):", "", "| split | " + " | ".join(METRIC_NAMES) + " |",
-             "|---|" + "---|" * len(METRIC_NAMES)]
-    table += [f"| {name} | " + " | ".join(f"{values.get(m, float('nan')):.2f}" for m in METRIC_NAMES) + " |"
-              for name, values in rows if isinstance(values, dict)]
-    return table
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, json.JSONDecodeError) as err:
-        log.warning("%s cannot be read for the model card: %s", path, err)
-        return None
+def _onnx_usage(config: ClipConfig, opset: int, fp16: bool) -> list[str]:
+    inside = "float16 weights and arithmetic inside" if fp16 else "float32 throughout"
+    return [f"- **Files**: `{ONNX_FILES['image']}` (`{INPUT_NAMES['image']}` float32 [N, 3, H, W]) and "
+            f"`{ONNX_FILES['text']}` (`{INPUT_NAMES['text']}` int64 [N, {config.text.context_length}]), each giving "
+            f"`{OUTPUT_NAME}` float32 [N, {config.embed_dim}], L2-normalised: the cosine similarity of a text and an "
+            f"image is the dot product. N is free. ONNX operator set {opset}, {inside}.",
+            "- **Inputs outside Python**: `tokenizer.json` (Hugging Face tokenizers format, padding and truncation "
+            "built in) gives the token ids; `preprocessing.json` says how to prepare an image (size, filter, mean, "
+            "std, layout)."]

@@ -13,10 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from cpcl import __version__
-from cpcl.cli import bench, cluster, data, demo, evaluate, export, index, search, serve, synth, tokenize, train
+from cpcl.cli import (bench, cluster, completion, data, demo, evaluate, export, index, report, search, serve, synth,
+                      tokenize, train)
 from cpcl.utils.errors import CpclError
 
-COMMAND_MODULES = (data, tokenize, synth, train, evaluate, export, cluster, bench, demo, index, search, serve)
+COMMAND_MODULES = (data, tokenize, synth, train, report, evaluate, export, cluster, bench, demo, index, search, serve,
+                   completion)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               "shape: 5 images a person, 2 captions an image) | shifted_partial (shifted with "
                               "captions that name half as much of a person) | shifted_outfits (shifted, each "
                               "image leaving a person's hat, bag or accessory off at random) | shifted_long "
-                              "(shifted, 12 epochs)")
+                              "(shifted, 12 epochs) | observed, observed_icfg, observed_rstp (captions written "
+                              "from each image, in each real dataset's shape)")
     quality.add_argument("--seeds", type=int, default=3, metavar="N",
                          help="seeds 0..N-1 of each baseline (zero_shot, itc, cpcl, oracle)")
     quality.add_argument("--ablation-seeds", type=int, default=1, metavar="M",
@@ -35,6 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quality.add_argument("--jobs", type=int, default=1, metavar="J",
                          help="train J runs at once, each in its own process with cores / J threads (README: "
                               "what 2 on 2 cores gains)")
+    quality.add_argument("--ids", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                         help="identities per split, in place of the preset's (a larger val and test split tell "
+                              "methods apart; `bench retest` re-tests on larger ones without training)")
+    quality.add_argument("--synth", nargs="+", default=[], metavar="FIELD=VALUE",
+                         help="SynthConfig fields on top of the preset's style (cpcl synth's options, with "
+                              "underscores: annotator_pool=0 colour_constancy=null figure_scale=[0.7,0.9])")
     quality.add_argument("--out", required=True, type=Path, help="benchmark folder")
     quality.set_defaults(func=run_bench_quality)
 
@@ -52,6 +59,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     retest.set_defaults(func=run_bench_retest)
 
 
+def parse_fields(items: list[str]) -> dict:
+    """FIELD=VALUE items, each value read as YAML (numbers, true / false, null, [lists])."""
+    import yaml
+
+    from cpcl.utils.errors import ConfigError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--synth expects FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--synth {key}: cannot read {value!r} (a number, true / false, null or a [list])") \
+                from None
+    return out
+
+
 def run_bench_quality(args: argparse.Namespace) -> int:
     from cpcl.experiments.bench import METHODS, run_quality
     from cpcl.utils.errors import ConfigError
@@ -64,7 +90,8 @@ def run_bench_quality(args: argparse.Namespace) -> int:
         print(f"{method:>18} seed {seed}: R1 {record['R1']:5.2f}  mAP {record['mAP']:5.2f}  "
               f"({record['seconds']:.0f} s)", flush=True)
 
-    run_quality(args.preset, args.seeds, args.out, methods, args.ablation_seeds, on_run=report, jobs=args.jobs)
+    run_quality(args.preset, args.seeds, args.out, methods, args.ablation_seeds, on_run=report, jobs=args.jobs,
+                ids=tuple(args.ids) if args.ids else None, synth=parse_fields(args.synth))
     print()
     print((args.out / "table.md").read_text())
     return 0

@@ -21,7 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="identities per split of the benchmark")
     parser.add_argument("--style", choices=STYLES, default=default.style,
                         help="how the benchmark is drawn and worded (cpcl synth --style): shifted (default; other "
-                             "cameras and annotators than the start's pretraining corpus) or standard")
+                             "cameras and annotators than the start's pretraining corpus), observed (the same, "
+                             "captions written from each image) or standard")
     parser.add_argument("--epochs", metavar="N", type=int, default=default.epochs,
                         help="fine-tuning epochs of ITC, CPCL and the oracle")
     parser.add_argument("--start", default=default.start, metavar="CHECKPOINT",

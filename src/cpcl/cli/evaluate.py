@@ -97,27 +97,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_encode(args: argparse.Namespace) -> int:
     import numpy as np
-    import torch
 
-    from cpcl.data.check import find_bad_images
-    from cpcl.data.tokenizer import default_tokenizer
-    from cpcl.evaluation.features import extract_image_features, extract_text_features
-    from cpcl.utils.errors import CpclError, DataError
+    from cpcl.api import load
+    from cpcl.utils.errors import CpclError
 
     if not args.images and not args.texts:
         raise CpclError("nothing to encode: give --images FILE... and/or --texts TEXT...")
-    bad = find_bad_images(list(args.images))
-    if bad:
-        first = "; ".join(f"{path} ({problem})" for path, problem in list(bad.items())[:5])
-        raise DataError(f"{len(bad)} of {len(args.images)} images cannot be read: {first}")
-    loaded = _load(args)
-    model, device, dtype = loaded.model, loaded.device, loaded.dtype
-    dim = model.config.embed_dim
-    image = (extract_image_features(model, args.images, loaded.preprocessing, args.batch_size, args.workers,
-                                    device, dtype) if args.images else torch.empty(0, dim))
-    tokens = default_tokenizer().tokenize(args.texts, model.config.text.context_length)
-    text = extract_text_features(model, tokens, args.batch_size, device, dtype) if args.texts else torch.empty(0, dim)
+    model = load(args.checkpoint, args.device, args.precision, tuple(args.image_size) if args.image_size else None)
+    image = model.encode_images(args.images, args.batch_size, args.workers)
+    text = model.encode_texts(args.texts, args.batch_size)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(args.out, image=image.numpy(), text=text.numpy())
+    np.savez(args.out, image=image, text=text)
     print(f"wrote {args.out}: image {tuple(image.shape)}, text {tuple(text.shape)}")
     return 0

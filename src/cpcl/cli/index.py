@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from cpcl.cli.evaluate import extraction_arguments, model_arguments
+from cpcl.utils.errors import DataError
 
 MAX_LISTED = 5  # unreadable files named in the summary
 
@@ -50,7 +51,8 @@ def footage_sources(group: argparse._MutuallyExclusiveGroup) -> None:
     """--frames DIR / --video FILE...: footage instead of crops."""
     group.add_argument("--frames", type=Path, nargs="+", metavar="DIR",
                        help="folders of frame images (one video each, frames in natural name order)")
-    group.add_argument("--video", type=Path, nargs="+", metavar="FILE", help="video files (decoded by OpenCV)")
+    group.add_argument("--video", type=Path, nargs="+", metavar="FILE",
+                       help="video files (decoded by OpenCV, or by PyAV where OpenCV cannot open one)")
 
 
 def footage_arguments(parser: argparse.ArgumentParser, root: bool) -> None:
@@ -110,7 +112,8 @@ def footage_options(args: argparse.Namespace):
 
 
 def _summary(report, index: Path) -> None:
-    """Print what a build or add did, naming the first unreadable files."""
+    """Print what a build or add did, naming the first unreadable files; DataError naming the footage sources that
+    could not be read (the others are indexed)."""
     if report.frames is not None:
         print(f"{index}: {report.added} persons embedded from {report.frames} frames"
               + (f", {report.already} sources already indexed to the end" if report.already else "")
@@ -131,6 +134,20 @@ def _summary(report, index: Path) -> None:
         listed = "; ".join(f"{path} ({problem})" for path, problem in list(report.unreadable.items())[:MAX_LISTED])
         print(f"{len(report.unreadable)} files could not be read and were left out (all in "
               f"{index / 'unreadable.jsonl'}): {listed}")
+    if report.failed:
+        listed = "; ".join(list(report.failed.values())[:MAX_LISTED])
+        raise DataError(f"{len(report.failed)} source{'s' * (len(report.failed) > 1)} could not be read to the end "
+                        f"(what they gave and the other sources are indexed): {listed}")
+
+
+def _check_read(report, index: Path) -> int:
+    """0, or DataError when the index holds nothing because none of its files could be read."""
+    from cpcl.utils.errors import DataError
+
+    if report.unreadable and not report.total:
+        raise DataError(f"none of the {len(report.unreadable)} files could be read, so nothing was indexed "
+                        f"({index / 'unreadable.jsonl'} says why for each)")
+    return 0
 
 
 def run_build(args: argparse.Namespace) -> int:
@@ -150,7 +167,7 @@ def run_build(args: argparse.Namespace) -> int:
     else:
         report = build_index(encoder, args.images, args.out, args.metadata, config, args.batch_size, args.workers)
     _summary(report, args.out)
-    return 0
+    return _check_read(report, args.out)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -171,4 +188,4 @@ def run_add(args: argparse.Namespace) -> int:
     else:
         report = add_to_index(encoder, args.index, args.paths, args.metadata, args.batch_size, args.workers)
     _summary(report, args.index)
-    return 0
+    return _check_read(report, args.index)

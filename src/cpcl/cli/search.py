@@ -95,10 +95,11 @@ def _footage_table(hits: list, root: Path) -> str:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from cpcl.api import open_index
     from cpcl.cli.evaluate import rerank_config
     from cpcl.data.check import image_problem
     from cpcl.data.transforms import load_rgb
-    from cpcl.index.search import Filters, Searcher
+    from cpcl.index.search import Filters
     from cpcl.utils.errors import CpclError, DataError
     from cpcl.utils.text import blank
 
@@ -110,17 +111,16 @@ def run_search(args: argparse.Namespace) -> int:
         raise CpclError(f"-k must be at least 1, got {args.k}")
     if args.image is not None and (problem := image_problem(args.image)):
         raise DataError(f"--image {args.image}: {problem}")
-    filters = Filters.parse(args.camera, args.time_from, args.time_to, args.source)
-    searcher = Searcher.open(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args))
-    if args.image is not None:
-        hits = searcher.search_image(load_rgb(args.image), args.k, args.min_score, filters, args.group, args.rerank)
-    else:
-        hits = searcher.search_text(args.text, args.k, args.min_score, filters, args.group, args.rerank)
+    Filters.parse(args.camera, args.time_from, args.time_to, args.source)  # checked before the index loads
+    index = open_index(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args))
+    hits = index.search(args.text if args.image is None else load_rgb(args.image), args.k, min_score=args.min_score,
+                        cameras=args.camera, time_from=args.time_from, time_to=args.time_to, sources=args.source,
+                        group=args.group, rerank=args.rerank)
     if args.json:
-        results = [{**hit.to_dict(), "file": str(searcher.root / file_of(hit))} for hit in hits]
+        results = [{**hit.to_dict(), "file": str(index.root / file_of(hit))} for hit in hits]
         query = {"text": args.text} if args.text is not None else {"image": str(args.image)}
-        print(json.dumps({"query": query, "index": str(args.index), "gallery_root": str(searcher.root),
+        print(json.dumps({"query": query, "index": str(args.index), "gallery_root": str(index.root),
                           "results": results}, ensure_ascii=False))
     else:
-        print(_table(hits, searcher.root))
+        print(_table(hits, index.root))
     return 0

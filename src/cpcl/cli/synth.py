@@ -6,11 +6,22 @@ import argparse
 import time
 from pathlib import Path
 
-from cpcl.synth.config import DEFAULT_SHAPE, SHAPES, STYLES, FootageConfig, SynthConfig
+from cpcl.synth.config import DEFAULT_SHAPE, SHAPES, STYLE_SETTINGS, STYLES, FootageConfig, SynthConfig
 from cpcl.utils.errors import CpclError
 
 DEFAULTS = SynthConfig()
 FOOTAGE = FootageConfig()
+OBSERVED = STYLE_SETTINGS["observed"]
+
+
+def _constancy(text: str) -> float | None:
+    """--colour-constancy: a share in [0, 1], or "none" (captions name the identity's colours)."""
+    if text.lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1] or 'none', got {text!r}") from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +43,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "2 + Poisson(9.2), at most 30, 1 caption; rstpreid: 5 images, 2 captions)")
     parser.add_argument("--style", choices=STYLES, default=DEFAULTS.style,
                         help="how the benchmark is drawn and worded: standard (the pretraining corpus' cameras and "
-                             "annotators) or shifted (other cameras and annotators: a domain gap for the start)")
+                             "annotators), shifted (other cameras and annotators: a domain gap for the start) or "
+                             "observed (shifted, with captions written from each image as seen: the options below "
+                             "take its settings unless given)")
     parser.add_argument("--images-per-id", type=int, nargs=2, metavar=("MIN", "MAX"),
                         help="images per identity, inclusive range (replaces the shape's; uniform "
                              "unless --images-per-id-mean is given)")
@@ -50,14 +63,49 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="independent captions per benchmark image (replaces the shape's)")
     parser.add_argument("--outfit-change-prob", metavar="P", type=float, default=DEFAULTS.outfit_change_prob,
                         help="per image, probability that each removable item (hat, bag, accessory) is left off")
-    parser.add_argument("--wrong-adjective-rate", metavar="P", type=float, default=DEFAULTS.wrong_adjective_rate,
-                        help="per-caption probability that one colour is named wrongly")
+    parser.add_argument("--wrong-adjective-rate", metavar="P", type=float,
+                        help=f"per-caption probability that one colour is named wrongly (default "
+                             f"{DEFAULTS.wrong_adjective_rate}; observed {OBSERVED['wrong_adjective_rate']})")
     parser.add_argument("--typo-rate", metavar="P", type=float, default=DEFAULTS.typo_rate,
                         help="per-word typo probability")
     parser.add_argument("--occlusion-prob", metavar="P", type=float, default=DEFAULTS.occlusion_prob,
                         help="probability of an occluder per image")
     parser.add_argument("--blur-prob", metavar="P", type=float, default=DEFAULTS.blur_prob,
                         help="probability of blur per image")
+    seen = parser.add_argument_group(
+        "captions written from the image (each its own random stream; default: the style's, off but for observed)")
+    seen.add_argument("--colour-constancy", metavar="C", type=_constancy, default=argparse.SUPPRESS,
+                      help="name colours as the image's camera renders them, that share of the camera discounted "
+                           f"(0..1; 'none': the identity's colours; observed {OBSERVED['colour_constancy']})")
+    seen.add_argument("--scene-visibility", action=argparse.BooleanOptionalAction,
+                      help="captions leave out what the occluder, the box, blur or low resolution hides")
+    seen.add_argument("--shared-salience", metavar="S", type=float,
+                      help="sd of a per-image log-prominence both captions of an image share "
+                           f"(0: none; observed {OBSERVED['shared_salience']})")
+    seen.add_argument("--annotator-pool", metavar="N", type=int,
+                      help="annotators with lasting habits, two different ones an image "
+                           f"(0: none; observed {OBSERVED['annotator_pool']})")
+    seen.add_argument("--detector-box-prob", metavar="P", type=float,
+                      help="share of images boxed as a detector would: cut at the knees or neck, loose, off-centre "
+                           f"(observed {OBSERVED['detector_box_prob']})")
+    seen.add_argument("--occluder-scale", metavar="F", type=float,
+                      help=f"size of the occluders (1: as before; observed {OBSERVED['occluder_scale']})")
+    seen.add_argument("--view-details", action=argparse.BooleanOptionalAction,
+                      help="fronts and backs differ: open jackets, back prints, backpacks over the back, ponytails")
+    seen.add_argument("--cameras", metavar="N", type=int,
+                      help="a fixed network of N cameras, a person's images taken by different ones "
+                           f"(0: each image its own; observed {OBSERVED['cameras']})")
+    seen.add_argument("--figure-scale", metavar=("MIN", "MAX"), type=float, nargs=2,
+                      help="person height range, share of the image (observed "
+                           f"{' '.join(map(str, OBSERVED['figure_scale']))})")
+    seen.add_argument("--low-res-range", metavar=("MIN", "MAX"), type=float, nargs=2,
+                      help="resolution factor range of low-res images (observed "
+                           f"{' '.join(map(str, OBSERVED['low_res_range']))})")
+    parser.add_argument("--stats", type=Path, metavar="DIR",
+                        help="print the diagnostics of the SynthPedes under DIR (attribute ceiling, fact overlap, "
+                             "visibility) instead of generating")
+    parser.add_argument("--split", choices=("train", "val", "test"), default="test", help="the split --stats reads")
+    parser.add_argument("--json", action="store_true", help="--stats as JSON")
     parser.add_argument("--pretrain", action="store_true",
                         help="write the web-style pretraining corpus instead of the benchmark")
     parser.add_argument("--pairs", metavar="N", type=int, default=DEFAULTS.pretrain_pairs,
@@ -86,14 +134,21 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         shape["images_per_id_mean"] = args.images_per_id_mean
     if args.captions_per_image is not None:
         shape["captions_per_image"] = args.captions_per_image
-    return SynthConfig.shaped(
-        args.shape, **shape,
+    given = {name: getattr(args, name) for name in ("wrong_adjective_rate", "scene_visibility", "shared_salience",
+                                                     "annotator_pool", "detector_box_prob", "occluder_scale",
+                                                     "view_details", "cameras") if getattr(args, name) is not None}
+    given.update({name: tuple(getattr(args, name)) for name in ("figure_scale", "low_res_range")
+                  if getattr(args, name) is not None})
+    if hasattr(args, "colour_constancy"):  # given, "none" included
+        given["colour_constancy"] = args.colour_constancy
+    return SynthConfig.styled(
+        args.style, args.shape, **shape, **given,
         ids_train=args.ids_train, ids_val=args.ids_val, ids_test=args.ids_test,
         height=args.size[0], width=args.size[1],
         near_duplicate_fraction=args.near_duplicate_fraction, caption_coverage=args.caption_coverage,
-        wrong_adjective_rate=args.wrong_adjective_rate, outfit_change_prob=args.outfit_change_prob,
+        outfit_change_prob=args.outfit_change_prob,
         typo_rate=args.typo_rate, occlusion_prob=args.occlusion_prob, blur_prob=args.blur_prob,
-        pretrain_pairs=args.pairs, style=args.style, seed=args.seed, workers=args.workers,
+        pretrain_pairs=args.pairs, seed=args.seed, workers=args.workers,
     )
 
 
@@ -119,10 +174,24 @@ def write_footage_scenes(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_stats(args: argparse.Namespace) -> int:
+    """`cpcl synth --stats DIR`: the diagnostics of a generated split."""
+    import json
+
+    from cpcl.synth.stats import split_stats, stats_table
+
+    stats = split_stats(args.stats, args.split)
+    print(json.dumps(stats, indent=2) if args.json else stats_table(stats), end="" if not args.json else "\n")
+    return 0
+
+
 def handler(args: argparse.Namespace) -> int:
-    """Write what the arguments ask for; a failed write (a read-only folder, a full disk) is one line."""
+    """Write what the arguments ask for; a failed write (a read-only folder, a full disk) is one line. --stats
+    only reads, outside that."""
     from cpcl.utils.files import writing
 
+    if args.stats is not None:
+        return print_stats(args)
     target = args.out if args.out is not None else args.preview
     with writing(target, "free space or make it writable, then run again (with --overwrite over a partial "
                          "dataset)"):

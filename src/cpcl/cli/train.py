@@ -33,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from cpcl.api import train
     from cpcl.engine.distributed import launch_settings
-    from cpcl.engine.train import run_training
     from cpcl.utils.config import to_dict
     from cpcl.utils.distributed import detect_world, rank_device
 
@@ -46,7 +46,7 @@ def run_train(args: argparse.Namespace) -> int:
         settings = launch_settings(cfg, world, rank_device(cfg.device, world))
         print(json.dumps({"distributed": settings, "config": to_dict(cfg)}, indent=2))
         return 0
-    results = run_training(cfg, run_dir, resume=resume, world=world)
+    results = train(resume=run_dir, world=world) if resume else train(cfg, run_dir, world=world)
     if world.is_main:
         print(json.dumps(results.get("test", {}), indent=2))
         print(f"run written to {run_dir}")

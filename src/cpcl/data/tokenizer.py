@@ -100,6 +100,10 @@ class ClipTokenizer:
         self.eot_token_id = self._special[EOT_TEXT]
         logger.debug("loaded CLIP BPE: %d tokens from %s", self.vocab_size, path)
 
+    def tables(self) -> tuple[dict[str, int], list[tuple[str, str]]]:
+        """(vocabulary: token -> id, merges in rank order): what other BPE implementations are built from."""
+        return dict(self._encoder), sorted(self._ranks, key=self._ranks.__getitem__)
+
     def _bpe(self, word: str) -> list[str]:
         """Greedily merge the lowest-ranked adjacent pair of `word`'s symbols until none merges."""
         parts = [*word[:-1], word[-1] + WORD_END]

@@ -13,6 +13,7 @@ from cpcl.clustering import ClusterConfig
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.clustering.select import SelectionGrid
 from cpcl.data.transforms import ImageTransformConfig
+from cpcl.model.architecture import ArchitectureHints
 from cpcl.utils.config import Range, check_ranges
 from cpcl.utils.errors import ConfigError
 
@@ -21,13 +22,20 @@ Method = Literal["zero_shot", "itc", "cpcl", "oracle"]
 
 @dataclass(frozen=True)
 class ModelSection:
-    init: str = "openai/ViT-B-16.pt"  # starting weights: a checkpoint path (OpenAI .pt, HF dir, cpcl .pt) or "preset:NAME" (random init)
+    init: str = "openai:ViT-B-16"  # starting weights: a checkpoint path (OpenAI .pt, HF or open_clip dir, cpcl .pt), a name (openai:NAME, hf:ORG/NAME: downloaded; synthpedes-small: shipped) or "preset:NAME" (random init)
     image_size: tuple[int, int] = (384, 128)  # input (H, W); positional embedding resized to (H/patch, W/patch)
     context_length: int = 77  # text tokens (SOT + up to L-2 BPE tokens + EOT)
     grad_checkpointing: bool = False  # recompute each residual block's activations in backward (both towers): less memory, one more forward
+    act: str | None = None  # MLP activation of weights that do not record it: quick_gelu | gelu | gelu_tanh (None: guess, warned)
+    head_width: int | None = None  # channels per attention head of weights that do not record it (None: guess 64, warned)
 
     def __post_init__(self) -> None:
         check_ranges(self, "model", {"image_size": Range(1), "context_length": Range(3)})
+        self.architecture()  # checks act and head_width
+
+    def architecture(self) -> ArchitectureHints:
+        """What this section states about the architecture of `init`'s weights."""
+        return ArchitectureHints(self.act, self.head_width)
 
 
 @dataclass(frozen=True)
@@ -152,6 +160,11 @@ class ClusterSelectSection:
 @dataclass(frozen=True)
 class LogSection:
     tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard (needs the tensorboard extra)
+    examples: int = 4  # with tensorboard: test queries drawn at the end with the best checkpoint's top examples_k
+    examples_k: int = 5  # thumbnails per retrieval example
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "log", {"examples": Range(0), "examples_k": Range(1)})
 
 
 @dataclass(frozen=True)

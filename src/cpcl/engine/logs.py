@@ -3,7 +3,8 @@ logger, as the console shows them, progress lines included) and, with `log.tenso
 TensorBoard event files in `RUN_DIR/tensorboard`: each loss term, the total and the lr per optimizer step
 (`step/`), and per epoch the epoch means (`train/`), val metrics (`val/`), clusters, outliers and OPLM
 counts (`clusters/`), the clustering chosen on val (`cluster_select/`), the `oracle_` diagnostics
-(`oracle/`) and phase times (`time/`), all on the global optimizer step. Rank 0 alone writes them.
+(`oracle/`) and phase times (`time/`), all on the global optimizer step; at the end, the test metrics (`test/`),
+the config as hparams and a few retrieval examples as images (`retrieval/`). Rank 0 alone writes them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from cpcl.engine.rundir import writing
+from cpcl.evaluation.report import Example, example_strip
 from cpcl.utils.errors import ConfigError
 
 TRAIN_LOG = "train.log"
@@ -22,6 +24,18 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as the console
 PREFIX_GROUPS = (("val_", "val"), ("oracle_", "oracle"), ("select_", "cluster_select"), ("time_", "time"))
 TRAIN_KEYS = ("lr", "grad_scale", "skipped_steps")  # per-epoch values grouped with the losses
 SKIPPED_KEYS = ("epoch", "world_size")  # record fields that are not measurements
+
+
+def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict flattened to the dotted keys TensorBoard's hparams take: numbers, strings and bools
+    as they are, lists and None as text."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(hparams(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
 
 
 def scalar_tag(key: str) -> str:
@@ -97,4 +111,24 @@ class RunLog:
         for key, value in record.items():
             if key not in SKIPPED_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._writer.add_scalar(scalar_tag(key), value, global_step)
+        self._writer.flush()
+
+    def final(self, global_step: int, results: dict[str, Any], config: dict[str, Any],
+              examples: list[Example]) -> None:
+        """The end of the run (TensorBoard only): test metrics of the best and last checkpoints (`test/`), the config
+        as hparams with the best checkpoint's test metrics, and each retrieval example as an image (`retrieval/`,
+        green frame: the query's person) with its query as text."""
+        if self._writer is None:
+            return
+        test = results.get("test", {})
+        for which in ("best", "last"):
+            for metric, value in test.get(which, {}).items():
+                self._writer.add_scalar(f"test/{which}_{metric}", value, global_step)
+        metrics = {f"hparam/test_{metric}": value for metric, value in test.get("best", {}).items()}
+        self._writer.add_hparams(hparams(config), metrics, run_name=".", global_step=global_step)
+        for i, example in enumerate(examples):
+            self._writer.add_image(f"retrieval/{i}", example_strip(example), global_step, dataformats="HWC")
+            ranks = ", ".join(f"#{rank} {score:.3f}{' hit' if hit else ''}"
+                              for rank, (_, score, hit) in enumerate(example.hits, start=1))
+            self._writer.add_text(f"retrieval/{i}", f"\u201c{example.query}\u201d: {ranks}", global_step)
         self._writer.flush()

@@ -1,6 +1,6 @@
 """The run directory's files written during training: config.yaml, last.pt (model, optimiser, fp16
-loss scaler, progress, for --resume), best.pt, metrics.jsonl (one record per epoch) and
-results.json. Rank 0 alone writes them. The progress saved in last.pt is a `RunProgress`.
+loss scaler, progress, for --resume), best.pt with its model card best.md, metrics.jsonl (one record per
+epoch) and results.json. Rank 0 alone writes them. The progress saved in last.pt is a `RunProgress`.
 
 What a kill or a full disk leaves is repaired or refused in one line: a write that fails (a
 read-only directory, no space left) is a `RunDirError` naming the file; checkpoints and
@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from cpcl.model.card import model_card
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import CLIP
 from cpcl.utils import files
@@ -31,6 +32,7 @@ from cpcl.utils.preprocessing import Preprocessing
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.jsonl"
+CARD = "best.md"  # the model card beside best.pt
 RUN_KEYS = ("optimizer", "scaler")  # last.pt's "run" entry: the optimiser and loss-scaler states beside the progress
 
 
@@ -88,6 +90,14 @@ def save_model(run_dir: Path, name: str, model: CLIP, preprocessing: Preprocessi
     atomically."""
     with writing(run_dir / name, run_dir):
         save_clip(run_dir / name, model, model.config, preprocessing, extra=extra)
+
+
+def write_card(run_dir: Path) -> Path:
+    """run_dir/best.md: the model card of best.pt (`cpcl.model.card`), written once results.json exists."""
+    best = read_checkpoint(run_dir / "best.pt")
+    with writing(run_dir / CARD, run_dir):
+        (run_dir / CARD).write_text(model_card(best, best.config, "cpcl"), encoding="utf-8")
+    return run_dir / CARD
 
 
 def save_last(run_dir: Path, model: CLIP, preprocessing: Preprocessing, optimizer: torch.optim.Optimizer,

@@ -3,7 +3,7 @@ train -> evaluate -> log -> checkpoint (docs/method.md, One epoch), then the fin
 
 Run dir: config.yaml (resolved), metrics.jsonl (one record per epoch), last.pt (model +
 optimiser + progress, for --resume), best.pt (selected on val, or the last epoch where the
-data has no val split), results.json ({"test": {"best": {...}, "last": {...}}, ...}), train.log,
+data has no val split) with its card best.md, results.json ({"test": {"best": {...}, "last": {...}}, ...}), train.log,
 and with log.tensorboard TensorBoard events in tensorboard/ (cpcl.engine.logs).
 
 Under torchrun every rank runs this file's loop on its slice of each global batch; what is
@@ -37,13 +37,14 @@ from cpcl.engine.objectives import CpclObjective, ItcObjective
 from cpcl.engine.pseudo_labels import (ClusterSettings, PairLabels, cluster_pairs, oracle_cluster_quality,
                                        oracle_pair_labels, select_on_val, val_f_weights)
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
-                                save_model, write_results)
+                                save_model, write_card, write_results)
 from cpcl.engine.samplers import PositionedBatches, epoch_sampler
 from cpcl.evaluation.evaluate import evaluate_split, person_ids
 from cpcl.evaluation.features import extract_image_features, extract_text_features
+from cpcl.evaluation.report import Example, retrieval_examples, spaced_queries
 from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import CLIP, clip_preset
-from cpcl.utils.config import load_config, save_config
+from cpcl.utils.config import load_config, save_config, to_dict
 from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
                                     rank_seed, tensor_digest)
 from cpcl.utils.errors import ConfigError, DataError
@@ -104,7 +105,7 @@ def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
         config = clip_preset(init[len(PRESET_PREFIX):], cfg.model.image_size, cfg.model.context_length)
         model = CLIP(config).to(device)
     else:
-        start = read_checkpoint(init)
+        start = read_checkpoint(init, cfg.model.architecture())
         model, _ = build_clip(start, cfg.model.image_size, cfg.model.context_length, device)
         preprocessing = cfg.augment.preprocessing(cfg.model.image_size)
         if start.preprocessing is not None and start.preprocessing_at(cfg.model.image_size) != preprocessing:
@@ -348,7 +349,21 @@ def finish_run(run: Run, epochs: int) -> dict:
         if "val" not in run.data.evals or progress.best_epoch is None:
             save_model(run.run_dir, "best.pt", model, run.preprocessing, {"epoch": progress.best_epoch})
         results = final_results(run)
+        run.log.final(progress.step, results, to_dict(run.cfg), final_examples(run))
+        write_card(run.run_dir)
     return broadcast_object(results, run.world)
+
+
+def final_examples(run: Run) -> list[Example]:
+    """log.examples test queries with the top log.examples_k of the model as it is (the best checkpoint, after
+    `final_results`), for TensorBoard; none without it or a test split."""
+    cfg = run.cfg
+    if not (cfg.log.tensorboard and cfg.log.examples and "test" in run.data.evals):
+        return []
+    split, tokens = run.data.evals["test"]
+    return retrieval_examples(run.model, split, tokens, spaced_queries(len(split.captions), cfg.log.examples),
+                              cfg.log.examples_k, run.preprocessing, cfg.eval.batch_size, cfg.data.workers, run.device,
+                              run.dtype)
 
 
 def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: World | None = None) -> dict:

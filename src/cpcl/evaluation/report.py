@@ -13,7 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from cpcl.data.records import SplitData
 from cpcl.data.transforms import ImageTransformConfig, load_rgb
@@ -25,6 +27,7 @@ from cpcl.utils.preprocessing import Preprocessing
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
 THUMB_HEIGHT = 128  # pixels of a retrieval thumbnail
+HIT_COLOUR, MISS_COLOUR = (44, 160, 44), (214, 39, 40)  # frame of a thumbnail of the query's person / another one
 
 
 @dataclass
@@ -68,6 +71,25 @@ def retrieval_examples(
     return [Example(split.captions[q].text,
                     [(paths[g], float(s), bool(gallery_ids[g] == query_ids[q])) for s, g in zip(row_s, row_g)])
             for q, row_s, row_g in zip(queries, scores.tolist(), order.tolist())]
+
+
+def spaced_queries(captions: int, count: int) -> list[int]:
+    """`count` caption indices spread evenly over `captions` (all of them when there are fewer)."""
+    step = max(1, captions // max(1, count))
+    return list(range(0, captions, step))[:count]
+
+
+def example_strip(example: Example, border: int = 4) -> np.ndarray:
+    """One example's ranked thumbnails side by side, each framed green (same person) or red: [H, W, 3] uint8."""
+    frames = []
+    for path, _, hit in example.hits:
+        image = load_rgb(path)
+        image = image.resize((max(1, round(image.width * THUMB_HEIGHT / image.height)), THUMB_HEIGHT))
+        framed = Image.new("RGB", (image.width + 2 * border, image.height + 2 * border),
+                           HIT_COLOUR if hit else MISS_COLOUR)
+        framed.paste(image, (border, border))
+        frames.append(np.asarray(framed))
+    return np.concatenate(frames, axis=1)
 
 
 def metrics_table(runs: list[RunSummary], which: str = "best") -> str:

@@ -16,8 +16,9 @@ import os
 import statistics
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from scipy import stats
 
@@ -26,7 +27,7 @@ from cpcl.engine.train import run_config
 from cpcl.evaluation.report import METRICS
 from cpcl.experiments.common import finetune_overrides, generate_data, has_data, pretrain_start
 from cpcl.experiments.plans import SCRATCH
-from cpcl.synth.config import DEFAULT_SHAPE
+from cpcl.synth.config import DEFAULT_SHAPE, SynthConfig
 from cpcl.utils.errors import ConfigError
 
 # pair_fused labels whose (image, text, cross) weights val chooses, tried beside labels.fused_* (1, 1, 0.5):
@@ -70,7 +71,7 @@ METHODS: dict[str, tuple[str, ...]] = {
 }
 # the methods the targets compare (run for every seed); the others are ablations of CPCL
 BASELINES = ("zero_shot", "itc", "cpcl", "oracle")
-STAMP = "bench.json"  # a benchmark folder's {"preset": NAME}; a run folder's test metrics and seconds
+STAMP = "bench.json"  # a benchmark folder's {"preset": NAME, "ids": ..., "synth": ...}; a run folder's test metrics
 
 
 @dataclass(frozen=True)
@@ -84,16 +85,16 @@ class BenchPreset:
     pretrain_epochs: int = 0  # pretraining epochs (start "scratch" only)
     preset: str = "small"  # CLIP preset pretrained from scratch (start "scratch" only)
     extra: tuple[str, ...] = field(default=())  # further overrides of every run
-    style: str = "standard"  # SynthConfig.style of the benchmark splits
+    style: str = "standard"  # the SynthPedes style of the benchmark splits (SynthConfig.styled)
     shape: str = DEFAULT_SHAPE  # the real dataset whose images per person and captions per image SynthPedes follows
-    caption_coverage: float | None = None  # SynthConfig.caption_coverage of the benchmark splits (None: its default)
-    outfit_change_prob: float = 0.0  # SynthConfig.outfit_change_prob of the benchmark splits
+    synth: tuple[tuple[str, Any], ...] = ()  # further SynthConfig fields of the benchmark splits (name, value)
 
-    def generate(self, root: Path, ids: tuple[int, int, int], pretrain_pairs: int = 0) -> None:
-        """This preset's SynthPedes (seed 0: its style, shape, coverage and outfit changes) with `ids` people per
-        split under `root`, and the pretraining corpus when `pretrain_pairs` > 0 (`generate_data`)."""
+    def generate(self, root: Path, ids: tuple[int, int, int], pretrain_pairs: int = 0,
+                 synth: dict[str, Any] | None = None) -> None:
+        """This preset's SynthPedes (seed 0: its style, shape and SynthConfig fields, then `synth`'s) with `ids`
+        people per split under `root`, and the pretraining corpus when `pretrain_pairs` > 0 (`generate_data`)."""
         generate_data(root, ids, seed=0, pretrain_pairs=pretrain_pairs, style=self.style, shape=self.shape,
-                      caption_coverage=self.caption_coverage, outfit_change_prob=self.outfit_change_prob)
+                      **{**dict(self.synth), **(synth or {})})
 
 
 BENCH_PRESETS: dict[str, BenchPreset] = {
@@ -117,33 +118,79 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
     "shifted_rstp": BenchPreset(ids=(300, 100, 100), epochs=6, style="shifted", shape="rstpreid"),
     # the shifted preset with captions that name half as much of a person (caption_coverage 0.3, default 0.6):
     # do identities, which join captions naming different parts of one person, then count for more?
-    "shifted_partial": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted", caption_coverage=0.3),
+    "shifted_partial": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted", synth=(("caption_coverage", 0.3),)),
     # the shifted preset where each image leaves each removable item (hat, bag, accessory) off with
     # probability 0.5, its captions describing the image as drawn: a person's images differ in what
     # their captions name, so a caption's own image and the person's others are no longer alike
-    "shifted_outfits": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted", outfit_change_prob=0.5),
+    "shifted_outfits": BenchPreset(ids=(500, 100, 100), epochs=6, style="shifted",
+                                   synth=(("outfit_change_prob", 0.5),)),
     # the shifted preset trained twice as long (12 epochs): do identities count for more late in training?
     "shifted_long": BenchPreset(ids=(500, 100, 100), epochs=12, style="shifted"),
+    # the observed style (captions written from each image: colours as seen, what the scene hides, shared
+    # salience, annotators with habits; detector boxes, view details, fixed cameras, readable figures), with
+    # val and test splits large enough to tell methods apart (500 val people choose the checkpoints)
+    "observed": BenchPreset(ids=(500, 500, 1000), epochs=6, style="observed"),
+    # the observed style in ICFG-PEDES' shape (11 images a person, 1 caption an image) and RSTPReid's (5 and 2)
+    "observed_icfg": BenchPreset(ids=(300, 300, 1000), epochs=6, style="observed", shape="icfg-pedes"),
+    "observed_rstp": BenchPreset(ids=(300, 300, 1000), epochs=6, style="observed", shape="rstpreid"),
 }
 
 
-def bench_preset(name: str) -> BenchPreset:
+def bench_preset(name: str, ids: tuple[int, int, int] | None = None, synth: dict[str, Any] | None = None
+                 ) -> BenchPreset:
+    """The preset `name`, with other split sizes `ids` and further SynthConfig fields `synth` when given."""
     if name not in BENCH_PRESETS:
         raise ConfigError(f"unknown benchmark preset {name!r}; valid: {', '.join(BENCH_PRESETS)}")
-    return BENCH_PRESETS[name]
+    preset = BENCH_PRESETS[name]
+    if ids is not None:
+        preset = replace(preset, ids=tuple(ids))
+    if synth:
+        unknown = sorted(set(synth) - {f.name for f in fields(SynthConfig)})
+        if unknown:
+            raise ConfigError(f"unknown SynthPedes field(s) {', '.join(unknown)}; valid: "
+                              f"{', '.join(f.name for f in fields(SynthConfig))}")
+        values = {key: tuple(value) if isinstance(value, list) else value for key, value in synth.items()}
+        preset = replace(preset, synth=tuple({**dict(preset.synth), **values}.items()))
+        SynthConfig.styled(preset.style, preset.shape, **dict(preset.synth))  # refuses a bad value in one line
+    return preset
 
 
-def stamped_preset(out: Path) -> str | None:
-    """The preset of the benchmark in `out` (its bench.json), None when there is none; one line when bench.json
-    is damaged or is not what `cpcl bench quality` writes."""
+def stamped_preset(out: Path) -> tuple[str, BenchPreset]:
+    """The preset name and the preset (its sizes and SynthConfig fields as run) of the benchmark in `out`."""
+    recorded = _read_stamp(out)
+    if recorded is None:
+        raise ConfigError(f"{out} is not a benchmark folder (no {STAMP}): run `cpcl bench quality --out {out}` "
+                          "first")
+    ids = tuple(recorded["ids"]) if "ids" in recorded else None
+    return recorded["preset"], bench_preset(recorded["preset"], ids, recorded.get("synth"))
+
+
+def _read_stamp(out: Path) -> dict[str, Any] | None:
+    """out/bench.json as `_stamp` writes it, None when there is none; one line when it is damaged or is not what
+    `cpcl bench quality` writes."""
     stamp = out / STAMP
     if not stamp.is_file():
         return None
     raw = load_json(stamp)
-    if not isinstance(raw, dict) or not isinstance(raw.get("preset"), str):
-        raise ConfigError(f"{stamp} is not a benchmark's stamp ({{\"preset\": NAME}}); delete it, then run cpcl "
-                          f"bench quality --out {out} again")
-    return raw["preset"]
+    ids = raw.get("ids", [1, 1, 1]) if isinstance(raw, dict) else None  # stamps before --ids name the preset only
+    sizes = isinstance(ids, list) and len(ids) == 3 and all(type(n) is int for n in ids)
+    if not (sizes and isinstance(raw.get("preset"), str) and isinstance(raw.get("synth", {}), dict)):
+        raise ConfigError(f"{stamp} is not a benchmark's stamp ({{\"preset\": NAME, \"ids\": [TRAIN, VAL, TEST], "
+                          f"\"synth\": {{FIELD: VALUE}}}}); delete it, then run cpcl bench quality --out {out} again")
+    return raw
+
+
+def _stamp(out: Path, preset_name: str, preset: BenchPreset) -> None:
+    """Write out/bench.json, refusing a folder that holds a benchmark of another preset, sizes or data."""
+    record = {"preset": preset_name, "ids": list(preset.ids), "synth": dict(preset.synth)}
+    held = _read_stamp(out)
+    if held is not None and held["preset"] != preset_name:
+        raise ConfigError(f"{out} holds a benchmark of preset {held['preset']!r}; continue it with that preset or "
+                          "choose another --out")
+    if held is not None and (kept := stamped_preset(out)[1]) != preset:
+        raise ConfigError(f"{out} holds a benchmark of preset {preset_name!r} (ids {list(kept.ids)}, synth "
+                          f"{dict(kept.synth)}); continue it with those or choose another --out")
+    (out / STAMP).write_text(json.dumps(record) + "\n")
 
 
 def prepare(preset: BenchPreset, out: Path) -> str | Path:
@@ -158,22 +205,20 @@ def prepare(preset: BenchPreset, out: Path) -> str | Path:
 
 
 def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], ablation_seeds: int = 1,
-                on_run: Callable[[str, int, dict], None] | None = None, jobs: int = 1) -> dict:
+                on_run: Callable[[str, int, dict], None] | None = None, jobs: int = 1,
+                ids: tuple[int, int, int] | None = None, synth: dict[str, Any] | None = None) -> dict:
     """Each baseline for `seeds` seeds, each ablation for `ablation_seeds` (at most `seeds`);
     writes out/results.json and out/table.md, returns the results dict. `jobs` > 1 trains that
-    many runs at once, in worker processes sharing the CPU threads (see `_run_parallel`)."""
+    many runs at once, in worker processes sharing the CPU threads (see `_run_parallel`). `ids` and
+    `synth` replace the preset's split sizes and add SynthConfig fields (`bench_preset`)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    preset = bench_preset(preset_name)
+    preset = bench_preset(preset_name, ids, synth)
     out.mkdir(parents=True, exist_ok=True)
-    stamped = stamped_preset(out)
-    if stamped is not None and stamped != preset_name:
-        raise ConfigError(f"{out} holds a benchmark of preset {stamped!r}; continue it with that preset or choose "
-                          f"another --out")
-    (out / STAMP).write_text(json.dumps({"preset": preset_name}) + "\n")
+    _stamp(out, preset_name, preset)
     start = prepare(preset, out)
     runs = [BenchRun(method, seed, out / "runs" / f"{method}_s{seed}",
                      (*METHODS[method], *finetune_overrides(out / "data", start, preset.epochs, seed), *preset.extra))
@@ -205,9 +250,11 @@ class BenchRun:
         return (self.run_dir / STAMP).is_file()
 
     def record(self) -> dict:
-        """Its row of results.json: bench.json's test metrics and seconds, its val R1 and the purity of its
-        last pseudo labels (`_val_and_purity`)."""
-        return {**load_json(self.run_dir / STAMP), **_val_and_purity(self.run_dir)}
+        """Its row of results.json: bench.json's test metrics and seconds, the last epoch's test R1 and mAP
+        ("last_R1", "last_mAP"), its val R1 and the purity of its last pseudo labels (`_val_and_purity`)."""
+        last = load_json(self.run_dir / "results.json")["test"]["last"]
+        return {**load_json(self.run_dir / STAMP), "last_R1": last["R1"], "last_mAP": last["mAP"],
+                **_val_and_purity(self.run_dir)}
 
 
 def _train_one(run: BenchRun) -> BenchRun:
@@ -286,30 +333,35 @@ def _interval(paired: dict) -> str:
     return "-" if paired["low"] is None else f"[{paired['low']:+.2f}, {paired['high']:+.2f}]"
 
 
+def _paired_cell(results: dict, a: str, b: str, metric: str, seeds: list[str]) -> str:
+    """"mean [95% t]" of a - b in `metric` on `seeds`, or "-" where a run lacks the metric."""
+    if not all(metric in results["methods"][m][s] for m in (a, b) for s in seeds):
+        return "-"
+    paired = paired_difference(results, a, b, metric)
+    return f"{paired['mean']:+.2f} {_interval(paired)}"
+
+
 def paired_lines(results: dict) -> list[str]:
-    """Markdown lines: the paired CPCL - ITC per seed, mean and 95% t-interval; then each other method
-    run on two or more of CPCL's seeds paired against CPCL, on test R1 and on val R1."""
-    paired = paired_difference(results, "cpcl", "itc")
-    if paired is None:
-        return []
-    lines = ["", "| seed | " + " | ".join(paired["seeds"]) + " | mean | 95% t-interval |",
-             "|---|" + "---|" * (len(paired["seeds"]) + 2)]
-    lines.append("| CPCL - ITC, test R1 | " + " | ".join(f"{d:+.2f}" for d in paired["diffs"])
-                 + f" | {paired['mean']:+.2f} | {_interval(paired)} |")
-    against = []
-    for method in results["methods"]:
-        test = paired_difference(results, method, "cpcl") if method not in ("zero_shot", "cpcl") else None
-        if test is None or len(test["seeds"]) < 2:
+    """Markdown lines: CPCL - ITC and oracle - ITC on every seed both ran, then each other method run on two or
+    more of CPCL's seeds - CPCL; per seed, and the mean and 95% t-interval of test R1 (val-selected
+    checkpoints), of the last epoch's test R1, and of val R1."""
+    methods = results["methods"]
+    pairs = [(a, "itc", 1) for a in ("cpcl", "oracle") if a in methods and "itc" in methods]
+    pairs += [(m, "cpcl", 2) for m in methods if m not in ("zero_shot", "itc", "cpcl") and "cpcl" in methods]
+    rows = []
+    for a, b, fewest in pairs:
+        test = paired_difference(results, a, b)
+        if test is None or len(test["seeds"]) < fewest:
             continue
-        val = paired_difference(results, method, "cpcl", "val_R1") if all(
-            "val_R1" in results["methods"][m][s] for m in (method, "cpcl") for s in test["seeds"]) else None
-        against.append(f"| {method} | {', '.join(test['seeds'])} | " + " / ".join(f"{d:+.2f}" for d in test["diffs"])
-                       + f" | {test['mean']:+.2f} {_interval(test)} | "
-                       + ("-" if val is None else f"{val['mean']:+.2f} {_interval(val)}") + " |")
-    if against:
-        lines += ["", "| method - CPCL, paired | seeds | test R1 per seed | test R1 mean [95% t] | "
-                  "val R1 mean [95% t] |", "|---|---|---|---|---|", *against]
-    return lines
+        name = f"{'CPCL' if a == 'cpcl' else a} - {'ITC' if b == 'itc' else 'CPCL'}"
+        rows.append(f"| {name} | {', '.join(test['seeds'])} | " + " / ".join(f"{d:+.2f}" for d in test["diffs"])
+                    + f" | {test['mean']:+.2f} {_interval(test)} | "
+                    + f"{_paired_cell(results, a, b, 'last_R1', test['seeds'])} | "
+                    + f"{_paired_cell(results, a, b, 'val_R1', test['seeds'])} |")
+    if not rows:
+        return []
+    return ["", "| paired difference | seeds | test R1 per seed | test R1 mean [95% t] | last epoch: test R1 mean "
+            "[95% t] | val R1 mean [95% t] |", "|---|---|---|---|---|---|", *rows]
 
 
 def quality_table(results: dict) -> str:
@@ -317,17 +369,18 @@ def quality_table(results: dict) -> str:
     interval, and the comparisons the paper's claims need."""
     retested = f", re-tested on {results['retest']} (`cpcl bench retest`)" if "retest" in results else ""
     lines = [f"Preset `{results['preset']}`{retested}, test split, val-selected checkpoints (mean ± std over seeds); "
-             "val R1: the selected checkpoint's R1 on val; image-label purity: of the last epoch's pseudo labels "
-             "(oracle_image_purity, the mean over seeds).", "",
-             "| method | seeds | " + " | ".join(METRICS) + " | val R1 | image-label purity | training s |",
-             "|---|---|" + "---|" * (len(METRICS) + 3)]
+             "R1 last: the last epoch's checkpoint; val R1: the selected checkpoint's R1 on val; image-label purity: "
+             "of the last epoch's pseudo labels (oracle_image_purity, the mean over seeds).", "",
+             "| method | seeds | " + " | ".join(METRICS) + " | R1 last | val R1 | image-label purity | training s |",
+             "|---|---|" + "---|" * (len(METRICS) + 4)]
     means: dict[str, float] = {}
     for method, per_seed in results["methods"].items():
         rows = list(per_seed.values())
         means[method] = statistics.fmean(r["R1"] for r in rows)
         cells = [_mean_spread([r[m] for r in rows]) for m in METRICS]
-        val = [r["val_R1"] for r in rows if "val_R1" in r]
-        cells.append(_mean_spread(val) if val else "-")
+        for key in ("last_R1", "val_R1"):
+            values = [r[key] for r in rows if key in r]
+            cells.append(_mean_spread(values) if values else "-")
         purity = [r["image_purity"] for r in rows if "image_purity" in r]
         cells.append(f"{statistics.fmean(purity):.2f}" if purity else "-")
         lines.append(f"| {method} | {len(rows)} | " + " | ".join(cells)

@@ -9,19 +9,16 @@ from cpcl.experiments.plans import SCRATCH
 from cpcl.synth.config import DEFAULT_SHAPE, SynthConfig
 from cpcl.synth.writer import BENCHMARK_DIR, PRETRAIN_DIR, write_pretrain_corpus, write_synthpedes
 
+
 def generate_data(root: Path, ids: tuple[int, int, int], seed: int, pretrain_pairs: int = 0,
-                  style: str = "standard", shape: str = DEFAULT_SHAPE, caption_coverage: float | None = None,
-                  outfit_change_prob: float = 0.0) -> None:
-    """SynthPedes (root/CUHK-PEDES, with `shape`'s images per person and captions per image, drawn and
-    worded in `style`, captions naming `caption_coverage` of what they could, None: SynthConfig's default,
-    each image leaving each removable item off with `outfit_change_prob`)
-    and, when `pretrain_pairs` > 0, its web-style pretraining corpus (root/SynthPedes-pretrain), identities
-    disjoint from it."""
+                  style: str = "standard", shape: str = DEFAULT_SHAPE, **fields) -> None:
+    """SynthPedes (root/CUHK-PEDES) in `style` (`SynthConfig.styled`: its cameras, wording and settings) and
+    `shape` (a real dataset's images per person and captions per image), `fields` overriding any SynthConfig
+    field, and, when `pretrain_pairs` > 0, its web-style pretraining corpus (root/SynthPedes-pretrain),
+    identities disjoint from it."""
     train, val, test = ids
-    coverage = {} if caption_coverage is None else {"caption_coverage": caption_coverage}
-    cfg = SynthConfig.shaped(shape, seed=seed, ids_train=train, ids_val=val, ids_test=test,
-                             pretrain_pairs=max(pretrain_pairs, 1), style=style,
-                             outfit_change_prob=outfit_change_prob, **coverage)
+    cfg = SynthConfig.styled(style, shape, **{"seed": seed, "ids_train": train, "ids_val": val, "ids_test": test,
+                                              "pretrain_pairs": max(pretrain_pairs, 1), **fields})
     write_synthpedes(root, cfg, overwrite=True)
     if pretrain_pairs > 0:
         write_pretrain_corpus(root, cfg, overwrite=True)

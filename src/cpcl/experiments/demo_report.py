@@ -1,5 +1,6 @@
 """The demo's report: the headline (CPCL - ITC, CPCL / oracle, how far one seed goes), the test
-metrics, one loss chart per method, val R1, clusters, and CPCL's retrieval examples."""
+metrics, one loss chart per method, val R1, clusters, and CPCL's retrieval examples; and the same page for any one
+run of `cpcl train` (`cpcl report RUN_DIR`)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from pathlib import Path
 from cpcl.data.readers import load_dataset
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.engine.config import TrainConfig
-from cpcl.evaluation.report import METRICS, RunSummary, read_run, render_report, retrieval_examples
+from cpcl.evaluation.report import (METRICS, Example, RunSummary, read_run, render_report, retrieval_examples,
+                                    spaced_queries)
 from cpcl.experiments.plans import DemoPlan
 from cpcl.model.inference import load_for_inference
 from cpcl.utils.config import load_config
+from cpcl.utils.errors import RunDirError
 
 EXAMPLES, TOP_K = 8, 5  # retrieval examples shown, thumbnails per example
 
@@ -42,25 +45,32 @@ def headline(summaries: dict[str, RunSummary]) -> list[str]:
     return lines
 
 
+def run_examples(run_dir: Path, count: int = EXAMPLES, k: int = TOP_K) -> list[Example]:
+    """`count` queries of the test split a run evaluated on (its config's data) with the top `k` of its best.pt."""
+    cfg = load_config(TrainConfig, run_dir / "config.yaml")
+    loaded = load_for_inference(run_dir / "best.pt", cfg.device, cfg.precision)
+    model = loaded.model
+    test = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root),
+                        allow_outside_root=cfg.data.allow_outside_root).splits["test"]
+    if not test.captions:
+        return []
+    tokens = default_tokenizer().tokenize([c.text for c in test.captions], model.config.text.context_length)
+    return retrieval_examples(model, test, tokens, spaced_queries(len(test.captions), count), k, loaded.preprocessing,
+                              cfg.eval.batch_size, cfg.data.workers, loaded.device, loaded.dtype)
+
+
 def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | None]],
                  seconds: dict[str, float]) -> None:
     """OUT/report.html from the runs the demo made, and the test R1 table on stdout."""
     summaries = {label: read_run(label, run_dir, elapsed) for label, (run_dir, elapsed) in runs.items()}
-    cpcl_dir = runs["CPCL"][0]
-    cfg = load_config(TrainConfig, cpcl_dir / "config.yaml")
-    loaded = load_for_inference(cpcl_dir / "best.pt", cfg.device, cfg.precision)
-    model = loaded.model
-    test = load_dataset(cfg.data.dataset, Path(cfg.data.root)).splits["test"]
-    tokens = default_tokenizer().tokenize([c.text for c in test.captions], model.config.text.context_length)
-    step = max(1, len(test.captions) // EXAMPLES)
-    examples = retrieval_examples(model, test, tokens, list(range(0, len(test.captions), step))[:EXAMPLES], TOP_K,
-                                  loaded.preprocessing, cfg.eval.batch_size, cfg.data.workers, loaded.device,
-                                  loaded.dtype)
+    examples = run_examples(runs["CPCL"][0])
     train, val, test_ids = plan.ids
     start = (f"a {plan.preset} CLIP pretrained here from scratch on {plan.pretrain_pairs} web-style pairs for "
              f"{plan.pretrain_epochs} epochs" if plan.scratch else f"the shipped start {plan.start}")
-    look = ("drawn and worded in the shifted style, unlike the start's pretraining corpus" if plan.style == "shifted"
-            else "drawn and worded like the start's pretraining corpus")
+    look = {"standard": "drawn and worded like the start's pretraining corpus",
+            "shifted": "drawn and worded in the shifted style, unlike the start's pretraining corpus",
+            "observed": "in the observed style: drawn and worded unlike the start's pretraining corpus, each "
+                        "caption written from its image as its annotator saw it"}[plan.style]
     intro = (f"SynthPedes ({train} / {val} / {test_ids} identities, seed {plan.seed}, shaped like CUHK-PEDES, {look}); "
              f"{start} (zero-shot), fine-tuned for {plan.epochs} epochs with the ITC baseline, with CPCL "
              f"(neither reads a person id) and with the oracle (true person ids in place of pseudo labels: the "
@@ -73,3 +83,26 @@ def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | 
     for summary in summaries.values():
         best = summary.results["test"]["best"]
         print(f"{summary.name:>10}  " + "  ".join(f"{m} {best[m]:5.2f}" for m in METRICS))
+
+
+def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
+    """The demo's report for one run of `cpcl train` (its metrics, curves, label quality where it has true ids,
+    retrieval examples of its best.pt); written to `out` (default RUN_DIR/report.html), which is returned."""
+    for name in ("config.yaml", "results.json", "best.pt"):
+        if not (run_dir / name).is_file():
+            raise RunDirError(f"{run_dir} has no {name}: give the folder of a finished cpcl train run")
+    summary = read_run(run_dir.name, run_dir)
+    cfg = load_config(TrainConfig, run_dir / "config.yaml")
+    best = summary.results.get("test", {}).get("best", {})
+    lead = ["No test split: no test metrics."]
+    if best:
+        metrics = ", ".join(f"{m} {best[m]:.2f}" for m in METRICS if m in best)
+        lead = [f"{cfg.method}: test {metrics} (checkpoint selected on {summary.results.get('selected_on', '?')}, "
+                f"epoch {summary.results.get('best_epoch')} counted from 0)."]
+    intro = (f"Method {cfg.method} on {cfg.data.dataset} data at {cfg.data.root}, {summary.results.get('epochs', 0)} "
+             f"epochs from {cfg.model.init} at {cfg.model.image_size[0]}x{cfg.model.image_size[1]}.")
+    page = render_report(f"cpcl run: {run_dir.name}", intro, lead, [summary], run_examples(run_dir),
+                         f"best.pt, top {TOP_K}", [f"run folder: {run_dir}"])
+    out = out or run_dir / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out

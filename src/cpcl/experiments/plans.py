@@ -14,8 +14,9 @@ class DemoPlan:
 
     seed: int = 0  # data and training seed
     ids: tuple[int, int, int] = (300, 50, 100)  # identities per split (train, val, test)
-    style: str = "shifted"  # SynthConfig.style of the benchmark: shifted, drawn and worded unlike the start's
-    # pretraining corpus, so fine-tuning has a domain gap to close (standard: the start's own look, little to learn)
+    style: str = "shifted"  # SynthPedes style (SynthConfig.styled): shifted, drawn and worded unlike the start's
+    # pretraining corpus, so fine-tuning has a domain gap to close; observed: the same cameras and team captioning
+    # each image as seen; standard: the start's own look, little to learn
     epochs: int = 4  # fine-tuning epochs of ITC, CPCL and the oracle
     start: str = "synthpedes-small"  # the checkpoint fine-tuned (a shipped name or a path), or "scratch"
     pretrain_pairs: int = 12000  # pairs of the pretraining corpus (start "scratch" only)

@@ -55,6 +55,8 @@ class SyncReport:
     skipped: int = 0  # footage: frames the detector cannot look at (too small), skipped and listed as unreadable
     capped: int = 0  # footage: frames with more detections than --max-detections (the best kept)
     past_end: int = 0  # footage: boxes of a detections file for frames after its source's last one
+    failed: dict[str, str] = field(default_factory=dict)  # footage: source -> why it could not be read (or read to
+    # its end); the frames it gave are kept
 
 
 def _new_manifest(encoder: Encoder, root: Path, config: IndexConfig) -> Manifest:
@@ -113,7 +115,7 @@ def finish_sync(store: IndexStore, report: SyncReport) -> SyncReport:
     """Close a build or add: unreadable files listed, ivf.faiss (re)trained unless bound to exactly these rows,
     the manifest marked complete; `report` gets the total and the backend."""
     manifest = store.manifest
-    store.write_unreadable(report.unreadable)
+    store.write_unreadable({**report.unreadable, **report.failed})
     report.total, report.backend = manifest.count, backend_name(manifest.count, manifest.config)
     if report.backend == "ivf":
         embeddings, _ = store.read()

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from cpcl.utils.errors import ConfigError
 
 MAX_DETECTIONS = 300  # footage: detections kept a frame by default, the best scoring (as Ultralytics' max_det)
+TRACKERS = {"bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker", "sort": "SORTTracker"}  # IndexConfig.tracker
+# -> its class in the trackers package
 
 
 @dataclass(frozen=True)
@@ -21,15 +23,24 @@ class IndexConfig:
     kmeans_iterations: int = 10  # IVF: k-means iterations when training the lists
     min_per_list: int = 39  # IVF: fewer lists on small galleries, so each has this many training vectors
     seed: int = 0  # IVF: seed of the training sample and of k-means
-    link_iou: float = 0.3  # footage: detections in consecutive sampled frames whose boxes overlap this much (IoU)
-    link_cosine: float = 0.75  # footage: ... and whose embeddings are this similar are one person: one result
+    tracker: str = "sort"  # footage: the multi-object tracker that follows persons (a name in TRACKERS)
+    link_iou: float = 0.1  # footage: the tracker matches a box to a track's predicted box overlapping it this much
+    lost_seconds: float = 1.0  # footage: the tracker keeps a track it lost this long for the person to come back
+    link_seconds: float = 5.0  # footage: a track that ends is re-linked to one starting at most this much later...
+    link_cosine: float = 0.85  # ... when their mean embeddings are this similar (appearance re-linking)
+    track_top: int = 3  # footage: a person's score for a query is the mean of its best this many detections' scores
 
     def __post_init__(self) -> None:
         for name in ("shard_size", "ivf_threshold", "nlist", "nprobe", "train_per_list", "min_per_list",
-                     "kmeans_iterations"):
+                     "kmeans_iterations", "track_top"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index setting {name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 < self.link_iou <= 1.0:
             raise ConfigError(f"index setting link_iou must be in (0, 1], got {self.link_iou}")
+        if self.tracker not in TRACKERS:
+            raise ConfigError(f"index setting tracker {self.tracker!r} is unknown; valid: {', '.join(TRACKERS)}")
+        for name in ("lost_seconds", "link_seconds"):
+            if not 0.0 <= getattr(self, name) < 1e6:
+                raise ConfigError(f"index setting {name} must be a number of seconds >= 0, got {getattr(self, name)}")
         if not -1.0 <= self.link_cosine <= 1.0:
             raise ConfigError(f"index setting link_cosine must be in [-1, 1], got {self.link_cosine}")

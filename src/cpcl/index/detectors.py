@@ -158,7 +158,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy non-maximum suppression by OpenCV (`cv2.dnn.NMSBoxes`: O(N) memory): indices of the boxes [N, 4]
     (x, y, w, h, finite, positive size) kept, best score first (ties: the earlier box); a box overlapping a
     kept, better one by more than `iou` is dropped."""
-    cv2 = require("cv2", "opencv-python-headless", "non-maximum suppression", "footage")
+    cv2 = require("cv2", "opencv-python", "non-maximum suppression", "footage")
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     ranks = np.empty(len(order), dtype=np.float64)
     ranks[order] = np.arange(len(order), 0, -1)  # NMSBoxes takes positive scores: our order as 1..N
@@ -193,7 +193,7 @@ class HogDetector:
     """
 
     def __init__(self, threshold: float | None, max_detections: int = MAX_DETECTIONS):
-        cv2 = require("cv2", "opencv-python-headless", "the hog detector", "footage")
+        cv2 = require("cv2", "opencv-python", "the hog detector", "footage")
         self.cv2 = cv2
         self.hog = cv2.HOGDescriptor()
         self.hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())

@@ -22,7 +22,8 @@ from cpcl.data.check import find_bad_images
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import eval_transform
 from cpcl.evaluation.features import extract_image_features
-from cpcl.index.store import Manifest, sha256_of
+from cpcl.index.store import Manifest
+from cpcl.utils.files import sha256_of
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import embed_images, embed_texts, load_for_inference
 from cpcl.model.shipped import resolve_checkpoint

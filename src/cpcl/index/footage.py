@@ -1,11 +1,13 @@
 """Footage sources: videos and folders of frames, how they are sampled, and what the index remembers of each.
 
-A source is a video file (decoded by OpenCV, whose wheels carry FFmpeg) or a folder of frame images
-(its image files, in natural order: frame2 before frame10), named by its path relative to the
-index's root. Frames are counted from 0 in the records (detections files count from 1, as
-MOTChallenge does). Sampling keeps every N-th frame (`every`) or about `sample_fps` frames a second
-(the first frame of each 1/fps interval; needs the source's rate). A frame's offset is its index over
-the source's rate; with a start time, its `time` is start + offset.
+A source is a video file or a folder of frame images (its image files, in natural order: frame2
+before frame10), named by its path relative to the index's root. A video is decoded by OpenCV (whose
+wheels carry FFmpeg) or, when OpenCV cannot open it, by PyAV (FFmpeg's libraries); either turns frames
+as the file's rotation metadata says. Frames are counted from 0 in the records (detections files count
+from 1, as MOTChallenge does). Sampling keeps every N-th frame (`every`) or about `sample_fps` frames a
+second (the first frame of each 1/fps interval by the source's stated rate). A video frame's offset is
+its timestamp in the file, so variable frame rates keep true times; a frame folder's is its index over
+`--source-fps`. With a start time, a record's `time` is start + offset.
 
 `SourceState` is what the manifest saves of a source (settings, frame size, how far it was scanned),
 so that a build killed at any moment continues after the frames whose detections are already in
@@ -33,6 +35,7 @@ from cpcl.utils.errors import DataError, SearchIndexError
 from cpcl.utils.optional import require
 
 KINDS = ("video", "frames")
+FFMPEG_QUIET = -8  # FFmpeg's AV_LOG_QUIET
 FRAME_CACHE = 16  # decoded frames the web app keeps (a page of results often shows several crops of one frame)
 
 
@@ -60,6 +63,7 @@ class SourceState:
     source_fps: float | None  # the source's frame rate (None: unknown, so no offsets are recorded)
     start: float | None  # seconds since the epoch of frame 0 (--start), or None
     camera: str | None  # camera name given to its records (--camera), or None
+    decoder: str = "opencv"  # videos: the decoder that read it ("opencv" or "pyav"; the page reads it the same way)
     max_detections: int = MAX_DETECTIONS  # detections kept a frame at most (--max-detections)
     size: list[int] | None = None  # [width, height] of its frames, once one was read
     next_frame: int = 0  # every frame before this one is scanned, its detections in shards
@@ -72,27 +76,21 @@ class SourceState:
         ratio = self.sample_fps / self.source_fps
         return index == 0 or math.floor(index * ratio) != math.floor((index - 1) * ratio)
 
-    @property
-    def max_gap(self) -> int:
-        """Largest distance between two consecutive sampled frames."""
-        if self.sample_fps is None:
-            return self.every
-        return max(1, math.ceil(self.source_fps / self.sample_fps))
-
     def settings(self) -> dict[str, Any]:
         """What must be the same to continue indexing this source."""
         return {"kind": self.kind, "detector": self.detector, "threshold": self.threshold, "every": self.every,
                 "sample_fps": self.sample_fps, "start": self.start, "camera": self.camera,
                 "max_detections": self.max_detections}
 
-    def offset(self, index: int) -> float | None:
-        return None if not self.source_fps else round(index / self.source_fps, 3)
-
-    def record(self, source: str, index: int, k: int, box: tuple[int, int, int, int], score: float) -> dict[str, Any]:
-        """The index record of detection `k` of frame `index`."""
+    def record(self, source: str, index: int, k: int, box: tuple[int, int, int, int], score: float,
+               seconds: float | None) -> dict[str, Any]:
+        """The index record of detection `k` of frame `index`, whose timestamp the decoder gave as `seconds`
+        (None: a frame folder's, index over the source's rate)."""
         record: dict[str, Any] = {"path": f"{source}#{index}:{k}", "source": source, "frame": index,
                                   "box": list(box), "detector_score": round(float(score), 4)}
-        offset = self.offset(index)
+        if seconds is None and self.source_fps:
+            seconds = index / self.source_fps
+        offset = None if seconds is None else round(seconds, 3)
         if offset is not None:
             record["offset"] = offset
             if self.start is not None:
@@ -110,8 +108,10 @@ class SourceState:
             raise SearchIndexError(f"{where}: malformed source entry (fields {found}; expected {sorted(names)}); "
                                    f"build the index again")
         state = cls(**raw)
-        if state.kind not in KINDS or not isinstance(state.every, int) or state.every < 1:
-            raise SearchIndexError(f"{where}: malformed source entry (kind {state.kind!r}, every {state.every!r})")
+        if state.kind not in KINDS or not isinstance(state.every, int) or state.every < 1 or \
+                state.decoder not in DECODERS:
+            raise SearchIndexError(f"{where}: malformed source entry (kind {state.kind!r}, every {state.every!r}, "
+                                   f"decoder {state.decoder!r})")
         return state
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,8 +121,12 @@ class SourceState:
 class VideoFrames:
     """Frames of a video file through OpenCV, read in order (frames not wanted are grabbed, not converted)."""
 
+    decoder = "opencv"
+
     def __init__(self, path: Path):
-        self.cv2 = require("cv2", "opencv-python-headless", "reading video", "footage")
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", str(FFMPEG_QUIET))  # a file it cannot open is our one line,
+        # not FFmpeg's log on stderr (read when OpenCV first uses FFmpeg; a value the user set is kept)
+        self.cv2 = require("cv2", "opencv-python", "reading video", "footage")
         self.path = path
         self.capture = self.cv2.VideoCapture(str(path))
         if not self.capture.isOpened():
@@ -131,22 +135,26 @@ class VideoFrames:
         self.fps = fps if math.isfinite(fps) and fps > 0 else None
         self.length: int | None = None  # frames, once read to the end
 
-    def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
-        """(index, RGB [H, W, 3] uint8) of every frame from `start` on for which `wanted(index)` is true."""
+    def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, float | None, np.ndarray]]:
+        """(index, timestamp in seconds, RGB [H, W, 3] uint8) of every frame from `start` on for which
+        `wanted(index)` is true; DataError when not even the first frame decodes."""
         if self.capture.get(self.cv2.CAP_PROP_POS_FRAMES) != 0:  # read from the first frame, whatever came before
             self.capture.set(self.cv2.CAP_PROP_POS_FRAMES, 0)
         index = 0
         while True:
             if index < start or not wanted(index):
-                if not self.capture.grab():
-                    self.length = index
-                    return
+                ok = self.capture.grab()
             else:
                 ok, bgr = self.capture.read()
-                if not ok:
-                    self.length = index
-                    return
-                yield index, self.cv2.cvtColor(bgr, self.cv2.COLOR_BGR2RGB)
+                if ok:  # a timestamp of 0 after the first frame is a container without them: index over rate
+                    seconds = self.capture.get(self.cv2.CAP_PROP_POS_MSEC) / 1000
+                    yield index, seconds if seconds > 0 or index == 0 else None, self.cv2.cvtColor(
+                        bgr, self.cv2.COLOR_BGR2RGB)
+            if not ok:
+                if index == 0:
+                    raise DataError(f"{self.path}: OpenCV opens it but decodes no frame")
+                self.length = index
+                return
             index += 1
 
     def frame(self, index: int) -> np.ndarray:
@@ -159,6 +167,70 @@ class VideoFrames:
 
     def close(self) -> None:
         self.capture.release()
+
+
+class AvFrames:
+    """Frames of a video file through PyAV, read in order, turned as its rotation metadata says (as OpenCV does)."""
+
+    decoder = "pyav"
+
+    def __init__(self, path: Path):
+        self.av = require("av", "av", "reading video", "footage")
+        self.path = path
+        try:
+            self.container = self.av.open(str(path))
+            self.stream = self.container.streams.video[0]
+        except self.av.FFmpegError as err:
+            raise DataError(f"{path}: PyAV cannot read it ({err.strerror})") from None
+        except IndexError:
+            raise DataError(f"{path}: PyAV finds no video stream in it") from None
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.fps = float(rate) if rate else None
+        self.length: int | None = None  # frames, once read to the end
+
+    def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, float | None, np.ndarray]]:
+        """As `VideoFrames.frames`; a decoding error ends the frames with a DataError naming where."""
+        index = 0
+        try:
+            for frame in self.container.decode(self.stream):
+                if index >= start and wanted(index):
+                    yield index, frame.time, np.ascontiguousarray(np.rot90(frame.to_ndarray(format="rgb24"),
+                                                                           (frame.rotation or 0) // 90))
+                index += 1
+        except self.av.FFmpegError as err:
+            raise DataError(f"{self.path}: PyAV stops decoding at frame {index} ({err.strerror})") from None
+        if index == 0:
+            raise DataError(f"{self.path}: PyAV opens it but decodes no frame")
+        self.length = index
+
+    def frame(self, index: int) -> np.ndarray:
+        """One frame, decoding the video from its start; DataError when it has no such frame."""
+        self.container.seek(0)
+        for _, _, rgb in self.frames(index, lambda i: i == index):
+            return rgb
+        raise DataError(f"{self.path}: no frame {index}")
+
+    def close(self) -> None:
+        self.container.close()
+
+
+DECODERS = {"opencv": VideoFrames, "pyav": AvFrames}  # SourceState.decoder -> its reader
+
+
+def open_video(path: Path, decoder: str | None = None) -> VideoFrames | AvFrames:
+    """The frames of a video through `decoder`, or (None) through OpenCV and, when it cannot open it, PyAV;
+    DataError saying why when neither can."""
+    if decoder is not None:
+        return DECODERS[decoder](path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: an empty file, not a video")
+    try:
+        return VideoFrames(path)
+    except DataError:
+        try:
+            return AvFrames(path)
+        except DataError as err:
+            raise DataError(f"{err}, nor can OpenCV: not a video, or a broken one") from None
 
 
 class FolderFrames:
@@ -175,7 +247,8 @@ class FolderFrames:
         """Frame `index`'s file, relative to the root."""
         return self.files[index].relative_to(self.root).as_posix()
 
-    def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
+    def frames(self, start: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, None, np.ndarray]]:
+        """(index, None: no timestamp, RGB [H, W, 3] uint8) of each wanted frame that can be read."""
         for index in range(start, len(self.files)):
             if not wanted(index):
                 continue
@@ -185,16 +258,17 @@ class FolderFrames:
             except (OSError, ValueError, Image.DecompressionBombError) as err:
                 self.problems[self.file(index)] = f"cannot read this frame: {err}"
                 continue
-            yield index, rgb
+            yield index, None, rgb
 
     def close(self) -> None:
         pass
 
 
-def open_source(root: Path, source: str, kind: str) -> VideoFrames | FolderFrames:
-    """The frames of `source` (relative to `root`)."""
+def open_source(root: Path, source: str, kind: str,
+                decoder: str | None = None) -> VideoFrames | AvFrames | FolderFrames:
+    """The frames of `source` (relative to `root`); a video through `decoder` (None: see `open_video`)."""
     path = root / source
-    return VideoFrames(path) if kind == "video" else FolderFrames(path, root)
+    return open_video(path, decoder) if kind == "video" else FolderFrames(path, root)
 
 
 def resolve_sources(paths: list[Path], kind: str, root: Path) -> list[tuple[str, Path]]:
@@ -255,7 +329,7 @@ class FrameReader:
             with Image.open(file) as image:
                 rgb = np.asarray(image.convert("RGB"))
         else:
-            video = VideoFrames(self._inside(source))
+            video = open_video(self._inside(source), state.decoder)
             try:
                 rgb = video.frame(index)
             finally:

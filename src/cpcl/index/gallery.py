@@ -32,6 +32,7 @@ from cpcl.utils.errors import DataError
 
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+LEGACY_ENCODING = "cp1252"  # Windows-1252: what spreadsheets and editors on Windows save text in unless told
 CSV_DELIMITERS = (",", ";", "\t", "|")  # sidecar CSV delimiters recognised (";": spreadsheets in comma-decimal locales)
 FOOTAGE_FIELDS = ("source", "frame", "offset", "box", "detector_score", "file", "crop")  # a detection's own fields
 RESERVED_FIELDS = ("path", *FOOTAGE_FIELDS)  # record fields a sidecar column may not be named
@@ -169,9 +170,15 @@ def _read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     a quoted field keeps its line breaks exactly ("\r\n" included).
     """
     try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
+        data = path.read_bytes()
+    except OSError as err:
         raise DataError(f"metadata file {path} cannot be read: {err}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"metadata file {path} is not UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})"
+                        f"{_encoding_hint(data)}; save it as UTF-8 (Excel: Save As, 'CSV UTF-8') or convert it: "
+                        f"iconv -f {LEGACY_ENCODING} -t utf-8 {path} > {path.with_name('utf8-' + path.name)}") from None
     if path.suffix.lower() == ".csv":
         return _csv_rows(path, text)
     if path.suffix.lower() not in (".jsonl", ".json"):
@@ -213,6 +220,15 @@ def _metadata(row: dict[str, Any], where: str) -> dict[str, Any]:
     if "camera" in meta:
         meta["camera"] = str(meta["camera"])
     return meta
+
+
+def _encoding_hint(data: bytes) -> str:
+    """", it reads as Windows-1252" when those bytes decode in the encoding Excel and Notepad write by default."""
+    try:
+        data.decode(LEGACY_ENCODING)
+    except UnicodeDecodeError:
+        return ""
+    return ", it reads as Windows-1252"
 
 
 def read_sidecar(path: Path, root: Path) -> dict[str, dict[str, Any]]:

@@ -8,6 +8,8 @@ scanned whole (`SourceState`). A build killed at any moment therefore continues 
 the manifest's mark and the last frame in the whole shards, skipping that frame's detections the
 shards hold already (a detector gives a frame's detections in the same order every time): nothing
 is embedded twice; frames without detections after the last mark may be run through the detector again.
+A source that cannot be read (not a video, empty, broken part-way) is reported in `SyncReport.failed`,
+keeping the detections of the frames it gave.
 
 A frame the detector cannot look at (`FrameError`: smaller than HOG's window) is skipped, counted and
 listed as unreadable (`SOURCE#FRAME`, or the frame's file). A run that embeds no person from its sources
@@ -80,13 +82,13 @@ class FootageOptions:
             raise ConfigError(f"--detector {self.detector} holds the boxes of one source, and {len(self.paths)} "
                               f"were given; index one source per command (cpcl index add for the others)")
 
-    def new_state(self, fps: float | None, source: str) -> SourceState:
-        """The state of a source not indexed yet; `fps` is the rate the source states (None: unknown)."""
-        source_fps = self.source_fps or fps
+    def new_state(self, reader: Any, source: str) -> SourceState:
+        """The state of a source not indexed yet, read by `reader` (its rate `fps`, None: unknown; its decoder)."""
+        source_fps = self.source_fps or reader.fps
         if self.sample_fps is not None and source_fps is None:
             raise ConfigError(f"--fps needs the frame rate of {source}, which it does not say; give --source-fps")
         return SourceState(self.kind, self.detector, self.threshold, self.every, self.sample_fps, source_fps, self.start,
-                           self.camera, self.max_detections)
+                           self.camera, getattr(reader, "decoder", "opencv"), self.max_detections)
 
 
 def _embed(encoder: Encoder, crops: list, batch_size: int) -> np.ndarray:
@@ -97,7 +99,7 @@ def _embed(encoder: Encoder, crops: list, batch_size: int) -> np.ndarray:
 
 def _write_crop(folder: Path, source: str, index: int, k: int, image) -> str:
     path = folder / source / f"{index:06d}_{k}.jpg"
-    with writing(path, f"free space or make {folder} writable, then build again (it continues)", DataError):
+    with writing(path, f"free space or make {folder} writable, then build again (it continues)", SearchIndexError):
         atomic_write(path, lambda stream: image.save(stream, format="JPEG", quality=CROP_QUALITY))
     return str(path)
 
@@ -121,29 +123,33 @@ def _scan(store: IndexStore, encoder: Encoder, detector: Detector, source: str, 
         records.clear()
 
     first = next_frame = state.next_frame
-    for index, frame in reader.frames(first, lambda i: state.keeps(i) and detector.wants(i)):
-        try:
-            found = detector.detect(frame, index)
-            report.frames += 1
-            state.size = state.size or [int(frame.shape[1]), int(frame.shape[0])]
-        except FrameError as err:
-            report.skipped += 1
-            report.unreadable[reader.file(index) if state.kind == "frames" else f"{source}#{index}"] = \
-                f"{err}{SKIPPED}"
-            found = []
-        for k in range(done if index == first else 0, len(found)):
-            record = state.record(source, index, k, found[k].box, found[k].score)
-            image = crop(frame, found[k].box)
-            if state.kind == "frames":
-                record["file"] = reader.file(index)
-            if options.crops is not None:
-                record["crop"] = _write_crop(options.crops, source, index, k, image)
-            crops.append(image)
-            records.append(record)
-            if len(records) >= shard_size:
-                commit(index, False)  # inside frame `index`: a build continued here leaves out its first k + 1
-        next_frame = index + 1
-        bar.update(1)
+    try:
+        for index, seconds, frame in reader.frames(first, lambda i: state.keeps(i) and detector.wants(i)):
+            try:
+                found = detector.detect(frame, index)
+                report.frames += 1
+                state.size = state.size or [int(frame.shape[1]), int(frame.shape[0])]
+            except FrameError as err:
+                report.skipped += 1
+                report.unreadable[reader.file(index) if state.kind == "frames" else f"{source}#{index}"] = \
+                    f"{err}{SKIPPED}"
+                found = []
+            for k in range(done if index == first else 0, len(found)):
+                record = state.record(source, index, k, found[k].box, found[k].score, seconds)
+                image = crop(frame, found[k].box)
+                if state.kind == "frames":
+                    record["file"] = reader.file(index)
+                if options.crops is not None:
+                    record["crop"] = _write_crop(options.crops, source, index, k, image)
+                crops.append(image)
+                records.append(record)
+                if len(records) >= shard_size:
+                    commit(index, False)  # inside frame `index`: a build continued here leaves out its first k + 1
+            next_frame = index + 1
+            bar.update(1)
+    except DataError:  # the video broke: what was read is kept, and the source stays open for a later run
+        commit(next_frame, False)
+        raise
     if reader.length is not None:
         report.past_end += detector.past_end(reader.length)
     commit(next_frame, True)
@@ -166,7 +172,9 @@ def _why_none(report: SyncReport, detector: Detector, size: list[int] | None, de
     """Why a run embedded no person from its sources (the end of a DataError line)."""
     screen = detector.screen
     dropped = {reason: count for reason, count in {**screen.dropped, "past_end": report.past_end}.items() if count}
-    skipped = f"; {report.skipped:,} more frames were skipped (in unreadable.jsonl)" if report.skipped else ""
+    also = f"; {report.skipped:,} more frames were skipped (in unreadable.jsonl)" if report.skipped else ""
+    also += f"; {len(report.failed):,} sources could not be read to the end (in unreadable.jsonl)" if report.failed \
+        else ""
     if dropped:
         frame = "x".join(map(str, size)) if size else "?"
         parts = [f"{count:,} {DROPPED[reason].format(frame=frame, threshold=screen.threshold, limit=screen.limit)}"
@@ -174,17 +182,17 @@ def _why_none(report: SyncReport, detector: Detector, size: list[int] | None, de
         main = max(dropped, key=lambda reason: dropped[reason])
         hint = {"outside": ": is the detections file for another video?", "threshold": "; lower --det-threshold",
                 "past_end": ": is the detections file for another video?"}.get(main, "")
-        return f"all {sum(dropped.values()):,} boxes of the detector were dropped ({', '.join(parts)}){hint}{skipped}"
+        return f"all {sum(dropped.values()):,} boxes of the detector were dropped ({', '.join(parts)}){hint}{also}"
     if report.frames:
         lower = "" if detections_file else "; lower --det-threshold to keep less likely ones"
-        return f"the detector found no person in {report.frames:,} frames{lower}{skipped}"
+        return f"the detector found no person in {report.frames:,} frames{lower}{also}"
     if report.skipped:
         first = next(problem for problem in report.unreadable.values() if problem.endswith(SKIPPED))
         return f"all {report.skipped:,} frames read were skipped, first: {first} (all in unreadable.jsonl)"
     if report.already:
         return "it was indexed to the end before, with no person"
-    problems = "; ".join(f"{name}: {problem}" for name, problem in list(report.unreadable.items())[:1])
-    return "no frame could be read" + (f" ({problems})" if problems else "")
+    problems = [f"{name}: {problem}" for name, problem in report.unreadable.items()] or [*report.failed.values()]
+    return "no frame could be read" + (f" ({problems[0]})" if problems else "")
 
 
 def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, batch_size: int) -> SyncReport:
@@ -198,13 +206,16 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
     report, size = SyncReport(frames=0), None
     with Progress(None, "detecting and embedding", "frame") as bar:
         for source, _ in sources:
+            saved = SourceState.from_dict(manifest.sources[source], f"{store.directory}: source {source}") \
+                if source in manifest.sources else None
             try:
-                reader = open_source(manifest.root, source, options.kind)
+                reader = open_source(manifest.root, source, options.kind, saved.decoder if saved else None)
             except DataError as err:
-                report.unreadable[source] = str(err)
+                report.failed[source] = str(err)
                 continue
+            state = None
             try:
-                state = _source_state(store, options, source, reader.fps)
+                state = _source_state(options, source, reader, saved)
                 frame, count = last.get(source, (-1, 0))
                 done = 0
                 if frame >= state.next_frame:  # the shards went past the manifest's mark, maybe inside a frame
@@ -216,10 +227,12 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
                 if state.next_frame:
                     log.info("%s: continuing from frame %d", source, state.next_frame)
                 _scan(store, encoder, detector, source, state, reader, options, batch_size, report, bar, done)
-                size = state.size or size
+            except DataError as err:
+                report.failed[source] = str(err)
             finally:
                 reader.close()
                 report.unreadable.update(getattr(reader, "problems", {}))
+                size = state.size or size if state is not None else size  # for `_why_none`
     report.capped = detector.screen.capped
     finish_sync(store, report)
     names = {source for source, _ in sources}
@@ -230,12 +243,11 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
     return report
 
 
-def _source_state(store: IndexStore, options: FootageOptions, source: str, fps: float | None) -> SourceState:
-    """The state `source` continues from: the manifest's (same settings, else refused) or a new one."""
-    state = options.new_state(fps, source)
-    if source not in store.manifest.sources:
+def _source_state(options: FootageOptions, source: str, reader: Any, saved: SourceState | None) -> SourceState:
+    """The state `source` continues from: the manifest's `saved` (same settings, else refused) or a new one."""
+    state = options.new_state(reader, source)
+    if saved is None:
         return state
-    saved = SourceState.from_dict(store.manifest.sources[source], f"{store.directory}: source {source}")
     was, now = saved.settings(), state.settings()
     if was != now:
         diff = ", ".join(f"{key} {was[key]!r} (now {now[key]!r})" for key in was if was[key] != now[key])

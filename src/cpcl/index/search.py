@@ -5,8 +5,10 @@ manifest), chooses exact search or IVF by the gallery's size, and answers querie
 optional metadata filters (camera, time range, footage source) applied inside the search and a
 score floor. Scores are cosine similarities in [-1, 1]. With `rerank`, the gallery is ordered by the
 k-reciprocal re-ranked distance (`cpcl.clustering.rerank`, exact over every row; the gallery's side is
-prepared once per session, on the first such query); scores stay cosines. Detections from footage linked into one
-track (`cpcl.index.tracks`) come back as one hit, its best detection, with the track's span.
+prepared once per session, on the first such query); scores stay cosines. Detections from footage followed into
+one track (`cpcl.index.tracks`) come back as one hit, the person: scored by the mean cosine of its best
+`track_top` detections (re-ranked: placed by its first detection in the re-ranked order), shown at the detection
+that matched best, with the track's span, best crop and a strip of detections along it.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from cpcl.index.encoder import Encoder
 from cpcl.index.footage import SourceState
 from cpcl.index.gallery import FOOTAGE_FIELDS, parse_time
 from cpcl.index.store import IndexStore, Manifest
-from cpcl.index.tracks import link_tracks, track_spans
+from cpcl.index.tracks import link_tracks
 from cpcl.utils.errors import DataError, SearchIndexError
 
 log = logging.getLogger(__name__)
 
 GROUP_FETCH = 4  # with tracks, each search asks the backend for this many times more rows than results (again
 # with four times as many while tracks leave fewer than k results)
+STRIP = 5  # detections shown along a person's track
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ class Hit:
     row: int  # row of the index
     path: str  # relative to the gallery root (a detection: SOURCE#FRAME:K)
     metadata: dict[str, Any] = field(default_factory=dict)  # the record's other fields (camera, time, ...)
-    footage: dict[str, Any] | None = None  # a detection: source, frame, offset, box, detector_score, frame_size,
-    # span (its track: first / last frame and offset, detections); None for a crop
+    footage: dict[str, Any] | None = None  # a detection: source, frame, offset, box, detector_score, frame_size;
+    # grouped also span (its track: first / last frame and offset, detections), best (the row of its best crop)
+    # and strip (row, frame, offset and box of up to STRIP detections along it); None for a crop
     distance: float | None = None  # re-ranked searches: the re-ranked distance the hits are ordered by
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,10 +111,9 @@ class Searcher:
         self._paths = {record["path"]: row for row, record in enumerate(records)}
         self.sources = {name: SourceState.from_dict(raw, f"{directory}: source {name}")
                         for name, raw in manifest.sources.items()}
-        config = manifest.config
-        self.track = link_tracks(records, embeddings, {name: state.max_gap for name, state in self.sources.items()},
-                                 config.link_iou, config.link_cosine)
-        self.spans = track_spans(records, self.track)
+        self.track_top = manifest.config.track_top
+        self.track, self.tracks = link_tracks(records, embeddings, {name: state.source_fps for name, state in
+                                                                    self.sources.items()}, manifest.config)
 
     @classmethod
     def open(cls, directory: Path, checkpoint: Path | None = None, device: str = "auto", precision: str = "auto",
@@ -192,9 +195,11 @@ class Searcher:
                       filters: Filters = Filters(), group: bool = True, rerank: bool = False) -> list[Hit]:
         """query [D] (L2-normalised) -> up to k hits, best first, each scoring >= min_score.
 
-        With `group`, a track of detections is one hit (its best detection, with the track's span). The rows
-        asked of the backend are clamped to the rows that may be returned: no more slots are ever allocated.
-        With `rerank`, best first means by the re-ranked distance (`rerank_config`), over every row.
+        With `group`, a track of detections is one hit (see the module docstring); its score counts only the
+        detections `filters` allow. The rows asked of the backend are clamped to the rows that may be returned:
+        no more slots are ever allocated. The grouped order is exact: rows are fetched until no track left
+        unseen (all its rows scoring at most the last row fetched) could enter the top k. With `rerank`, best
+        first means by the re-ranked distance (`rerank_config`), over every row.
         """
         if min_score is not None and not math.isfinite(min_score):
             raise SearchIndexError(f"the score floor (min_score) must be a finite number (a cosine, -1..1), got "
@@ -204,17 +209,45 @@ class Searcher:
         k = min(k, limit)
         if k < 1:
             return []
-        group = group and bool(self.spans)
+        group = group and bool(self.tracks)
         fetch = min(limit, k * GROUP_FETCH) if group else k
         query = np.asarray(query, dtype=np.float32).reshape(1, -1)
         if rerank:
             return self._reranked_hits(query, k, min_score, allowed, group, fetch)
         while True:
             scores, rows = self.backend.search(query, fetch, allowed)
-            hits = self._hits(scores[0].tolist(), rows[0].tolist(), k, min_score, group)
-            if len(hits) >= k or fetch >= limit or (min_score is not None and scores[0, -1] < min_score):
+            found = rows[0] >= 0
+            ranked = (scores[0][found].tolist(), rows[0][found].tolist())
+            if group:
+                ranked = self._by_track(*ranked, query[0], allowed)
+            hits = self._hits(*ranked, k, min_score, group)
+            last = float(scores[0][found][-1]) if found.any() else -math.inf
+            full = len(hits) >= k and (not group or hits[-1].score >= last)  # grouped: no unseen track beats them
+            if full or fetch >= limit or (min_score is not None and last < min_score):
                 return hits
             fetch = min(limit, fetch * GROUP_FETCH)
+
+    def _by_track(self, scores: list[float], rows: list[int], query: np.ndarray,
+                  allowed: np.ndarray | None) -> tuple[list[float], list[int]]:
+        """Ranked rows -> (score, row) of each track among them, best score first (ties: in their first row's
+        order): a track's score is the mean of its best `track_top` allowed detections' cosines, its row the best
+        of them. Rows without a track (crops) keep their own."""
+        out: list[tuple[float, int]] = []
+        seen: set[int] = set()
+        for score, row in zip(scores, rows):
+            key = int(self.track[row])
+            if key in seen:
+                continue
+            seen.add(key)
+            track = self.tracks.get(key)
+            if track is not None:
+                members = track.rows if allowed is None else track.rows[allowed[track.rows]]
+                cosines = self.embeddings[members] @ query
+                best = np.argsort(-cosines, kind="stable")[:self.track_top]
+                score, row = float(cosines[best].mean()), int(members[best[0]])
+            out.append((score, row))
+        order = sorted(range(len(out)), key=lambda i: -out[i][0])
+        return [out[i][0] for i in order], [out[i][1] for i in order]
 
     def rerank_gallery(self) -> RerankGallery:
         """The gallery's side of the re-ranking, prepared on first use (once per session, thread-safe)."""
@@ -243,12 +276,12 @@ class Searcher:
 
     def _hits(self, scores: list[float], rows: list[int], k: int, min_score: float | None, group: bool,
               distance: np.ndarray | None = None) -> list[Hit]:
-        """Up to k hits from the backend's ranked rows; with `group`, the first row of each track only.
+        """Up to k hits from ranked rows; with `group`, the first row of each track only.
         distance: [N] the re-ranked distance of every row, given to the hits of a re-ranked search."""
         hits: list[Hit] = []
         seen: set[int] = set()
         for score, row in zip(scores, rows):
-            if row < 0 or (min_score is not None and score < min_score):
+            if min_score is not None and score < min_score:
                 continue
             if group:
                 if int(self.track[row]) in seen:
@@ -263,15 +296,20 @@ class Searcher:
         return hits
 
     def _footage(self, row: int, group: bool) -> dict[str, Any] | None:
-        """The footage fields of a detection row (with its frame size and, grouped, its track's span)."""
+        """The footage fields of a detection row (with its frame size and, grouped, its track: span, best crop,
+        strip)."""
         record = self.records[row]
         if "source" not in record:
             return None
         state = self.sources.get(record["source"])
         info = {key: record[key] for key in FOOTAGE_FIELDS if key in record}
         info["frame_size"] = state.size if state else None
-        span = self.spans.get(int(self.track[row])) if group else None
-        info["span"] = span.to_dict() if span else None
+        track = self.tracks.get(int(self.track[row])) if group else None
+        info["span"] = track.to_dict() if track else None
+        if track is not None:
+            info["best"] = track.best
+            info["strip"] = [{"row": r, **{key: self.records[r].get(key) for key in ("frame", "offset", "box")}}
+                             for r in track.strip(STRIP)]
         return info
 
     def _encoder(self) -> Encoder:

@@ -34,7 +34,7 @@ import numpy as np
 from cpcl import __version__
 from cpcl.index.config import IndexConfig
 from cpcl.utils.errors import SearchIndexError
-from cpcl.utils.files import atomic_write, remove_stale_temporaries, writing
+from cpcl.utils.files import atomic_write, remove_stale_temporaries, sha256_of, writing
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,6 @@ MANIFEST = "manifest.json"
 SHARDS = "shards"
 UNREADABLE = "unreadable.jsonl"
 IVF_FILE = "ivf.faiss"
-HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a checkpoint
 
 
 @dataclass
@@ -73,19 +72,6 @@ class Manifest:
     @property
     def root(self) -> Path:
         return Path(self.gallery_root)
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file's bytes, or of a directory's files (relative name and bytes, in sorted order)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with file.open("rb") as stream:
-            while chunk := stream.read(HASH_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def embeddings_sha256(embeddings: np.ndarray) -> str:

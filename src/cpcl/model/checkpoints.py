@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
-import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -23,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from cpcl.model.clip import CLIP, ClipConfig, TextConfig, VisionConfig
+from cpcl.model.architecture import (OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS, ArchitectureHints, adapt_state_dict,
+                                     infer_openai_config, open_clip_architecture)
+from cpcl.model.clip import CLIP, ClipConfig
 from cpcl.model.hf import (hf_to_openai, hf_tower_settings, is_hf_layout, read_hf_config, read_hf_directory,
                             restore_trained_size)
 from cpcl.model.shipped import is_shipped, resolve_checkpoint, unpack
@@ -42,12 +41,10 @@ logger = logging.getLogger(__name__)
 CPCL_FORMAT = "cpcl-clip"  # value of the "format" field of cpcl checkpoints
 CPCL_VERSION = 3  # newest cpcl checkpoint version read, the one written (2: with "digest", 3: "preprocessing")
 OPENAI_META_KEYS = ("input_resolution", "context_length", "vocab_size")  # ints in OpenAI archives
-OPENAI_HEAD_DIM = 64  # OpenAI CLIP: heads = width // 64 (heads are not stored in the weights)
 MAX_NAMED_KEYS = 5  # mismatched keys named in an error message
-DOWNLOAD_HINT = ("get OpenAI ViT-B/16 weights on a machine with internet access, either the ViT-B-16.pt "
-                 "file of the openai/CLIP release (github.com/openai/CLIP) or the Hugging Face repo "
-                 "openai/clip-vit-base-patch16 (a directory with config.json and model.safetensors), "
-                 "and put it at that path")
+DOWNLOAD_HINT = ("give a checkpoint file or folder, a shipped start (synthpedes-small) or weights by name, "
+                 "downloaded and checked on first use: openai:ViT-B-16 (OpenAI's ViT-B-16.pt) or "
+                 "hf:openai/clip-vit-base-patch16")
 
 
 @dataclass
@@ -56,7 +53,7 @@ class ClipCheckpoint:
 
     state_dict: dict[str, Tensor]  # OpenAI key names, tensors on CPU in the file's dtype
     config: ClipConfig  # architecture at the checkpoint's own image size and context length
-    source: str  # "openai-jit" | "openai" | "hf" | "cpcl" | "shipped"
+    source: str  # "openai-jit" | "openai" | "open_clip" | "hf" | "cpcl" | "shipped"
     path: Path  # where it was read from
     extra: dict[str, Any] = field(default_factory=dict)  # the `extra` dict of cpcl checkpoints
     preprocessing: Preprocessing | None = None  # the eval transform it records, at its own image size; None: the
@@ -75,22 +72,38 @@ class ClipCheckpoint:
         return default
 
 
-def read_checkpoint(path: str | Path) -> ClipCheckpoint:
+def read_checkpoint(path: str | Path, hints: ArchitectureHints = ArchitectureHints()) -> ClipCheckpoint:
     """Read any supported checkpoint without building a model.
 
     Files: a TorchScript archive (OpenAI's `ViT-B-16.pt`, its weights read as data by
     `cpcl.model.torchscript`, none of its code run), a
     `torch.save` state dict (possibly under "state_dict", possibly with "module." prefixes,
     OpenAI or HF key names), a `.safetensors` file, or a cpcl checkpoint (`save_clip`).
-    Directories: a Hugging Face `save_pretrained` CLIP (config.json + weights).
-    Names: a start shipped with cpcl (`cpcl.model.shipped`, e.g. "synthpedes-small").
+    Directories: a Hugging Face `save_pretrained` CLIP (config.json + weights), or an open_clip one
+    (open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin).
+    Names: a start shipped with cpcl (`cpcl.model.shipped`, e.g. "synthpedes-small"), or weights to download
+    (`cpcl.model.hub`: openai:NAME, hf:ORG/NAME).
+    The architecture comes from the file where it records it, else from `open_clip_config.json` beside it, else
+    from `hints` and OpenAI's convention (`cpcl.model.architecture`); `hints` that contradict a recorded one are
+    refused.
     """
     path = resolve_checkpoint(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}; {DOWNLOAD_HINT}")
+    checkpoint = _read_any(path, hints)
+    hints.check(checkpoint.config, checkpoint.path)
+    return checkpoint
+
+
+def _read_any(path: Path, hints: ArchitectureHints) -> ClipCheckpoint:
     if is_shipped(path):
         state_dict, config, preprocessing = unpack(path)
         return ClipCheckpoint(state_dict, config, "shipped", path, preprocessing=preprocessing)
+    if path.is_dir() and (path / OPEN_CLIP_CONFIG).is_file():
+        weights = next((path / name for name in OPEN_CLIP_WEIGHTS if (path / name).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path} has an {OPEN_CLIP_CONFIG} but no {' or '.join(OPEN_CLIP_WEIGHTS)}")
+        return _from_open_clip(_unwrap(_read_file(weights)[0], weights), weights)
     if path.is_dir():
         hf_state, hf_config = read_hf_directory(path)
         return _from_hf(hf_state, hf_config, path)
@@ -104,7 +117,10 @@ def read_checkpoint(path: str | Path) -> ClipCheckpoint:
                                   f"put the model's config.json in {path.parent}")
         return _from_hf(state_dict, read_hf_config(path.parent), path.parent)
     _pop_openai_meta(state_dict, path)
-    return ClipCheckpoint(state_dict, infer_openai_config(state_dict, path), source, path)
+    if (path.parent / OPEN_CLIP_CONFIG).is_file():
+        return _from_open_clip(state_dict, path)
+    config = infer_openai_config(state_dict, path, hints, convention=source == "openai-jit")
+    return ClipCheckpoint(state_dict, config, source, path)
 
 
 def build_clip(checkpoint: ClipCheckpoint, image_size: tuple[int, int] | None = None,
@@ -129,10 +145,10 @@ def build_clip(checkpoint: ClipCheckpoint, image_size: tuple[int, int] | None = 
 
 
 def load_clip(path: str | Path, image_size: tuple[int, int] | None = None,
-              context_length: int | None = None,
-              device: str | torch.device = "cpu") -> tuple[CLIP, ClipConfig]:
+              context_length: int | None = None, device: str | torch.device = "cpu",
+              hints: ArchitectureHints = ArchitectureHints()) -> tuple[CLIP, ClipConfig]:
     """Read any supported checkpoint (see `read_checkpoint`) and build the model (see `build_clip`)."""
-    return build_clip(read_checkpoint(path), image_size, context_length, device)
+    return build_clip(read_checkpoint(path, hints), image_size, context_length, device)
 
 
 def save_clip(path: str | Path, model: nn.Module, config: ClipConfig, preprocessing: Preprocessing,
@@ -163,40 +179,6 @@ def save_clip(path: str | Path, model: nn.Module, config: ClipConfig, preprocess
     return path
 
 
-def resize_pos_embed(pos: Tensor, old_grid: tuple[int, int], new_grid: tuple[int, int]) -> Tensor:
-    """pos: [1 + g0 * g1, C] (CLS row first, grid row-major) -> [1 + n0 * n1, C].
-
-    The CLS row is kept; the grid is resized bilinearly (align_corners=False), in at least
-    float32 precision, and cast back to `pos.dtype`. The same grid returns `pos` itself, untouched.
-    """
-    old_grid, new_grid = tuple(old_grid), tuple(new_grid)
-    if old_grid == new_grid:
-        return pos
-    if pos.shape[0] != 1 + old_grid[0] * old_grid[1]:
-        raise CheckpointError(f"visual positional embedding has {pos.shape[0]} rows; a {old_grid[0]}x"
-                              f"{old_grid[1]} grid needs {1 + old_grid[0] * old_grid[1]}")
-    width = pos.shape[1]
-    work_dtype = torch.promote_types(pos.dtype, torch.float32)
-    grid = pos[1:].to(work_dtype).reshape(1, *old_grid, width).permute(0, 3, 1, 2)  # [1, C, g0, g1]
-    grid = F.interpolate(grid, size=new_grid, mode="bilinear", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(new_grid[0] * new_grid[1], width).to(pos.dtype)
-    return torch.cat([pos[:1], grid], dim=0)
-
-
-def adapt_state_dict(state_dict: Mapping[str, Tensor], src: ClipConfig,
-                     dst: ClipConfig) -> dict[str, Tensor]:
-    """Resize the visual positional embedding from src's grid to dst's; cut the text one to dst's length."""
-    out = dict(state_dict)
-    if "visual.positional_embedding" in out and src.image.grid != dst.image.grid:
-        logger.info("resizing the visual positional embedding from grid %s to %s", src.image.grid,
-                    dst.image.grid)
-        out["visual.positional_embedding"] = resize_pos_embed(out["visual.positional_embedding"],
-                                                              src.image.grid, dst.image.grid)
-    if "positional_embedding" in out:
-        out["positional_embedding"] = out["positional_embedding"][:dst.text.context_length]
-    return out
-
-
 def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], where: Path | str,
                 assign: bool = False) -> None:
     """Load with every key and shape checked; a mismatch raises `CheckpointError` naming keys.
@@ -218,52 +200,6 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], where: Path 
                               f"{_first_keys(wrong)}")
     cast = {key: value.to(expected[key].dtype) for key, value in state_dict.items()}
     model.load_state_dict(cast, strict=True, assign=assign)
-
-
-def infer_openai_config(state_dict: Mapping[str, Tensor], where: Path | str,
-                        head_dim: int = OPENAI_HEAD_DIM) -> ClipConfig:
-    """Architecture of an OpenAI-layout ViT CLIP from its keys and shapes.
-
-    Heads are width // head_dim, as in OpenAI's models; the image grid is square (from the
-    length of the visual positional embedding); the activation is QuickGELU.
-    """
-    if "visual.layer1.0.conv1.weight" in state_dict:
-        raise CheckpointError(f"{where} is a ResNet CLIP; only ViT CLIP models are supported")
-    needed = ("visual.conv1.weight", "visual.positional_embedding", "visual.proj", "token_embedding.weight",
-              "positional_embedding", "text_projection", "transformer.resblocks.0.mlp.c_fc.weight",
-              "visual.transformer.resblocks.0.mlp.c_fc.weight")
-    absent = [key for key in needed if key not in state_dict]
-    if absent:
-        raise CheckpointError(f"{where} is not a ViT CLIP checkpoint: {len(absent)} missing key(s): "
-                              f"{_first_keys(absent)}")
-    conv = state_dict["visual.conv1.weight"]  # [C, 3, p, p]
-    width, patch = conv.shape[0], conv.shape[-1]
-    tokens = state_dict["visual.positional_embedding"].shape[0] - 1
-    side = math.isqrt(tokens)
-    if side * side != tokens:
-        raise CheckpointError(f"{where}: {tokens} patch positions are not a square grid; "
-                              f"non-square models are read from cpcl checkpoints only")
-    text_width = state_dict["token_embedding.weight"].shape[1]
-    try:
-        return ClipConfig(
-            embed_dim=state_dict["text_projection"].shape[1],
-            image=VisionConfig(
-                width=width, layers=_count_blocks(state_dict, "visual.transformer.resblocks."),
-                heads=max(1, width // head_dim), patch_size=patch, image_size=(side * patch, side * patch),
-                mlp_ratio=state_dict["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width),
-            text=TextConfig(
-                width=text_width, layers=_count_blocks(state_dict, "transformer.resblocks."),
-                heads=max(1, text_width // head_dim), vocab_size=state_dict["token_embedding.weight"].shape[0],
-                context_length=state_dict["positional_embedding"].shape[0],
-                mlp_ratio=state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / text_width))
-    except ConfigError as err:
-        raise CheckpointError(f"{where}: inferred architecture is invalid: {err}") from err
-
-
-def _count_blocks(state_dict: Mapping[str, Tensor], prefix: str) -> int:
-    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
-    indices = {int(m.group(1)) for key in state_dict if (m := pattern.match(key))}
-    return max(indices) + 1 if indices else 0
 
 
 def _read_file(path: Path) -> tuple[Any, str]:
@@ -309,10 +245,16 @@ def _pop_openai_meta(state_dict: dict[str, Any], path: Path) -> None:
                          int(state_dict.pop(key)))
 
 
+def _from_open_clip(state_dict: dict[str, Tensor], weights: Path) -> ClipCheckpoint:
+    """Weights in OpenAI's layout with open_clip's config beside them."""
+    config, preprocessing = open_clip_architecture(state_dict, weights.parent / OPEN_CLIP_CONFIG)
+    return ClipCheckpoint(state_dict, config, "open_clip", weights, preprocessing=preprocessing)
+
+
 def _from_hf(hf_state: Mapping[str, Tensor], hf_config: Mapping[str, Any], where: Path) -> ClipCheckpoint:
     state_dict = hf_to_openai(hf_state)
     settings = hf_tower_settings(hf_config, where)
-    inferred = infer_openai_config(state_dict, where)
+    inferred = infer_openai_config(state_dict, where, ArchitectureHints(), convention=True)  # config.json decides
     if size := restore_trained_size(state_dict, hf_config, inferred.image, where):  # a cpcl export, non-square
         settings["image"]["image_size"] = size
     try:

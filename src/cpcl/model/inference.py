@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cpcl.model.architecture import ArchitectureHints
 from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import CLIP
 from cpcl.utils.preprocessing import Preprocessing
@@ -32,12 +33,14 @@ class LoadedModel:
 
 
 def load_for_inference(checkpoint: str | Path, device: str = "auto", precision: str = "auto",
-                       image_size: tuple[int, int] | None = None) -> LoadedModel:
-    """Any checkpoint `load_clip` reads (a shipped name too), on `device` (auto | cpu | cuda[:N]) with the
+                       image_size: tuple[int, int] | None = None,
+                       hints: ArchitectureHints = ArchitectureHints()) -> LoadedModel:
+    """Any checkpoint `load_clip` reads (names too), on `device` (auto | cpu | cuda[:N]) with the
     autocast dtype `precision` (auto | fp32 | bf16 | fp16) resolves to there, and the preprocessing the
-    checkpoint records (OpenAI CLIP's where it records none); `image_size` (H, W) None: the checkpoint's own."""
+    checkpoint records (OpenAI CLIP's where it records none); `image_size` (H, W) None: the checkpoint's own;
+    `hints`: the architecture of weights that do not record it."""
     torch_device = resolve_device(device)
-    source = read_checkpoint(checkpoint)
+    source = read_checkpoint(checkpoint, hints)
     model, config = build_clip(source, image_size, device=torch_device)
     return LoadedModel(model.eval(), torch_device, resolve_precision(precision, torch_device),
                        source.preprocessing_at(config.image.image_size))

@@ -2,8 +2,8 @@
 
 `model.init: synthpedes-small` in a config, or `--checkpoint synthpedes-small` on the command
 line, reads `cpcl/weights/synthpedes-small.safetensors` (a path that exists always wins over a
-name). Each file has a model card beside it (`NAME.md`: data, command, seed, pairs, epochs,
-loss curve, val/test metrics, sha256).
+name; `openai:NAME` and `hf:ORG/NAME` are downloaded, `cpcl.model.hub`). Each file has a model
+card beside it (`NAME.md`: data, command, seed, pairs, epochs, loss curve, val/test metrics, sha256).
 
 The format is compact: every tensor in float16, except the token embedding, which stores only
 the rows pretraining changed (`token_embedding.weight@rows` int64 [n] and `@values` fp16
@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from cpcl.model.clip import CLIP, ClipConfig, clip_preset
+from cpcl.model.hub import fetch, is_named
 from cpcl.utils.errors import CheckpointError
 from cpcl.utils.preprocessing import Preprocessing
 
@@ -45,11 +46,14 @@ def shipped_file(name: str) -> Path:
 
 
 def resolve_checkpoint(value: str | Path) -> Path:
-    """The file a checkpoint argument names: an existing path as given, else a shipped name's file."""
+    """The file a checkpoint argument names: an existing path as given, else a shipped name's file, else the
+    download of `openai:NAME` / `hf:ORG/NAME` (`cpcl.model.hub`, fetched and checked on first use)."""
     path = Path(value).expanduser()
-    if not path.exists() and str(value) in SHIPPED_NAMES:
+    if path.exists():
+        return path
+    if str(value) in SHIPPED_NAMES:
         return shipped_file(str(value))
-    return path
+    return fetch(str(value)) if is_named(value) else path
 
 
 def is_shipped(path: Path) -> bool:

@@ -101,6 +101,8 @@ class Identity:
     bag_colour: str  # colour name ("" when no bag)
     accessories: tuple[tuple[str, str], ...]  # (name, colour) pairs in ACCESSORIES order
     shade_seed: int  # fixes this person's exact shades and proportions; not part of the signature
+    inner_colour: str = ""  # colour of the top under an open jacket or coat, seen from the front ("": closed)
+    back_print: str = ""  # colour of a print on the back of the upper garment, seen from behind ("": none)
 
     def signature(self) -> tuple:
         """Every attribute except `shade_seed`: two identities with equal signatures look alike."""
@@ -236,6 +238,22 @@ def outfit_of_one_image(ident: Identity, rng: np.random.Generator, prob: float) 
         dropped.update(bag="none", bag_colour="")
     kept = tuple(item for item in ident.accessories if rng.random() >= prob)
     return replace(ident, accessories=kept, **dropped)
+
+
+OPEN_FRONT_UPPER = ("jacket", "coat")  # worn open over a top of another colour, with view_details
+BACK_PRINT_UPPER = ("t-shirt", "hoodie", "sweater", "jacket")  # may carry a print on the back
+
+
+def with_view_details(ident: Identity, rng: np.random.Generator) -> Identity:
+    """`ident` with a front and a back that differ (SynthConfig.view_details): half of the jackets and coats
+    worn open over a top of another colour, and a quarter of the t-shirts, hoodies, sweaters and jackets with a
+    print on the back."""
+    inner = ""
+    if ident.upper in OPEN_FRONT_UPPER and rng.random() < 0.5:
+        inner = _garment_colour(rng, exclude=(ident.upper_colour,))
+    back = _garment_colour(rng, exclude=(ident.upper_colour,)) if ident.upper in BACK_PRINT_UPPER \
+        and rng.random() < 0.25 else ""
+    return replace(ident, inner_colour=inner, back_print=back)
 
 
 def near_duplicate(source: Identity, rng: np.random.Generator) -> Identity:

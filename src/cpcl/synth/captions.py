@@ -3,19 +3,25 @@
 Each caption names a random subset of the attributes visible in that image's view, in its
 own order and words: subject, clauses "wearing ... / carrying ... / has ...", follow-up
 sentences with pronouns, sometimes the view, and a little noise (typos, a wrong colour).
-`write_alt_text` writes the coarse web alt-text of the pretraining corpus instead.
+With the observation switches (`annotation`), the captions of an image are written from that
+image: its colours as seen, what it hides, what stands out in it, and who its annotators are.
+Every caption carries the facts it states (`phrases`). `write_alt_text` writes the coarse web
+alt-text of the pretraining corpus instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from cpcl.synth.attributes import Identity
-from cpcl.synth.config import SynthConfig
-from cpcl.synth.scene import Scene
 from cpcl.synth import wording as W
+from cpcl.synth.annotation import GROUPS, TYPE_MIXUPS, Annotator, ImageAnnotation, habitual
+from cpcl.synth.attributes import GARMENT_COLOUR_WEIGHTS, Identity
+from cpcl.synth.config import SynthConfig
+from cpcl.synth.phrases import KIND, Fact, Look, Phrase, realise, true_colours
+from cpcl.synth.scene import Scene
 
 # How likely an annotator is to mention each attribute group (scaled by caption_coverage).
 PROMINENCE = {"upper": 1.45, "lower": 1.3, "bag": 1.35, "headwear": 1.25, "hair": 1.0, "shoes": 0.95,
@@ -24,27 +30,24 @@ PROMINENCE = {"upper": 1.45, "lower": 1.3, "bag": 1.35, "headwear": 1.25, "hair"
 # Top-to-bottom order most annotators follow.
 ORDER = ("build", "height", "hair", "headwear", "glasses", "face mask", "scarf", "upper", "belt", "lower",
          "shoes", "bag", "umbrella")
-KIND = {"build": "body", "height": "body", "hair": "hair", "bag": "carry", "umbrella": "carry"}
 MIN_WORDS = 14
+
+
+GENDERED = frozenset({"man", "guy", "male", "gentleman", "boy", "he", "his", "woman", "lady", "female", "girl",
+                      "she", "her"})  # words that state the person's sex
+TYPE_FIELDS = {"upper": "upper", "lower": "lower", "shoes": "shoes", "bag": "bag", "headwear": "headwear"}
+INVENTIONS = ("glasses", "scarf", "bag", "headwear", "umbrella")  # items an annotator may add that are not there
 
 
 @dataclass(frozen=True)
 class Caption:
     text: str  # the caption as written
     mentioned: tuple[str, ...]  # attribute groups it names (keys of PROMINENCE)
+    facts: tuple[Fact, ...] = ()  # what it states: (slot, the values its words allow)
 
 
-@dataclass(frozen=True)
-class Phrase:
-    key: str  # attribute group
-    kind: str  # wear | carry | hair | body
-    text: str  # noun phrase with article ("a red t-shirt"), or an adjective for body
-    noun: str  # head noun, for "his jeans are blue" sentences ("" when not applicable)
-    colour: str  # colour word of that sentence ("" when not applicable)
-
-
-def visible_attributes(ident: Identity, view: str) -> list[str]:
-    """Attribute groups an annotator can see in `view`, in top-to-bottom order."""
+def visible_attributes(ident: Identity, view: str, hidden: frozenset[str] = frozenset()) -> list[str]:
+    """Attribute groups an annotator can see in `view`, in top-to-bottom order, but those in `hidden`."""
     names = ident.accessory_names()
     present = {
         "build": ident.build != "medium", "height": ident.height != "average",
@@ -53,94 +56,17 @@ def visible_attributes(ident: Identity, view: str) -> list[str]:
         "scarf": "scarf" in names, "upper": True, "belt": "belt" in names, "lower": ident.lower != "none",
         "shoes": True, "bag": ident.bag != "none", "umbrella": "umbrella" in names,
     }
-    return [key for key in ORDER if present[key]]
+    return [key for key in ORDER if present[key] and key not in hidden]
 
 
-def _np(rng: np.random.Generator, colour: str, garment: str, key: str) -> Phrase:
-    """A coloured garment or item: "a red t-shirt", "blue jeans"."""
-    word = W.choose_word(rng, W.GARMENT_WORDS[garment])
-    colour_text = W.colour_word(rng, colour) if colour else ""
-    plural = word in W.PLURAL_GARMENTS
-    if colour_text and rng.random() < 0.08:
-        text = f"{word} in {colour_text}" if plural else f"{W.article(word)} in {colour_text}"
-    else:
-        core = f"{colour_text} {word}".strip()
-        text = core if plural else W.article(core)
-    kind = KIND.get(key, "wear")
-    return Phrase(key, kind, text, word if colour_text else "", colour_text)
-
-
-def _upper(rng: np.random.Generator, ident: Identity, colour: str, view: str) -> Phrase:
-    """The upper garment, its pattern named sometimes (a logo only when seen from the front)."""
-    base = _np(rng, colour, ident.upper, "upper")
-    pattern, ink = ident.upper_pattern, W.colour_word(rng, ident.pattern_colour) if ident.pattern_colour else ""
-    if pattern == "plain" or (pattern == "logo" and view != "front") or rng.random() < 0.3:
-        return base
-    word, colour_text = base.noun or ident.upper, base.colour
-    if pattern == "logo":
-        tails = ("with a logo on the front", f"with a {ink} logo", f"with a {ink} print on the chest")
-        tail = W.choose_word(rng, tails)
-        return Phrase("upper", "wear", f"{W.article(colour_text + ' ' + word)} {tail}", word, colour_text)
-    adjective = W.choose_word(rng, W.PATTERN_ADJECTIVES[pattern])
-    if rng.random() < 0.5:
-        text = W.article(f"{colour_text} and {ink} {adjective} {word}")
-    else:
-        marks = {"striped": "stripes", "checked": "checks", "dotted": "dots"}[pattern]
-        text = f"{W.article(colour_text + ' ' + word)} with {ink} {marks}"
-    return Phrase("upper", "wear", text, word, colour_text)
-
-
-def _hair(rng: np.random.Generator, ident: Identity) -> Phrase:
-    if ident.hair_style == "bald":
-        return Phrase("hair", "hair", W.choose_word(rng, ("a bald head", "a shaved head")), "", "")
-    colour = W.choose_word(rng, W.HAIR_COLOUR_WORDS[ident.hair_colour])
-    length = W.choose_word(rng, W.HAIR_LENGTHS[ident.hair_style])
-    if ident.hair_style == "ponytail":
-        text = f"{colour} hair in a ponytail" if rng.random() < 0.7 else "a ponytail"
-    elif ident.hair_style == "bun":
-        tie = W.choose_word(rng, ("in a bun", "tied up in a bun"))
-        text = f"{colour} hair {tie}" if rng.random() < 0.7 else "a bun"
-    else:
-        options = (f"{length} {colour} hair", f"{colour} {length} hair", f"{length} hair", f"{colour} hair")
-        text = W.choose_word(rng, options)
-    return Phrase("hair", "hair", text, "hair", colour)
-
-
-def realise(rng: np.random.Generator, ident: Identity, key: str, view: str, colours: dict[str, str],
-            scene: Scene | None = None) -> Phrase:
-    """Words for one attribute group; `colours` maps groups to the colour to name (maybe a wrong one)."""
-    poss = W.PRONOUNS[ident.sex][1]
-    if key in ("build", "height"):
-        return Phrase(key, "body", W.choose_word(rng, W.BUILD_WORDS[getattr(ident, key)]), "", "")
-    if key == "hair":
-        return _hair(rng, ident)
-    if key == "upper":
-        return _upper(rng, ident, colours["upper"], view)
-    if key == "headwear" and ident.headwear == "hood":
-        hood = (f"a hood over {poss} head", f"a {W.colour_word(rng, colours['upper'])} hood")
-        return Phrase(key, "wear", W.choose_word(rng, hood), "", "")
-    if key == "bag" and ident.bag == "backpack" and view == "front":
-        return _np(rng, "", "backpack", key)
-    if key == "umbrella" and scene is not None and rng.random() < 0.5:
-        state = "an open" if scene.umbrella_open else "a closed"
-        return Phrase(key, "carry", f"{state} {W.colour_word(rng, colours[key])} umbrella", "umbrella", "")
-    types = {"headwear": ident.headwear, "lower": ident.lower, "shoes": ident.shoes, "bag": ident.bag}
-    garment = types.get(key, key)
-    return _np(rng, colours.get(key, ""), garment, key)
-
-
-def _true_colours(ident: Identity) -> dict[str, str]:
-    colours = {"upper": ident.upper_colour, "lower": ident.lower_colour, "shoes": ident.shoes_colour,
-               "bag": ident.bag_colour, "headwear": ident.headwear_colour}
-    colours.update({name: colour for name, colour in ident.accessories if name != "glasses"})
-    return {k: v for k, v in colours.items() if v}
-
-
-def _choose_subset(rng: np.random.Generator, visible: list[str], coverage: float) -> list[str]:
-    """Each visible group kept with probability coverage x prominence; at least two non-body groups."""
-    keep = [key for key in visible if rng.random() < min(0.97, coverage * PROMINENCE[key])]
+def _choose_subset(rng: np.random.Generator, visible: list[str], coverage: float,
+                   weight: dict[str, float] | None = None) -> list[str]:
+    """Each visible group kept with probability coverage x prominence (x `weight`, the image's salience and
+    the annotator's habits); at least two non-body groups."""
+    prominence = PROMINENCE if weight is None else {k: p * weight[k] for k, p in PROMINENCE.items()}
+    keep = [key for key in visible if rng.random() < min(0.97, coverage * prominence[key])]
     content = [k for k in keep if KIND.get(k) != "body"]
-    rest = sorted((k for k in visible if k not in keep and KIND.get(k) != "body"), key=lambda k: -PROMINENCE[k])
+    rest = sorted((k for k in visible if k not in keep and KIND.get(k) != "body"), key=lambda k: -prominence[k])
     while len(content) < 2 and rest:
         keep.append(rest[0])
         content.append(rest.pop(0))
@@ -291,31 +217,92 @@ def _compose_shifted(rng: np.random.Generator, ident: Identity, phrases: list[Ph
     return _noise(rng, text[0].upper() + text[1:] + ".", cfg.typo_rate)
 
 
-def write_caption(ident: Identity, scene: Scene, rng: np.random.Generator, cfg: SynthConfig) -> Caption:
-    """One annotator's caption of `ident` in `scene`; deterministic given `rng`."""
-    visible = visible_attributes(ident, scene.view)
-    keys = _choose_subset(rng, visible, cfg.caption_coverage)
-    colours = _true_colours(ident)
+def _weights(annotation: ImageAnnotation | None, annotator: Annotator | None) -> dict[str, float] | None:
+    """Group -> the image's shared salience times the annotator's own taste (None: neither)."""
+    if annotation is None:
+        return None
+    taste = annotator.prominence if annotator is not None else (1.0,) * len(GROUPS)
+    return {group: annotation.prominence[group] * t for group, t in zip(GROUPS, taste)}
+
+
+def _slips(ident: Identity, keys: list[str], colours: dict[str, str], annotator: Annotator,
+           rng: np.random.Generator) -> tuple[Identity, list[str]]:
+    """The person as `annotator` describes them: a garment type mixed up now and then (TYPE_MIXUPS), and
+    rarely an item that is not there (INVENTIONS, its colour added to `colours`); the groups to name."""
+    said = ident
+    for key in keys:
+        kind = getattr(ident, TYPE_FIELDS[key]) if key in TYPE_FIELDS else ""
+        if kind in TYPE_MIXUPS and rng.random() < annotator.type_mixup:
+            said = replace(said, **{TYPE_FIELDS[key]: TYPE_MIXUPS[kind]})
+    if rng.random() >= annotator.invention:
+        return said, keys
+    absent = [item for item in INVENTIONS if not _has(ident, item)]
+    if not absent:
+        return said, keys
+    item = absent[int(rng.integers(len(absent)))]
+    names = list(GARMENT_COLOUR_WEIGHTS)
+    colour = names[int(rng.integers(len(names)))]
+    if item == "bag":
+        said = replace(said, bag="handbag", bag_colour=colour)
+    elif item == "headwear":
+        said = replace(said, headwear="cap", headwear_colour=colour)
+    else:
+        said = replace(said, accessories=(*said.accessories, (item, "black" if item == "glasses" else colour)))
+    if item != "glasses":
+        colours[item] = colour
+    return said, [k for k in ORDER if k in keys or k == item]
+
+
+def _has(ident: Identity, item: str) -> bool:
+    if item == "bag":
+        return ident.bag != "none"
+    if item == "headwear":
+        return ident.headwear != "none"
+    return item in ident.accessory_names()
+
+
+def write_caption(ident: Identity, scene: Scene, rng: np.random.Generator, cfg: SynthConfig,
+                  annotation: ImageAnnotation | None = None, writer: int = 0) -> Caption:
+    """One annotator's caption of `ident` in `scene`; deterministic given `rng`. With `annotation` (the
+    image's, `annotation.annotate_image`), written from the image by its `writer`-th annotator."""
+    annotator = annotation.annotators[writer] if annotation is not None else None
+    hidden = annotation.hidden if annotation is not None else frozenset()
+    visible = visible_attributes(ident, scene.view, hidden)
+    keys = _choose_subset(rng, visible, cfg.caption_coverage, _weights(annotation, annotator))
+    colours = dict(annotation.colours) if annotation is not None else true_colours(ident)
+    said = ident
+    if annotator is not None:
+        colours = habitual(colours, annotator, annotation.slips)
+        said, keys = _slips(ident, keys, colours, annotator, annotation.slips)
     if rng.random() < cfg.wrong_adjective_rate:
-        coloured = [k for k in keys if k in colours and not (k == "bag" and scene.view == "front")]
+        coloured = [k for k in keys if k in colours and k != "hair" and not (k == "bag" and scene.view == "front")]
         if coloured:
             key = coloured[int(rng.integers(len(coloured)))]
             options = W.CONFUSABLE[colours[key]]
             colours[key] = options[int(rng.integers(len(options)))]
+    look = Look(scene.view, colours, scene, hidden, cfg.view_details)
     while True:
-        phrases = [realise(rng, ident, key, scene.view, colours, scene) for key in _order(rng, keys)]
-        compose = _compose_shifted if cfg.style == "shifted" else _compose
-        text = compose(rng, ident, phrases, scene, cfg)
+        phrases = [realise(rng, said, key, look) for key in _order(rng, keys)]
+        compose = _compose_shifted if cfg.shifted_look else _compose
+        text = compose(rng, said, phrases, scene, cfg)
         spare = [k for k in visible if k not in keys]
         if len(text.split()) >= MIN_WORDS or not spare:
-            return Caption(text, tuple(keys))
+            return Caption(text, tuple(keys), _stated(phrases, text, said))
         spare.sort(key=lambda k: -PROMINENCE[k])
         keys = [k for k in visible if k in keys or k == spare[0]]
 
 
-def write_captions(ident: Identity, scene: Scene, rng: np.random.Generator, cfg: SynthConfig) -> list[str]:
-    """`cfg.captions_per_image` captions, each drawing its own subset, order and words."""
-    return [write_caption(ident, scene, rng, cfg).text for _ in range(cfg.captions_per_image)]
+def _stated(phrases: list[Phrase], text: str, said: Identity) -> tuple[Fact, ...]:
+    """The caption's facts: its phrases', and the person's sex where a word of the text gives it."""
+    sex: tuple[Fact, ...] = (("sex", (said.sex,)),) if GENDERED & set(re.findall(r"[a-z]+", text.lower())) else ()
+    return sex + tuple(fact for phrase in phrases for fact in phrase.facts)
+
+
+def write_captions(ident: Identity, scene: Scene, rng: np.random.Generator, cfg: SynthConfig,
+                   annotation: ImageAnnotation | None = None) -> list[Caption]:
+    """`cfg.captions_per_image` captions, each drawing its own subset, order and words (each by its own
+    annotator of `annotation`, when given)."""
+    return [write_caption(ident, scene, rng, cfg, annotation, i) for i in range(cfg.captions_per_image)]
 
 
 def write_alt_text(ident: Identity, scene: Scene, rng: np.random.Generator) -> str:
@@ -325,7 +312,7 @@ def write_alt_text(ident: Identity, scene: Scene, rng: np.random.Generator) -> s
     count = min(len(visible), int(rng.integers(1, 4)))
     picked = rng.choice(len(visible), size=count, replace=False, p=weights / weights.sum())
     keys = [visible[int(i)] for i in sorted(picked)]
-    phrases = [realise(rng, ident, k, scene.view, _true_colours(ident), scene) for k in keys]
+    phrases = [realise(rng, ident, k, Look(scene.view, true_colours(ident), scene)) for k in keys]
     bare = rng.random() < 0.6
     texts = [_strip_article(p.text) if bare else p.text for p in phrases]
     noun = W.choose_word(rng, ("man", "guy", "person", "pedestrian") if ident.sex == "male" else

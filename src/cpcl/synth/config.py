@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cpcl.utils.errors import ConfigError
 
@@ -31,8 +31,17 @@ DEFAULT_SHAPE = "cuhk-pedes"
 # pretraining corpus. "shifted": another camera network (strong per-camera colour casts, washed-out
 # colour, low resolution, persons framed smaller) and another annotation team (its own sentence
 # frames and words): the start has a domain gap to close, as a web-pretrained CLIP has on a real
-# benchmark.
-STYLES = ("standard", "shifted")
+# benchmark. "observed": the shifted cameras and team, with captions written from each image as its
+# annotators see it (STYLE_SETTINGS): the style where a person's identity is worth something.
+STYLES = ("standard", "shifted", "observed")
+# What a style sets besides its cameras and wording (`SynthConfig.styled`); fields given explicitly win.
+STYLE_SETTINGS: dict[str, dict] = {
+    "standard": {},
+    "shifted": {},
+    "observed": {"colour_constancy": 0.6, "scene_visibility": True, "shared_salience": 1.0, "annotator_pool": 12,
+                 "detector_box_prob": 0.25, "occluder_scale": 1.5, "view_details": True, "cameras": 8,
+                 "figure_scale": (0.72, 0.9), "low_res_range": (0.6, 0.85), "wrong_adjective_rate": 0.02},
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,24 @@ class SynthConfig:
     outfit_change_prob: float = 0.0  # per benchmark image, probability that each removable item of the person
     # (headwear but a hood, the bag, each accessory) is left off in it; captions describe the image as drawn
     occlusion_prob: float = 0.2  # probability that an image has an occluder (pole, car, passer-by, sign)
+    # How each benchmark image is observed and annotated; each switch draws from a stream of its own, and the
+    # defaults leave the output as it was (captions written from the identity)
+    colour_constancy: float | None = None  # None: captions name the identity's colours; in [0, 1]: the colour
+    # as this image's camera renders it, with that share of the camera's effect discounted by the annotators
+    scene_visibility: bool = False  # captions leave out what the image hides (occluder, box cut, blur, low res)
+    shared_salience: float = 0.0  # sd of a per-image log-prominence that the image's captions share (0: none)
+    annotator_pool: int = 0  # annotators with lasting habits, two different ones an image (0: no habits)
+    detector_box_prob: float = 0.0  # share of images boxed as a detector would: cut at the knees or the neck,
+    # loose with a second person, or off-centre
+    occluder_scale: float = 1.0  # size of the occluders (1: as drawn before; 1.5: a car up to the waist)
+    view_details: bool = False  # fronts and backs differ: open jackets over a top, back prints, a backpack
+    # covering the back, ponytails and buns seen only from behind or the side
+    cameras: int = 0  # a fixed network of this many cameras, a person's images taken by different ones (0: each
+    # image draws its own camera)
+    figure_scale: tuple[float, float] | None = None  # person height range, share of the image (None: the style's:
+    # standard 0.80-0.95, shifted 0.62-0.80)
+    low_res_range: tuple[float, float] | None = None  # resolution factor range of low-res images (None: the
+    # style's: standard 0.45-0.80 in a quarter of the images, shifted 0.40-0.65 in all)
     blur_prob: float = 0.3  # probability that an image is blurred (motion / focus)
     jpeg_quality: int = 92  # JPEG quality of written images
     style: str = "standard"  # one of STYLES: how the benchmark splits are drawn and worded
@@ -91,6 +118,21 @@ class SynthConfig:
                 raise ConfigError(f"{name} must be a probability in [0, 1], got {value}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.colour_constancy is not None and not 0.0 <= self.colour_constancy <= 1.0:
+            raise ConfigError(f"colour_constancy must be in [0, 1] (or None), got {self.colour_constancy}")
+        for name in ("shared_salience", "annotator_pool", "cameras"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.annotator_pool == 1:
+            raise ConfigError("annotator_pool must be 0 (no habits) or >= 2 (two different annotators an image)")
+        if not 0.0 <= self.detector_box_prob <= 1.0:
+            raise ConfigError(f"detector_box_prob must be a probability in [0, 1], got {self.detector_box_prob}")
+        if not 0.25 <= self.occluder_scale <= 3.0:
+            raise ConfigError(f"occluder_scale must be in [0.25, 3], got {self.occluder_scale}")
+        for name, (low, high) in (("figure_scale", (0.3, 1.0)), ("low_res_range", (0.1, 1.0))):
+            value = getattr(self, name)
+            if value is not None and not (len(value) == 2 and low <= value[0] <= value[1] <= high):
+                raise ConfigError(f"{name} must be MIN MAX with {low} <= MIN <= MAX <= {high}, got {value}")
         if self.style not in STYLES:
             raise ConfigError(f"style must be one of {', '.join(STYLES)}, got {self.style!r}")
         if self.workers < 1:
@@ -107,6 +149,31 @@ class SynthConfig:
         base = {"images_per_id": like.images_per_id, "images_per_id_mean": like.images_per_id_mean,
                 "captions_per_image": like.captions_per_image}
         return cls(**{**base, **fields})
+
+    @classmethod
+    def styled(cls, style: str, shape: str = DEFAULT_SHAPE, **fields) -> SynthConfig:
+        """The config of `style` (its STYLE_SETTINGS) in `shape` (`SynthConfig.shaped`); `fields` override both."""
+        if style not in STYLES:
+            raise ConfigError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
+        return cls.shaped(shape, **{**STYLE_SETTINGS[style], "style": style, **fields})
+
+    def web(self) -> SynthConfig:
+        """The config of the web-style pretraining corpus that goes with this benchmark: its sizes and seed (so
+        its identities stay disjoint from the benchmark's), drawn in the standard style with none of the
+        observation switches."""
+        plain = {name: getattr(SynthConfig, name) for name in STYLE_SETTINGS["observed"]}
+        return replace(self, style="standard", **plain)
+
+    @property
+    def shifted_look(self) -> bool:
+        """Whether the shifted camera network and annotation team draw and word the benchmark."""
+        return self.style in ("shifted", "observed")
+
+    @property
+    def annotates_images(self) -> bool:
+        """Whether any switch makes an image's captions depend on that image (`annotation.annotate_image`)."""
+        return (self.colour_constancy is not None or self.scene_visibility or self.shared_salience > 0
+                or self.annotator_pool > 0 or self.view_details)
 
     def ids_per_split(self) -> dict[str, int]:
         """Identities asked for, per split name."""

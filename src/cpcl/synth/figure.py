@@ -22,7 +22,7 @@ BUILD = {"thin": 0.84, "medium": 1.0, "heavy": 1.22}
 HEIGHT = {"short": 0.93, "average": 0.98, "tall": 1.03}
 SLEEVE_END = {"t-shirt": 0.45, "dress": 0.25}  # share of the upper arm covered; others: the whole arm
 PALETTE_SLOTS = ("skin", "hair", "headwear", "upper", "pattern", "lower", "shoes", "bag",
-                 "glasses", "scarf", "belt", "umbrella", "face mask", "inner")
+                 "glasses", "scarf", "belt", "umbrella", "face mask", "inner", "back print")
 
 
 def shade(colour: RGB, factor: float) -> RGB:
@@ -52,7 +52,8 @@ def palette(ident: Identity) -> dict[str, RGB]:
              "pattern": ident.pattern_colour or "white", "lower": ident.lower_colour or "black",
              "shoes": ident.shoes_colour, "bag": ident.bag_colour or "black"}
     named.update({name: colour for name, colour in ident.accessories})
-    named["inner"] = ("white", "grey", "black")[ident.shade_seed % 3]
+    named["inner"] = ident.inner_colour or ("white", "grey", "black")[ident.shade_seed % 3]
+    named["back print"] = ident.back_print or "white"
     out = {slot: jit(slot, COLOURS[name]) for slot, name in named.items()}
     out["skin"] = jit("skin", SKIN_TONES[ident.skin])
     out["hair"] = jit("hair", HAIR_COLOURS.get(ident.hair_colour, SKIN_TONES[ident.skin]))
@@ -293,6 +294,10 @@ class Figure:
             collar = mix(self.colours["upper"], (255, 255, 255), 0.4)
             d.polygon([self.P(-0.2, 1.15), self.P(0.0, 1.45), self.P(0.2, 1.15)], fill=collar)
             d.line([self.P(0, 1.45), self.P(0, self.hem)], fill=dark, width=1)
+        elif upper in ("jacket", "coat") and front and self.ident.inner_colour:  # worn open over a top
+            bottom = min(self.hem, 3.7)
+            d.polygon([self.P(-0.3, 1.15), self.P(0.3, 1.15), self.P(0.34, bottom), self.P(-0.34, bottom)],
+                      fill=self.colours["inner"])
         elif upper in ("jacket", "coat") and front:
             d.polygon([self.P(-0.22, 1.15), self.P(0.0, 2.0), self.P(0.22, 1.15)], fill=self.colours["inner"])
             d.line([self.P(0, 2.0), self.P(0, self.hem)], fill=dark, width=max(1, int(0.06 * u)))
@@ -307,6 +312,9 @@ class Figure:
                    width=max(1, int(0.15 * u)))
         if self.ident.upper_pattern == "logo" and front:
             self._logo()
+        if self.ident.back_print and self.view == "back":
+            d.rounded_rectangle([self.X(-0.42), self.Y(1.7), self.X(0.42), self.Y(2.7)], radius=0.12 * u,
+                                fill=self.colours["back print"])
 
     def _logo(self) -> None:
         x, y, r = self.X(0.0), self.Y(2.05), 0.26 * self.u

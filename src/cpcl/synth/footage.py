@@ -138,7 +138,7 @@ def render_scene(cfg: FootageConfig, index: int) -> tuple[list[Image.Image], dic
 
 def write_video(path: Path, frames: list[Image.Image], fps: float) -> None:
     """`frames` (RGB, one size) as an MPEG-4 video through OpenCV's VideoWriter."""
-    cv2 = require("cv2", "opencv-python-headless", "writing SynthPedes footage video", "footage")
+    cv2 = require("cv2", "opencv-python", "writing SynthPedes footage video", "footage")
     width, height = frames[0].size
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*FOURCC), fps, (width, height))
     if not writer.isOpened():

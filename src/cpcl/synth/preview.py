@@ -47,7 +47,8 @@ def _pick_people(people: list[Person], n_ids: int) -> list[Person]:
 
 def _crop_and_captions(cfg: SynthConfig, person: Person, k: int) -> tuple[Image.Image, list[str]]:
     """Image `k` of `person` and its captions, as the writer makes them."""
-    return draw_image(person.identity, (cfg.seed, SPLIT_CODES[person.split], person.index, k), cfg)
+    drawn = draw_image(person.identity, (cfg.seed, SPLIT_CODES[person.split], person.index, k), cfg)
+    return drawn.image, [caption.text for caption in drawn.captions]
 
 
 def render_preview_grid(cfg: SynthConfig, n_ids: int = 4, per_id: int = 3, zoom: int = 2) -> Image.Image:

@@ -67,9 +67,29 @@ def _passer_by(canvas: Image.Image, scene: Scene, rng: np.random.Generator) -> N
     views = ("front", "back", "right")
     other_scene = replace(scene, view=views[int(rng.integers(len(views)))], occluder="none",
                           stride=float(rng.uniform(-1, 1)), arm_swing=float(rng.uniform(-1, 1)))
-    person_h = h * rng.uniform(1.0, 1.2)
-    cx = w * (0.5 + scene.occluder_side * rng.uniform(0.72, 0.9))
-    feet_y = h * rng.uniform(0.95, 1.1)
+    if scene.occluder_box is None:
+        person_h = h * rng.uniform(1.0, 1.2)
+        cx = w * (0.5 + scene.occluder_side * rng.uniform(0.72, 0.9))
+        feet_y = h * rng.uniform(0.95, 1.1)
+    else:  # the scene placed them (visibility.with_occluder_box)
+        x0, top, x1, feet = scene.occluder_box
+        person_h, cx, feet_y = (feet - top) * h, (x0 + x1) / 2 * w, feet * h
+    layer = person_layer(other, other_scene, (w, h), cx, feet_y, person_h, rng)
+    canvas.paste(layer, (0, 0), layer)
+
+
+def _second_person(canvas: Image.Image, scene: Scene, rng: np.random.Generator) -> None:
+    """Another pedestrian beside the person, at about the same distance: a loose detector box holds two
+    (`visibility.with_detector_box`, box "loose"), drawn behind the person (in place)."""
+    w, h = canvas.size
+    other = sample_identity(rng)
+    views = ("front", "back", "right")
+    other_scene = replace(scene, view=views[int(rng.integers(len(views)))], occluder="none",
+                          stride=float(rng.uniform(-1, 1)), arm_swing=float(rng.uniform(-1, 1)))
+    person_h = h * scene.scale * rng.uniform(0.9, 1.1)
+    away = -1.0 if scene.offset_x > 0 else 1.0
+    cx = w * (0.5 + scene.offset_x + away * rng.uniform(0.55, 0.75))
+    feet_y = h * (0.5 + scene.scale / 2 + scene.offset_y) - 0.02 * h + h * rng.uniform(-0.03, 0.02)
     layer = person_layer(other, other_scene, (w, h), cx, feet_y, person_h, rng)
     canvas.paste(layer, (0, 0), layer)
 
@@ -82,13 +102,15 @@ def render_image(ident: Identity, scene: Scene, rng: np.random.Generator, height
     person_h = scene.scale * h
     feet_y = h * (0.5 + scene.scale / 2 + scene.offset_y) - 0.02 * h
     cx = w * (0.5 + scene.offset_x)
+    if scene.box == "loose":
+        _second_person(canvas, scene, rng)
     draw_shadow(canvas, cx, feet_y, person_h)
     layer = person_layer(ident, scene, (w, h), cx, feet_y, person_h, rng)
     canvas.paste(layer, (0, 0), layer)
     if scene.occluder == "passer-by":
         _passer_by(canvas, scene, rng)
     elif scene.occluder != "none":
-        draw_static_occluder(canvas, scene.occluder, scene.occluder_side, rng)
+        draw_static_occluder(canvas, scene.occluder, scene.occluder_side, rng, scene.occluder_box)
     if scene.view == "left":
         canvas = canvas.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return finish_photo(canvas, scene, (width, height), rng)

@@ -20,6 +20,9 @@ OCCLUDERS = ("pole", "car", "passer-by", "sign")
 # White balance of the "shifted" style's cameras (per-channel gains): sodium street light, a cold
 # LED-lit hall, a green-tinted old sensor, a magenta-tinted one.
 SHIFTED_CAMERAS = ((1.22, 1.0, 0.72), (0.84, 1.0, 1.24), (0.9, 1.16, 0.86), (1.14, 0.86, 1.1))
+# Person height (share of the image) and resolution factor of low-res images, per style, unless the config sets them
+STANDARD_SCALE, SHIFTED_SCALE = (0.8, 0.95), (0.62, 0.8)
+STANDARD_LOW_RES, SHIFTED_LOW_RES = (0.45, 0.8), (0.4, 0.65)
 
 RGB = tuple[int, int, int]
 
@@ -45,6 +48,10 @@ class Scene:
     noise: float  # sensor noise standard deviation (0..255 scale)
     umbrella_open: bool  # an umbrella, if carried, is open overhead (else closed, in hand)
     saturation: float = 1.0  # colour saturation (1 = as painted, 0 = grey)
+    camera: int = -1  # index of the camera of a fixed network that took it (SynthConfig.cameras; -1: none)
+    box: str = "none"  # how a detector boxed the person: none (centred) | knees | neck | loose | offcentre
+    occluder_box: tuple[float, float, float, float] | None = None  # (x0, y0, x1, y1), shares of the image, of
+    # the occluder where the scene fixes it (SynthConfig.scene_visibility); None: the renderer draws its place
 
     @property
     def side(self) -> bool:
@@ -57,11 +64,12 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
     view = views[int(rng.choice(len(views), p=np.array(list(VIEWS.values())) / sum(VIEWS.values())))]
     occluded = rng.random() < cfg.occlusion_prob
     blurred = rng.random() < cfg.blur_prob
+    scale_range = cfg.figure_scale or STANDARD_SCALE
     scene = Scene(
         view=view,
         stride=float(rng.uniform(-1.0, 1.0)),
         arm_swing=float(rng.uniform(-1.0, 1.0)),
-        scale=float(rng.uniform(0.8, 0.95)),
+        scale=float(rng.uniform(*scale_range)),
         offset_x=float(rng.normal(0.0, 0.05)),
         offset_y=float(rng.uniform(-0.03, 0.03)),
         background=BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))],
@@ -71,22 +79,23 @@ def sample_scene(rng: np.random.Generator, cfg: SynthConfig) -> Scene:
         contrast=float(rng.uniform(0.75, 1.12)),
         cast=tuple(float(c) for c in np.clip(rng.normal(1.0, 0.05, size=3), 0.88, 1.12)),
         blur=float(rng.uniform(0.3, 0.8)) if blurred else 0.0,
-        low_res=float(rng.uniform(0.45, 0.8)) if rng.random() < 0.25 else 1.0,
+        low_res=float(rng.uniform(*(cfg.low_res_range or STANDARD_LOW_RES))) if rng.random() < 0.25 else 1.0,
         noise=float(rng.uniform(1.0, 5.0)),
         umbrella_open=bool(rng.random() < 0.5),
     )
-    return _shifted_camera(scene, rng) if cfg.style == "shifted" else scene
+    return _shifted_camera(scene, rng, cfg) if cfg.shifted_look else scene
 
 
-def _shifted_camera(scene: Scene, rng: np.random.Generator) -> Scene:
+def _shifted_camera(scene: Scene, rng: np.random.Generator, cfg: SynthConfig) -> Scene:
     """`scene` seen by one of the "shifted" style's cameras: its colour cast, washed-out colour,
     lower contrast and resolution, more noise, the person framed smaller (draws after the
     standard ones, so the standard style's images stay byte-identical)."""
     camera = SHIFTED_CAMERAS[int(rng.integers(len(SHIFTED_CAMERAS)))]
     cast = tuple(float(g * c) for g, c in zip(camera, rng.normal(1.0, 0.03, size=3)))
     return replace(scene, cast=cast, saturation=float(rng.uniform(0.45, 0.75)),
-                   contrast=float(rng.uniform(0.6, 0.9)), scale=float(rng.uniform(0.62, 0.8)),
-                   offset_x=float(rng.normal(0.0, 0.1)), low_res=float(rng.uniform(0.4, 0.65)),
+                   contrast=float(rng.uniform(0.6, 0.9)), scale=float(rng.uniform(*(cfg.figure_scale or SHIFTED_SCALE))),
+                   offset_x=float(rng.normal(0.0, 0.1)),
+                   low_res=float(rng.uniform(*(cfg.low_res_range or SHIFTED_LOW_RES))),
                    noise=float(rng.uniform(4.0, 9.0)))
 
 
@@ -206,32 +215,47 @@ def draw_background(style: str, size: tuple[int, int], rng: np.random.Generator)
     return img.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.5, 1.8))))
 
 
-def draw_static_occluder(img: Image.Image, kind: str, side: int, rng: np.random.Generator) -> None:
-    """Draw a pole, car or sign in front of the person, near the `side` edge (in place)."""
+def draw_static_occluder(img: Image.Image, kind: str, side: int, rng: np.random.Generator,
+                         box: tuple[float, float, float, float] | None = None) -> None:
+    """Draw a pole, car or sign in front of the person, near the `side` edge, or filling `box` (x0, y0, x1,
+    y1, shares of the image) when the scene fixed its place (in place)."""
     draw = ImageDraw.Draw(img)
     w, h = img.size
     if kind == "pole":
-        x = rng.uniform(0.05, 0.35) * w
-        x = x if side < 0 else w - x
-        pw = w * rng.uniform(0.06, 0.12)
+        if box is None:
+            x = rng.uniform(0.05, 0.35) * w
+            x = x if side < 0 else w - x
+            pw = w * rng.uniform(0.06, 0.12)
+        else:
+            x, pw = (box[0] + box[2]) / 2 * w, (box[2] - box[0]) * w
         metal = _muted(rng, 40, 150, 0.15)
         draw.rectangle([x - pw / 2, 0, x + pw / 2, h], fill=metal)
         draw.rectangle([x - pw / 4, 0, x - pw / 8, h], fill=_shade(metal, 1.35))
     elif kind == "car":
-        cw, ch = w * rng.uniform(0.4, 0.7), h * rng.uniform(0.22, 0.38)
+        if box is None:
+            cw, ch = w * rng.uniform(0.4, 0.7), h * rng.uniform(0.22, 0.38)
+            x0, x1 = (w - cw, w + 20.0) if side > 0 else (-20.0, cw)
+        else:
+            x0, x1, ch = box[0] * w, box[2] * w, (1.0 - box[1]) * h
+            cw = x1 - x0
         body = tuple(int(v) for v in rng.integers(20, 235, size=3))
-        x0, x1 = (w - cw, w + 20.0) if side > 0 else (-20.0, cw)
         top = h - ch
         draw.rounded_rectangle([x0, top, x1, h + 20], radius=ch * 0.3, fill=body)
         draw.rectangle([x0, top + ch * 0.12, x1, top + ch * 0.2], fill=_shade(body, 1.3))
         wheel_x = x0 + cw * 0.5
         draw.ellipse([wheel_x - ch * 0.35, h - ch * 0.35, wheel_x + ch * 0.35, h + ch * 0.35], fill=(25, 25, 25))
     elif kind == "sign":
-        x = w * rng.uniform(0.1, 0.3)
-        x = x if side < 0 else w - x
+        if box is None:
+            x = w * rng.uniform(0.1, 0.3)
+            x = x if side < 0 else w - x
+        else:
+            x = (box[0] + box[2]) / 2 * w
         draw.rectangle([x - 2, h * 0.3, x + 2, h], fill=(110, 110, 110))
-        sw, sh = w * rng.uniform(0.3, 0.5), h * rng.uniform(0.12, 0.2)
-        y = h * rng.uniform(0.25, 0.55)
+        if box is None:
+            sw, sh = w * rng.uniform(0.3, 0.5), h * rng.uniform(0.12, 0.2)
+            y = h * rng.uniform(0.25, 0.55)
+        else:
+            sw, sh, y = (box[2] - box[0]) * w, (box[3] - box[1]) * h, box[1] * h
         panel = [(200, 30, 30), (30, 70, 170), (240, 240, 240), (230, 200, 30), (30, 120, 60)][int(rng.integers(5))]
         draw.rectangle([x - sw / 2, y, x + sw / 2, y + sh], fill=panel)
         ink = (255, 255, 255) if sum(panel) < 450 else (20, 20, 20)

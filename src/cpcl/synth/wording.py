@@ -90,10 +90,15 @@ SCENE_PLACES = {"street": ("on the street", "on a city street", "by the road"),
                 "shopfront": ("past a shop window", "outside a store", "in a mall")}
 
 
+def choose_index(rng: np.random.Generator, n: int) -> int:
+    """An index of `n` options, the first ones more likely (weights 1, 1/2, 1/3, ...)."""
+    weights = 1.0 / np.arange(1, n + 1)
+    return int(rng.choice(n, p=weights / weights.sum()))
+
+
 def choose_word(rng: np.random.Generator, options: tuple[str, ...]) -> str:
-    """One of `options`, the first ones more likely (weights 1, 1/2, 1/3, ...)."""
-    weights = 1.0 / np.arange(1, len(options) + 1)
-    return options[int(rng.choice(len(options), p=weights / weights.sum()))]
+    """One of `options`, the first ones more likely (`choose_index`)."""
+    return options[choose_index(rng, len(options))]
 
 
 def article(phrase: str) -> str:

@@ -56,16 +56,23 @@ def load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 def apply_overrides(data: dict, overrides: Sequence[str]) -> dict:
     """Apply dotted `section.field=value` overrides; values are parsed as YAML (3, 1e-5, true, [1, 2])."""
-    result = dict(data)
+    values = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override '{item}' is not of the form key=value (e.g. train.epochs=5)")
         try:
-            value = yaml.safe_load(raw)
+            values[key.strip()] = yaml.safe_load(raw)
         except yaml.YAMLError:
-            value = raw
-        parts = key.strip().split(".")
+            values[key.strip()] = raw
+    return set_values(data, values)
+
+
+def set_values(data: dict, values: Mapping[str, Any]) -> dict:
+    """A new dict: `data` with each dotted `section.field` of `values` set to its value (checked later, by `build`)."""
+    result = dict(data)
+    for key, value in values.items():
+        parts = key.split(".")
         nested: dict = {}
         cursor = nested
         for part in parts[:-1]:
@@ -204,10 +211,12 @@ def to_dict(config: Any) -> dict:
     return plain(config)
 
 
-def load_config(cls: type[T], path: Path | None, overrides: Sequence[str] = ()) -> T:
-    """The resolved config: dataclass defaults <- YAML file (with bases) <- dotted overrides."""
+def load_config(cls: type[T], path: Path | None, overrides: Sequence[str] = (),
+                values: Mapping[str, Any] | None = None) -> T:
+    """The resolved config: dataclass defaults <- YAML file (with bases) <- dotted `key=value` overrides <- dotted
+    `values` (Python values, as `cpcl.train` takes them)."""
     data = load_yaml(path) if path is not None else {}
-    return build(cls, apply_overrides(data, overrides))
+    return build(cls, set_values(apply_overrides(data, overrides), values or {}))
 
 
 def save_config(config: Any, path: Path, header: str = "") -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cpcl.utils.errors import CpclError
+
+HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -65,6 +68,19 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file's bytes, or of a directory's files (relative name and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with file.open("rb") as stream:
+            while chunk := stream.read(HASH_CHUNK):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

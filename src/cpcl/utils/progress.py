@@ -1,8 +1,9 @@
 """Progress reporting for long loops, without a third-party dependency.
 
 On an interactive terminal a single status line is redrawn in place on stderr; otherwise
-(CI, pipes, log files) a log record is written about every 10% so logs stay short. In a torchrun
-launch only rank 0 reports.
+(CI, pipes, log files) a log record is written about every 10%, but no sooner than LOG_FLOOR seconds
+after the last one, and one closing record when a line was held back, so logs stay short: a loop
+that takes no time writes one line, not ten. In a torchrun launch only rank 0 reports.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
+
+LOG_FLOOR = 5.0  # seconds between two progress records outside a terminal
 
 
 def _fmt_seconds(seconds: float) -> str:
@@ -38,12 +41,12 @@ class Progress:
         self.count = 0
         self.postfix = ""  # shown after the rate, e.g. a running loss; the caller sets it before update()
         self._interactive = sys.stderr.isatty()
-        self._start = time.perf_counter()
-        self._last_draw = 0.0
+        self._start = self._last_draw = time.perf_counter()
         self._next_log_fraction = 0.1
+        self._logged = 0  # count at the last record written (outside a terminal)
 
     def __enter__(self) -> Progress:
-        self._start = time.perf_counter()
+        self._start = self._last_draw = time.perf_counter()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -62,13 +65,20 @@ class Progress:
         elif self.total and self.count >= self._next_log_fraction * self.total:
             while self._next_log_fraction * self.total <= self.count:
                 self._next_log_fraction += 0.1
-            log.info(self._line(now))
+            if now - self._last_draw >= LOG_FLOOR:
+                self._record(now)
 
     def close(self) -> None:
         if self.enabled and self._interactive:
             sys.stderr.write("\r" + self._line(time.perf_counter()) + "\n")
             sys.stderr.flush()
-            self.enabled = False
+        elif self.enabled and self.total and self.count > self._logged:
+            self._record(time.perf_counter())  # the line the floor held back: where the loop ended
+        self.enabled = False
+
+    def _record(self, now: float) -> None:
+        self._last_draw, self._logged = now, self.count
+        log.info(self._line(now))
 
     def _line(self, now: float) -> str:
         elapsed = max(now - self._start, 1e-9)

@@ -46,9 +46,16 @@ CACHE = {"Cache-Control": "private, max-age=3600"}
 
 
 def _result(hit: Hit) -> dict:
+    """A hit for the page: the URLs of its image (a person: its track's best crop) and frame, and of its strip."""
     if hit.footage is None:
         return {**hit.to_dict(), "url": "/gallery/" + quote(hit.path)}
-    return {**hit.to_dict(), "url": f"/footage/{hit.row}/crop", "frame_url": f"/footage/{hit.row}/frame"}
+    out = {**hit.to_dict(), "url": f"/footage/{hit.footage.get('best', hit.row)}/crop",
+           "frame_url": f"/footage/{hit.row}/frame"}
+    if "strip" in hit.footage:
+        strip = [{**item, "url": f"/footage/{item['row']}/crop", "frame_url": f"/footage/{item['row']}/frame"}
+                 for item in hit.footage["strip"]]
+        out["footage"] = {**hit.footage, "strip": strip}
+    return out
 
 
 def _results(hits: list[Hit]) -> list[dict]:

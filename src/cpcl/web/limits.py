@@ -78,17 +78,28 @@ class Span(BaseModel):
     last_frame: int
     start: float | None = Field(description="seconds into the source of the first frame")
     end: float | None = Field(description="seconds into the source of the last frame")
-    detections: int = Field(description="detections of this person linked across consecutive frames")
+    detections: int = Field(description="detections of this person's track")
 
 
-class Footage(BaseModel):
-    source: str = Field(description="video file or frame folder, relative to the root")
+class Moment(BaseModel):
     frame: int = Field(description="frame index, from 0")
     offset: float | None = Field(None, description="seconds into the source (None: its frame rate is unknown)")
     box: list[int] = Field(description="x, y, width, height in frame pixels")
+
+
+class StripItem(Moment):
+    row: int = Field(description="the detection's row in the index")
+    url: str = Field(description="where its crop is served")
+    frame_url: str = Field(description="where its whole frame is served")
+
+
+class Footage(Moment):
+    source: str = Field(description="video file or frame folder, relative to the root")
     detector_score: float = Field(description="the detector's confidence, on its own scale")
     frame_size: list[int] | None = Field(description="width and height of the frame")
-    span: Span | None = Field(description="the person's track over consecutive frames (None: not grouped)")
+    span: Span | None = Field(description="the person's track (None: not grouped)")
+    best: int | None = Field(None, description="grouped: the row of the track's best crop (the result's url)")
+    strip: list[StripItem] | None = Field(None, description="grouped: detections spread along the track")
 
 
 class Result(BaseModel):

@@ -89,7 +89,7 @@ function render() {
     const card = element("figure", "card");
     card.dataset.path = hit.path;
     card.dataset.score = String(hit.score);
-    const img = element("img");
+    const img = element("img", "crop");
     img.src = hit.url;
     img.alt = hit.path;
     img.loading = "lazy";
@@ -107,6 +107,7 @@ function render() {
       card.addEventListener("click", () => showFrame(hit));
       card.addEventListener("keydown", (event) => { if (event.key === "Enter") showFrame(hit); });
       caption.append(top, bar, element("div", "path", hit.footage.source), element("div", "meta", when(hit.footage)));
+      if (hit.footage.strip) caption.append(strip(hit));
     } else {
       caption.append(top, bar, element("div", "path", hit.path));
     }
@@ -117,6 +118,22 @@ function render() {
     card.append(img, caption);
     grid.append(card);
   }
+}
+
+function strip(hit) {
+  // small crops of the person along its track; a click shows that detection's frame
+  const row = element("div", "strip");
+  for (const item of hit.footage.strip) {
+    const img = element("img");
+    img.src = item.url;
+    img.alt = `frame ${item.frame}`;
+    img.title = `${clock(item.offset)} · frame ${item.frame}`;
+    img.loading = "lazy";
+    const shown = { ...hit, frame_url: item.frame_url, footage: { ...hit.footage, ...item, span: null } };
+    img.addEventListener("click", (event) => { event.stopPropagation(); showFrame(shown); });
+    row.append(img);
+  }
+  return row;
 }
 
 async function run(request, label) {
