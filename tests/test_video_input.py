@@ -119,3 +119,18 @@ def test_a_broken_source_is_one_line_and_a_non_zero_exit_and_the_others_are_kept
     listed = {json.loads(line)["path"] for line in (tmp_path / "idx" / "unreadable.jsonl").read_text().splitlines()}
     assert {"empty.mp4", "notes.mp4"} <= listed
     assert main(["-q", "search", "--index", str(tmp_path / "idx"), "a person", "-k", "1", *DEVICE]) == 0
+
+
+def test_a_build_whose_only_sources_are_broken_says_why_no_person_was_embedded(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    checkpoint = write_checkpoint(tmp_path / "tiny.pt")
+    capsys.readouterr()
+    assert main(["-q", "index", "build", "--checkpoint", str(checkpoint), "--detector", "hog", "--out",
+                 str(tmp_path / "idx"), *DEVICE, "--video", "empty.mp4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert err == (f"cpcl index: error: no person was embedded from empty.mp4: no frame could be read "
+                   f"({tmp_path / 'empty.mp4'}: an empty file, not a video)")
+    listed = [json.loads(line)["path"] for line in (tmp_path / "idx" / "unreadable.jsonl").read_text().splitlines()]
+    assert listed == ["empty.mp4"] and IndexStore.open(tmp_path / "idx").manifest.complete
