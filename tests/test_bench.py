@@ -71,10 +71,12 @@ def test_bad_synth_fields_are_one_line(tmp_path, capsys, synth, message):
     assert message in err and len(err.splitlines()) == 1
 
 
-def test_ids_and_synth_fields_reach_the_preset():
-    preset = bench_preset("shifted", (5, 6, 7), {"figure_scale": [0.7, 0.9], "cameras": 4})
+def test_ids_synth_fields_and_train_overrides_reach_the_preset():
+    preset = bench_preset("shifted", (5, 6, 7), {"figure_scale": [0.7, 0.9], "cameras": 4}, ("optim.epochs=2",))
     assert preset.ids == (5, 6, 7) and dict(preset.synth) == {"figure_scale": (0.7, 0.9), "cameras": 4}
     assert preset.style == "shifted" and bench_preset("shifted").ids == (500, 100, 100)
+    assert preset.extra == ("optim.epochs=2",) and bench_preset("fast", train=("seed=3",)).extra == \
+        ("optim.batch_size=32", "seed=3")  # after the preset's own
 
 
 def test_unknown_method_or_preset_is_one_line(tmp_path, capsys):

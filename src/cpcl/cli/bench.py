@@ -42,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quality.add_argument("--synth", nargs="+", default=[], metavar="FIELD=VALUE",
                          help="SynthConfig fields on top of the preset's style (cpcl synth's options, with "
                               "underscores: annotator_pool=0 colour_constancy=null figure_scale=[0.7,0.9])")
+    quality.add_argument("--train", nargs="+", default=[], metavar="KEY=VALUE",
+                         help="config overrides of every run, after the preset's (cpcl train's dotted keys: "
+                              "model.image_size=[256,96] optim.epochs=8)")
     quality.add_argument("--out", required=True, type=Path, help="benchmark folder")
     quality.set_defaults(func=run_bench_quality)
 
@@ -91,7 +94,7 @@ def run_bench_quality(args: argparse.Namespace) -> int:
               f"({record['seconds']:.0f} s)", flush=True)
 
     run_quality(args.preset, args.seeds, args.out, methods, args.ablation_seeds, on_run=report, jobs=args.jobs,
-                ids=tuple(args.ids) if args.ids else None, synth=parse_fields(args.synth))
+                ids=tuple(args.ids) if args.ids else None, synth=parse_fields(args.synth), train=tuple(args.train))
     print()
     print((args.out / "table.md").read_text())
     return 0

@@ -136,14 +136,17 @@ BENCH_PRESETS: dict[str, BenchPreset] = {
 }
 
 
-def bench_preset(name: str, ids: tuple[int, int, int] | None = None, synth: dict[str, Any] | None = None
-                 ) -> BenchPreset:
-    """The preset `name`, with other split sizes `ids` and further SynthConfig fields `synth` when given."""
+def bench_preset(name: str, ids: tuple[int, int, int] | None = None, synth: dict[str, Any] | None = None,
+                 train: tuple[str, ...] = ()) -> BenchPreset:
+    """The preset `name`, with other split sizes `ids`, further SynthConfig fields `synth` and further overrides
+    of every run `train` (after the preset's own) when given."""
     if name not in BENCH_PRESETS:
         raise ConfigError(f"unknown benchmark preset {name!r}; valid: {', '.join(BENCH_PRESETS)}")
     preset = BENCH_PRESETS[name]
     if ids is not None:
         preset = replace(preset, ids=tuple(ids))
+    if train:
+        preset = replace(preset, extra=(*preset.extra, *train))
     if synth:
         unknown = sorted(set(synth) - {f.name for f in fields(SynthConfig)})
         if unknown:
@@ -162,7 +165,8 @@ def stamped_preset(out: Path) -> tuple[str, BenchPreset]:
         raise ConfigError(f"{out} is not a benchmark folder (no {STAMP}): run `cpcl bench quality --out {out}` "
                           "first")
     ids = tuple(recorded["ids"]) if "ids" in recorded else None
-    return recorded["preset"], bench_preset(recorded["preset"], ids, recorded.get("synth"))
+    return recorded["preset"], bench_preset(recorded["preset"], ids, recorded.get("synth"),
+                                            tuple(recorded.get("train", ())))
 
 
 def _read_stamp(out: Path) -> dict[str, Any] | None:
@@ -182,15 +186,18 @@ def _read_stamp(out: Path) -> dict[str, Any] | None:
 
 def _stamp(out: Path, preset_name: str, preset: BenchPreset) -> None:
     """Write out/bench.json, refusing a folder that holds a benchmark of another preset, sizes or data."""
-    record = {"preset": preset_name, "ids": list(preset.ids), "synth": dict(preset.synth)}
+    record = {"preset": preset_name, "ids": list(preset.ids), "synth": dict(preset.synth),
+              "train": list(preset.extra[len(BENCH_PRESETS[preset_name].extra):])}
     held = _read_stamp(out)
     if held is not None and held["preset"] != preset_name:
         raise ConfigError(f"{out} holds a benchmark of preset {held['preset']!r}; continue it with that preset or "
                           "choose another --out")
     if held is not None and (kept := stamped_preset(out)[1]) != preset:
         raise ConfigError(f"{out} holds a benchmark of preset {preset_name!r} (ids {list(kept.ids)}, synth "
-                          f"{dict(kept.synth)}); continue it with those or choose another --out")
-    (out / STAMP).write_text(json.dumps(record) + "\n")
+                          f"{dict(kept.synth)}, train {list(kept.extra)}); continue it with those or choose "
+                          "another --out")
+    (out / STAMP).write_text(json.dumps(record) + "
+")
 
 
 def prepare(preset: BenchPreset, out: Path) -> str | Path:
@@ -206,17 +213,19 @@ def prepare(preset: BenchPreset, out: Path) -> str | Path:
 
 def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], ablation_seeds: int = 1,
                 on_run: Callable[[str, int, dict], None] | None = None, jobs: int = 1,
-                ids: tuple[int, int, int] | None = None, synth: dict[str, Any] | None = None) -> dict:
+                ids: tuple[int, int, int] | None = None, synth: dict[str, Any] | None = None,
+                train: tuple[str, ...] = ()) -> dict:
     """Each baseline for `seeds` seeds, each ablation for `ablation_seeds` (at most `seeds`);
     writes out/results.json and out/table.md, returns the results dict. `jobs` > 1 trains that
-    many runs at once, in worker processes sharing the CPU threads (see `_run_parallel`). `ids` and
-    `synth` replace the preset's split sizes and add SynthConfig fields (`bench_preset`)."""
+    many runs at once, in worker processes sharing the CPU threads (see `_run_parallel`). `ids`, `synth`
+    and `train` replace the preset's split sizes, add SynthConfig fields and add overrides of every run
+    (`bench_preset`)."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    preset = bench_preset(preset_name, ids, synth)
+    preset = bench_preset(preset_name, ids, synth, train)
     out.mkdir(parents=True, exist_ok=True)
     _stamp(out, preset_name, preset)
     start = prepare(preset, out)
