@@ -196,8 +196,7 @@ def _stamp(out: Path, preset_name: str, preset: BenchPreset) -> None:
         raise ConfigError(f"{out} holds a benchmark of preset {preset_name!r} (ids {list(kept.ids)}, synth "
                           f"{dict(kept.synth)}, train {list(kept.extra)}); continue it with those or choose "
                           "another --out")
-    (out / STAMP).write_text(json.dumps(record) + "
-")
+    (out / STAMP).write_text(json.dumps(record) + "\n")
 
 
 def prepare(preset: BenchPreset, out: Path) -> str | Path:
