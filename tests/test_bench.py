@@ -41,7 +41,7 @@ def test_quality_bench_writes_results_and_table_and_resumes(tmp_path, capsys):
     assert main(["bench", "quality", "--preset", "standard", "--out", str(tmp_path)]) == 2
     assert "holds a benchmark of preset 'fast'" in capsys.readouterr().err
     assert main(args + ["--synth", "cameras=3"]) == 2  # the same preset on other data is another benchmark
-    assert "holds a benchmark of preset 'fast' (ids [24, 8, 10], synth {})" in capsys.readouterr().err
+    assert "holds a benchmark of preset 'fast' (ids [24, 8, 10], synth {}, train [])" in capsys.readouterr().err
 
 
 def test_parallel_jobs_train_every_run_once_and_keep_the_method_order(tmp_path, capsys):

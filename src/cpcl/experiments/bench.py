@@ -184,18 +184,23 @@ def _read_stamp(out: Path) -> dict[str, Any] | None:
     return raw
 
 
+def _added_overrides(preset_name: str, preset: BenchPreset) -> list[str]:
+    """The overrides of every run that `preset` adds to the preset `preset_name`'s own (`--train`)."""
+    return list(preset.extra[len(BENCH_PRESETS[preset_name].extra):])
+
+
 def _stamp(out: Path, preset_name: str, preset: BenchPreset) -> None:
     """Write out/bench.json, refusing a folder that holds a benchmark of another preset, sizes or data."""
     record = {"preset": preset_name, "ids": list(preset.ids), "synth": dict(preset.synth),
-              "train": list(preset.extra[len(BENCH_PRESETS[preset_name].extra):])}
+              "train": _added_overrides(preset_name, preset)}
     held = _read_stamp(out)
     if held is not None and held["preset"] != preset_name:
         raise ConfigError(f"{out} holds a benchmark of preset {held['preset']!r}; continue it with that preset or "
                           "choose another --out")
     if held is not None and (kept := stamped_preset(out)[1]) != preset:
         raise ConfigError(f"{out} holds a benchmark of preset {preset_name!r} (ids {list(kept.ids)}, synth "
-                          f"{dict(kept.synth)}, train {list(kept.extra)}); continue it with those or choose "
-                          "another --out")
+                          f"{dict(kept.synth)}, train {_added_overrides(preset_name, kept)}); continue it with those "
+                          "or choose another --out")
     (out / STAMP).write_text(json.dumps(record) + "\n")
 
 
