@@ -68,6 +68,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "oracle": ("method=oracle",),
     # the oracle with the cluster terms at a quarter weight: the room cluster_terms_quarter's losses leave
     "oracle_quarter": ("method=oracle", *QUARTER_CLUSTER_TERMS),
+    # the oracle's batches drawn as P people x K pairs (cpcl.sampler=pk): ICPM then sees a person's other pairs
+    # as positives in every batch, the identity-level matching IRRA's SDM does
+    "oracle_pk": ("method=oracle", "cpcl.sampler=pk"),
 }
 # the methods the targets compare (run for every seed); the others are ablations of CPCL
 BASELINES = ("zero_shot", "itc", "cpcl", "oracle")
