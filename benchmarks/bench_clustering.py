@@ -134,7 +134,7 @@ def probed_clustering(x: np.ndarray) -> tuple[object, float, str]:
 
     from cpcl.clustering import ClusterConfig, JaccardOptions, cluster_features
     from cpcl.clustering.jaccard import neighbourhoods
-    from cpcl.clustering.knn import EXACT_BACKENDS, KNN_BACKENDS
+    from cpcl.clustering.knn import EXACT_BACKENDS
     from cpcl.clustering.probe import fastest_engine
 
     cfg = ClusterConfig(search=JaccardOptions(knn_device="cpu"))
@@ -142,7 +142,7 @@ def probed_clustering(x: np.ndarray) -> tuple[object, float, str]:
         os.environ["CPCL_CACHE"] = cache
         start = time.perf_counter()
         picked = fastest_engine(x, neighbourhoods(cfg.convention, cfg.k1, cfg.k2).depth, cfg.search,
-                                torch.device("cpu"), {name: KNN_BACKENDS[name] for name in EXACT_BACKENDS})
+                                torch.device("cpu"), EXACT_BACKENDS)
         probe_seconds = time.perf_counter() - start
         return cluster_features(x, cfg), probe_seconds, picked
 

@@ -323,8 +323,8 @@ KNN_BACKENDS: dict[str, Callable[[np.ndarray, int, Any, torch.device], tuple[np.
     "faiss_flat": partial(_faiss_search, build=_build_flat, exact=True),
     "hnsw": partial(_faiss_search, build=_build_hnsw, exact=False),
 }
-AUTO = "auto"  # knn_backend: the faster exact engine here, measured (cpcl.clustering.probe)
-EXACT_BACKENDS = ("flat", "faiss_flat")  # what AUTO chooses between
+AUTO = "auto"  # knn_backend: the faster of EXACT_BACKENDS here, measured (cpcl.clustering.probe)
+EXACT_BACKENDS = {name: KNN_BACKENDS[name] for name in ("flat", "faiss_flat")}
 
 
 def nearest_neighbours(
@@ -341,13 +341,13 @@ def nearest_neighbours(
     if backend != AUTO and backend not in KNN_BACKENDS:
         raise CpclError(f"unknown knn backend {backend!r}; valid: {sorted([AUTO, *KNN_BACKENDS])}")
     device = device if device is not None else knn_device(feats, opts.knn_device)
+    keep = min(k, feats.shape[0])
     if backend == AUTO:
-        backend = fastest_engine(feats, min(k, feats.shape[0]), opts, device,
-                                 {name: KNN_BACKENDS[name] for name in EXACT_BACKENDS})
-    rank, sims = KNN_BACKENDS[backend](feats, min(k, feats.shape[0]), opts, device)
+        backend = fastest_engine(feats, keep, opts, device, EXACT_BACKENDS)
+    rank, sims = KNN_BACKENDS[backend](feats, keep, opts, device)
     if (rank < 0).any():
         raise CpclError(
-            f"knn backend {backend!r} found fewer than {min(k, feats.shape[0])} neighbours for "
+            f"knn backend {backend!r} found fewer than {keep} neighbours for "
             "some points; raise hnsw_ef_search or use knn_backend=flat"
         )
     return rank, sims
