@@ -60,6 +60,13 @@ def test_ties_are_broken_by_gallery_order():
     assert got["R1"] == pytest.approx(100 / 3)
 
 
+def test_rows_without_hits_rank_nothing():
+    positives = torch.full((metrics.BLOCK_ROWS + 1, 3), -1)
+    positives[-1, 0] = 2
+    ranks = hit_ranks(torch.zeros(metrics.BLOCK_ROWS + 1, 5), positives)
+    assert ranks[:-1].eq(6).all() and ranks[-1].tolist() == [3, 6, 6]
+
+
 def test_hits_tied_only_with_each_other():
     sim = torch.tensor([[0.9, 0.5, 0.7, 0.5, 0.1]])
     assert hit_ranks(sim, torch.tensor([[1, 3]])).tolist() == [[3, 4]]

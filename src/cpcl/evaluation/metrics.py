@@ -98,6 +98,8 @@ def _ties_in_bin(items: np.ndarray, item_scores: np.ndarray, item_bins: np.ndarr
                  hit_bins: np.ndarray, hit_scores: np.ndarray, hit_items: np.ndarray) -> np.ndarray:
     """For each hit [H] (its bin, score and flat position), how many of `items` [M] (the same) in
     its bin rank above it: a higher score, or an equal one earlier in the gallery."""
+    if not len(hit_bins):
+        return np.zeros(0, np.int64)
     order = np.argsort(hit_bins, kind="stable")
     shared, first, count = np.unique(hit_bins[order], return_index=True, return_counts=True)
     first_of, count_of = np.zeros((2, int(hit_bins.max()) + 1), np.int64)
