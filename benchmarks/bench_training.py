@@ -33,7 +33,8 @@ widths, depths, heads, patch, input size and QuickGELU) beside cpcl's: the same 
 precision, loss (cpcl.losses.itc_loss on both models' features) and optimizer. Both models live in
 one subprocess per case and their steps alternate, so both meet the same machine load; "cpcl /
 open_clip" is the ratio of the median step times, and of the fastest (on a shared machine, load only
-adds time). Memory: the largest rise of the resident set (CUDA: allocated memory) during a step
+adds time); "CPU s" is the processor time of the process's threads during a step (the work itself,
+which other processes' load does not add to). Memory: the largest rise of the resident set (CUDA: allocated memory) during a step
 above its level before the step, sampled as above. open_clip is a benchmark-only dependency (`pip install --no-deps open_clip_torch`): its
 package __init__ imports torchvision, which does not import with this torch, so its model modules
 are loaded without the package __init__ and with torchvision.ops.misc stubbed (only its ResNet code
@@ -240,18 +241,20 @@ def pair_case(preset: str, batch: int, precision: str, args: argparse.Namespace,
         torch.manual_seed(args.seed)
         model = build_model(impl, config).to(device).train()
         runs[impl] = (model, torch.optim.Adam(model.parameters(), lr=LR))
-        out[impl] = {"times": [], "step_rise_mb": 0.0, "params": sum(p.numel() for p in model.parameters())}
+        out[impl] = {"times": [], "cpu_times": [], "step_rise_mb": 0.0,
+                     "params": sum(p.numel() for p in model.parameters())}
     meter = PeakMeter(device)
     for step in range(args.warmup + args.steps):
         for impl, (model, optimizer) in runs.items():
             sync(device)
             before = rss_mb()[0] if device.type == "cpu" else torch.cuda.memory_allocated(device) / 2**20
             meter.reset()
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             train_step(model, optimizer, images, tokens, device, dtype)
             sync(device)
             if step >= args.warmup:
                 out[impl]["times"].append(time.perf_counter() - start)
+                out[impl]["cpu_times"].append(time.process_time() - cpu_start)
                 out[impl]["step_rise_mb"] = max(out[impl]["step_rise_mb"], meter.peak() - before)
     meter.close()
     return out
@@ -298,9 +301,9 @@ def open_clip_table(args: argparse.Namespace) -> list[str]:
     """cpcl's step against open_clip's model: each case one subprocess, the two models' steps alternating."""
     kind = "RSS" if args.device == "cpu" else "allocated"
     lines = [f"| preset | input | batch | precision | cpcl step s (median / fastest) | open_clip step s | "
-             f"cpcl / open_clip (median / fastest) | cpcl step peak {kind} rise MB | open_clip step peak {kind} rise MB | "
-             "params cpcl / open_clip |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"cpcl / open_clip (median / fastest) | CPU s cpcl / open_clip (median) | cpcl step peak {kind} rise MB | "
+             f"open_clip step peak {kind} rise MB | params cpcl / open_clip |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for preset in args.presets:
         image_size, default_batches = CASES[preset]
         for batch in args.batches or default_batches:
@@ -308,10 +311,12 @@ def open_clip_table(args: argparse.Namespace) -> list[str]:
                 rec = memory_case(preset, batch, precision, False, args, pair=True)
                 med = {impl: float(np.median(rec[impl]["times"])) for impl in IMPLS}
                 low = {impl: min(rec[impl]["times"]) for impl in IMPLS}
+                cpu = {impl: float(np.median(rec[impl]["cpu_times"])) for impl in IMPLS}
                 lines.append(
                     f"| {preset} | {image_size[0]}x{image_size[1]} | {batch} | {precision} | "
                     f"{med['cpcl']:.3f} / {low['cpcl']:.3f} | {med['open_clip']:.3f} / {low['open_clip']:.3f} | "
                     f"{med['cpcl'] / med['open_clip']:.2f}x / {low['cpcl'] / low['open_clip']:.2f}x | "
+                    f"{cpu['cpcl']:.3f} / {cpu['open_clip']:.3f} ({cpu['cpcl'] / cpu['open_clip']:.2f}x) | "
                     f"{rec['cpcl']['step_rise_mb']:,.0f} | {rec['open_clip']['step_rise_mb']:,.0f} | "
                     f"{rec['cpcl']['params'] / 1e6:.1f}M / {rec['open_clip']['params'] / 1e6:.1f}M |")
                 print(f"done: {preset} batch {batch} {precision}", file=sys.stderr, flush=True)
