@@ -161,3 +161,22 @@ def test_metrics_at_scale_with_duplicated_images_match_brute_force():
 def test_non_finite_features_are_an_error():
     with pytest.raises(CpclError, match="NaN or inf"):
         retrieval_metrics(torch.full((2, 2), float("nan")), torch.eye(2), torch.tensor([0, 1]), torch.tensor([0, 1]))
+
+
+def test_chunks_are_scored_in_order_and_a_failure_reaches_the_caller():
+    """The next chunk is scored in a background thread: the chunks still come in order, each with
+    its own rows, and an error raised while scoring one is raised to the caller."""
+    def score(start: int, stop: int) -> torch.Tensor:
+        return torch.arange(start, min(stop, 10), dtype=torch.float32)[:, None]
+
+    chunks = list(metrics._scored_chunks(score, 10, 4))
+    assert [rows for rows, _ in chunks] == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    assert torch.cat([scores for _, scores in chunks]).squeeze(1).tolist() == list(range(10))
+
+    def failing(start: int, stop: int) -> torch.Tensor:
+        if start == 4:
+            raise ValueError("chunk at 4")
+        return score(start, stop)
+
+    with pytest.raises(ValueError, match="chunk at 4"):
+        list(metrics._scored_chunks(failing, 10, 4))

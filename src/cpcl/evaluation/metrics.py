@@ -6,12 +6,15 @@ when its person id equals the query's. Instead of sorting the gallery per query,
 each hit is counted directly (how many items score higher, plus equal-scoring items before it):
 a histogram of the scores in narrow bins counts the items in higher bins than a hit, and only the
 few items sharing a hit's bin are compared with it one by one. Query chunks keep memory bounded at
-any gallery size; the float32 similarity matmul is most of the time (benchmarks/bench_evaluation.py).
+any gallery size; the next chunk's float32 similarity matmul, most of the time, runs in a
+background thread while this chunk's ranks are counted (benchmarks/bench_evaluation.py).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -118,6 +121,20 @@ def _ties_in_bin(items: np.ndarray, item_scores: np.ndarray, item_bins: np.ndarr
     return counts
 
 
+def _scored_chunks(score: Callable[[int, int], torch.Tensor], total: int, chunk_size: int
+                   ) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, score(start, stop)) for each chunk of `total` queries in order. The next chunk's
+    scores are computed in a background thread while the caller ranks this one, so the matmul
+    (many threads) and the counting (one) overlap."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(score, 0, chunk_size)
+        for start in range(0, total, chunk_size):
+            scores = pending.result()
+            if start + chunk_size < total:
+                pending = pool.submit(score, start + chunk_size, start + 2 * chunk_size)
+            yield slice(start, start + chunk_size), scores
+
+
 def retrieval_metrics(
     query_feats: torch.Tensor,
     gallery_feats: torch.Tensor,
@@ -130,7 +147,7 @@ def retrieval_metrics(
 
     query_feats: [Q, D], gallery_feats: [G, D], both L2-normalised (similarity = dot product, or with
     `rerank` minus the k-reciprocal re-ranked distance, `cpcl.clustering.rerank`); query_ids: [Q],
-    gallery_ids: [G] person ids. Memory is O(chunk_size * G) similarities. Every hit's rank is
+    gallery_ids: [G] person ids. Memory is two chunks' similarities, O(chunk_size * G). Every hit's rank is
     exact: equal to a full stable sort of the chunk's float32 similarities (tests/test_metrics.py).
     """
     if query_feats.shape[1] != gallery_feats.shape[1]:
@@ -146,16 +163,16 @@ def retrieval_metrics(
     if not bool(torch.isfinite(norms)):
         raise CpclError("query or gallery features contain NaN or inf; check the model's outputs")
     scale = score_scale(1.001 * float(norms))
-    for start in range(0, len(query_ids), chunk_size):
-        stop = start + chunk_size
+
+    def score(start: int, stop: int) -> torch.Tensor:
         if reranked is None:
-            sim = ((query_feats[start:stop].float() * scale) @ gallery_feats.float().T).cpu()
-        else:
-            sim = -torch.from_numpy(rerank_distances(query_feats[start:stop].float().cpu().numpy(), reranked))
-            sim *= score_scale(float(sim.abs().max()))
-        pos = positives[start:stop]
-        ranks = hit_ranks(sim, pos).double()  # [B, P], ascending, padded past the end
-        n = num_pos[start:stop].double()
+            return ((query_feats[start:stop].float() * scale) @ gallery_feats.float().T).cpu()
+        sim = -torch.from_numpy(rerank_distances(query_feats[start:stop].float().cpu().numpy(), reranked))
+        return sim * score_scale(float(sim.abs().max()))
+
+    for rows, sim in _scored_chunks(score, len(query_ids), chunk_size):
+        ranks = hit_ranks(sim, positives[rows]).double()  # [B, P], ascending, padded past the end
+        n = num_pos[rows].double()
         k = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64)
         valid = k[None, :] <= n[:, None]
         ap_sum += float((torch.where(valid, k[None, :] / ranks, 0).sum(1) / n).sum())
