@@ -20,8 +20,8 @@ median over --repeats, matmul, cpcl and dense interleaved so that they share the
 threads (cpcl ranks one chunk while the next chunk's matmul runs in another thread: on a shared
 machine that third thread also takes a larger share of the cores; the CPU time shows the work
 itself). "counting CPU s" is the processor time of the thread that counts the ranks, in
-`hit_ranks` alone: the work the evaluation adds to the matmul. The dense reference runs where its estimated
-memory fits (--dense-max-gib, and 75% of MemAvailable). Prints a markdown table.
+`hit_ranks` alone: the work the evaluation adds to the matmul. The dense reference runs where its
+estimated memory fits (--dense-max-gib, and 75% of MemAvailable). Prints a markdown table.
 """
 
 from __future__ import annotations

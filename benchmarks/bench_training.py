@@ -34,8 +34,9 @@ precision, loss (cpcl.losses.itc_loss on both models' features) and optimizer. B
 one subprocess per case and their steps alternate, so both meet the same machine load; "cpcl /
 open_clip" is the ratio of the median step times, and of the fastest (on a shared machine, load only
 adds time); "CPU s" is the processor time of the process's threads during a step (the work itself,
-which other processes' load does not add to). Memory: the largest rise of the resident set (CUDA: allocated memory) during a step
-above its level before the step, sampled as above. open_clip is a benchmark-only dependency (`pip install --no-deps open_clip_torch`): its
+which other processes' load moves less than the wall clock). Memory: the largest rise of the
+resident set (CUDA: allocated memory) during a step above its level before the step, sampled as
+above. open_clip is a benchmark-only dependency (`pip install --no-deps open_clip_torch`): its
 package __init__ imports torchvision, which does not import with this torch, so its model modules
 are loaded without the package __init__ and with torchvision.ops.misc stubbed (only its ResNet code
 uses it).

@@ -147,8 +147,9 @@ def retrieval_metrics(
 
     query_feats: [Q, D], gallery_feats: [G, D], both L2-normalised (similarity = dot product, or with
     `rerank` minus the k-reciprocal re-ranked distance, `cpcl.clustering.rerank`); query_ids: [Q],
-    gallery_ids: [G] person ids. Memory is two chunks' similarities, O(chunk_size * G). Every hit's rank is
-    exact: equal to a full stable sort of the chunk's float32 similarities (tests/test_metrics.py).
+    gallery_ids: [G] person ids. Memory is two chunks' similarities, O(chunk_size * G). Every hit's
+    rank is exact: equal to a full stable sort of the chunk's float32 similarities
+    (tests/test_metrics.py).
     """
     if query_feats.shape[1] != gallery_feats.shape[1]:
         raise CpclError(f"query and gallery features differ in width: {query_feats.shape[1]} vs {gallery_feats.shape[1]}")
