@@ -1,5 +1,6 @@
 """Benchmark the clustering phase: sparse Jaccard + DBSCAN (cpcl.clustering) with each exact kNN
-engine (torch "flat", faiss "faiss_flat"), against a dense N x N reference written the way public
+engine (torch "flat", faiss "faiss_flat", and "auto", the default: whichever a probe on a sample
+measures faster, here probed afresh in every run), against a dense N x N reference written the way public
 re-ranking code is (dense float32 distance, V, V_qe and Jaccard matrices; loops over rows; an
 inverted index for the min-sums), in the configured convention (default cluster_contrast).
 
@@ -123,7 +124,27 @@ def _peak_rss_mb() -> float:
 
 
 ENGINES = ("flat", "faiss_flat")  # exact kNN backends compared: torch, faiss IndexFlatIP
-ENGINE_NAMES = {"flat": "torch", "faiss_flat": "faiss"}
+ENGINE_NAMES = {"flat": "torch", "faiss_flat": "faiss", "auto": "auto"}
+
+
+def probed_clustering(x: np.ndarray) -> tuple[object, float, str]:
+    """cluster_features with knn_backend "auto" and an empty probe cache: (result, probe seconds,
+    the engine picked). The probe is timed on its own, then the clustering reads its choice."""
+    import torch
+
+    from cpcl.clustering import ClusterConfig, JaccardOptions, cluster_features
+    from cpcl.clustering.jaccard import neighbourhoods
+    from cpcl.clustering.knn import EXACT_BACKENDS
+    from cpcl.clustering.probe import fastest_engine
+
+    cfg = ClusterConfig(search=JaccardOptions(knn_device="cpu"))
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["CPCL_CACHE"] = cache
+        start = time.perf_counter()
+        picked = fastest_engine(x, neighbourhoods(cfg.convention, cfg.k1, cfg.k2).depth, cfg.search,
+                                torch.device("cpu"), EXACT_BACKENDS)
+        probe_seconds = time.perf_counter() - start
+        return cluster_features(x, cfg), probe_seconds, picked
 
 
 def child(method: str, n: int, seed: int, labels_out: Path) -> dict:
@@ -136,6 +157,10 @@ def child(method: str, n: int, seed: int, labels_out: Path) -> dict:
     if method in ENGINES:
         res = cluster_features(x, ClusterConfig(search=JaccardOptions(knn_backend=method, knn_device="cpu")))
         labels, out["seconds"], out["n_pairs"] = res.labels, res.seconds, res.n_pairs
+    elif method == "auto":
+        res, probe_seconds, out["picked"] = probed_clustering(x)
+        labels, out["n_pairs"] = res.labels, res.n_pairs
+        out["seconds"] = {**res.seconds, "probe": probe_seconds, "total": res.seconds["total"] + probe_seconds}
     elif method == "dense":
         start = time.perf_counter()
         dense = dense_reference(x, cfg.k1, cfg.k2, cfg.eps, cfg.min_samples, cfg.convention)
@@ -191,22 +216,26 @@ def compare_table(sizes: list[int], seed: int, repeats: int) -> list[str]:
 
 
 def fast_table(sizes: list[int], seed: int, repeats: int) -> list[str]:
-    lines = ["| N | engine | kNN s | sparse Jaccard s | DBSCAN s | total s | peak RSS MB | "
+    lines = ["| N | engine | probe s | kNN s | sparse Jaccard s | DBSCAN s | total s | peak RSS MB | "
              "baseline RSS MB | pairs J<=eps | clusters / outliers | labels = torch's |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n in sizes:
         base, _ = run_case("baseline", n, seed)
         recs = {}
-        for _ in range(repeats):  # interleaved, so both engines see the same machine load
-            for method in ENGINES:
+        for _ in range(repeats):  # interleaved, so the engines see the same machine load
+            for method in (*ENGINES, "auto"):
                 recs.setdefault(method, []).append(run_case(method, n, seed))
-        for method in ENGINES:
+        for method in (*ENGINES, "auto"):
             runs = recs[method]
             rec, labels = runs[0]
             s = {key: float(np.median([r["seconds"][key] for r, _ in runs])) for key in rec["seconds"]}
             same = np.array_equal(labels, recs["flat"][0][1])
+            name = ENGINE_NAMES[method]
+            if method == "auto":
+                name += " (picked " + ", ".join(sorted({ENGINE_NAMES[r["picked"]] for r, _ in runs})) + ")"
+            probe = f"{s['probe']:.2f}" if "probe" in s else "-"
             lines.append(
-                f"| {n:,} | {ENGINE_NAMES[method]} | {s['knn']:.2f} | {s['jaccard']:.2f} | {s['dbscan']:.2f} | "
+                f"| {n:,} | {name} | {probe} | {s['knn']:.2f} | {s['jaccard']:.2f} | {s['dbscan']:.2f} | "
                 f"{s['total']:.2f} | {max(r['peak_rss_mb'] for r, _ in runs):,.0f} | "
                 f"{base['peak_rss_mb']:,.0f} | {rec['n_pairs']:,} | {rec['clusters']:,} / {rec['outliers']:,} | "
                 f"{'yes' if same else 'NO'} |"
@@ -222,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="sizes run with both kNN engines only, time split by stage")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--child", choices=[*ENGINES, "dense", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=[*ENGINES, "auto", "dense", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--labels-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -17,6 +17,19 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """cpcl's cache folder ($CPCL_CACHE: downloaded weights, the kNN engine probe) in a temporary
+    folder for the whole run, its subprocesses included, never the user's."""
+    before = os.environ.get("CPCL_CACHE")
+    os.environ["CPCL_CACHE"] = str(tmp_path_factory.mktemp("cpcl-cache"))
+    yield
+    if before is None:
+        del os.environ["CPCL_CACHE"]
+    else:
+        os.environ["CPCL_CACHE"] = before
+
+
 def write_image(path: Path, colour: tuple[int, int, int] = (200, 30, 30)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (4, 8), colour).save(path)

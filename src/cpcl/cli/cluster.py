@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="neighbour lists: cluster_contrast (k1 members, self included: the field's code; "
                              "default) or zhong (k1 + 1: Zhong et al.'s re-ranking)")
     parser.add_argument("--knn", metavar="BACKEND",
-                        help="nearest-neighbour search: flat (exact, torch), faiss_flat (exact, faiss) or hnsw "
+                        help="nearest-neighbour search: auto (the faster exact engine here, measured once per "
+                             "machine and size; default), flat (exact, torch), faiss_flat (exact, faiss) or hnsw "
                              "(approximate)")
     parser.add_argument("--knn-device", metavar="DEVICE",
                         help="where the flat search runs: auto (a GPU if there is one), cpu, cuda or cuda:N")

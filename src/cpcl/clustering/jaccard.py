@@ -35,7 +35,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
-from cpcl.clustering.knn import KNN_BACKENDS, check_features, knn_device, nearest_neighbours
+from cpcl.clustering.knn import AUTO, KNN_BACKENDS, check_features, knn_device, nearest_neighbours
 from cpcl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,14 @@ _SIM_CHUNK = 65536  # pairs whose feature dot product is computed at once (memor
 
 @dataclass(frozen=True)
 class JaccardOptions:
-    """How the sparse Jaccard distance is computed. With an exact kNN backend ("flat",
+    """How the sparse Jaccard distance is computed. With an exact kNN backend ("auto", "flat",
     "faiss_flat") none of these change the result beyond float rounding, only speed and memory;
     "hnsw" trades exactness for speed."""
 
-    knn_backend: str = "flat"  # flat: exact, torch fp32 | faiss_flat: exact, faiss IndexFlatIP | hnsw: approximate
+    knn_backend: str = "auto"  # auto: flat or faiss_flat, the faster here (a probe, remembered in the cache folder) | flat: exact, torch fp32 | faiss_flat: exact, faiss IndexFlatIP | hnsw: approximate
     knn_device: str = "auto"  # where flat runs: auto (a CUDA tensor's device, else a GPU if any, else cpu) | cpu | cuda:N
     knn_block: int = 4096  # points per block of the "flat" kNN (memory: two block x block fp32 tiles)
+    knn_probe_points: int = 4096  # sample the "auto" probe times both exact engines on (once per machine and size)
     hnsw_m: int = 32  # HNSW graph degree (hnsw backend only)
     hnsw_ef_construction: int = 200  # HNSW build-time beam width (hnsw backend only)
     hnsw_ef_search: int = 128  # HNSW query-time beam width, raised to k if smaller (hnsw only)
@@ -62,16 +63,16 @@ class JaccardOptions:
     norm_tol: float = 1e-3  # tolerated |norm - 1| of a feature row
 
     def __post_init__(self) -> None:
-        if self.knn_backend not in KNN_BACKENDS:
+        if self.knn_backend != AUTO and self.knn_backend not in KNN_BACKENDS:
             raise ConfigError(
-                f"knn_backend: unknown {self.knn_backend!r}; valid: {sorted(KNN_BACKENDS)}"
+                f"knn_backend: unknown {self.knn_backend!r}; valid: {sorted([AUTO, *KNN_BACKENDS])}"
             )
         if not 0.0 <= self.prefix_fraction <= 1.0:
             raise ConfigError(
                 f"prefix_fraction: expected 0 <= value <= 1, got {self.prefix_fraction}"
             )
         positive = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "row_chunk", "verify_rows",
-                    "knn_block")
+                    "knn_block", "knn_probe_points")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")

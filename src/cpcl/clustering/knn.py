@@ -2,8 +2,9 @@
 
 The neighbour lists follow one deterministic rule, shared with the slow reference in the tests:
 row i starts with i itself, then the other points by cosine similarity descending, ties broken
-by index ascending. Two exact engines give these lists:
-  - "flat" (default): torch, fp32, on the GPU when there is one. Tiles x_a x_b^T of the upper
+by index ascending. Two exact engines give these lists ("auto", the default, takes whichever a
+probe measured faster on this machine and size: `cpcl.clustering.probe`):
+  - "flat": torch, fp32, on the GPU when there is one. Tiles x_a x_b^T of the upper
     triangle of blocks are computed once each and serve the rows of block a and, transposed,
     those of block b, with a running top-k per row. Bit-identical rows are searched once, so
     copies of a point get equal similarities whatever the BLAS kernel does at a tile's edge.
@@ -25,6 +26,7 @@ import faiss
 import numpy as np
 import torch
 
+from cpcl.clustering.probe import fastest_engine
 from cpcl.utils.errors import CpclError
 from cpcl.utils.runtime import resolve_device
 
@@ -321,6 +323,8 @@ KNN_BACKENDS: dict[str, Callable[[np.ndarray, int, Any, torch.device], tuple[np.
     "faiss_flat": partial(_faiss_search, build=_build_flat, exact=True),
     "hnsw": partial(_faiss_search, build=_build_hnsw, exact=False),
 }
+AUTO = "auto"  # knn_backend: the faster of EXACT_BACKENDS here, measured (cpcl.clustering.probe)
+EXACT_BACKENDS = {name: KNN_BACKENDS[name] for name in ("flat", "faiss_flat")}
 
 
 def nearest_neighbours(
@@ -331,15 +335,19 @@ def nearest_neighbours(
     feats: [N, D] float32, L2-normalised (see `check_features`). Returns
     rank: [N, K] int64 with rank[:, 0] = arange(N), then neighbours by cosine similarity
     descending, ties by index ascending; sims: [N, K] float32, the matching similarities.
-    Exact for "flat" and "faiss_flat". device: where "flat" runs (None: `opts.knn_device`).
+    Exact for "flat", "faiss_flat" and "auto" (one of them). device: where "flat" runs (None:
+    `opts.knn_device`).
     """
-    if backend not in KNN_BACKENDS:
-        raise CpclError(f"unknown knn backend {backend!r}; valid: {sorted(KNN_BACKENDS)}")
+    if backend != AUTO and backend not in KNN_BACKENDS:
+        raise CpclError(f"unknown knn backend {backend!r}; valid: {sorted([AUTO, *KNN_BACKENDS])}")
     device = device if device is not None else knn_device(feats, opts.knn_device)
-    rank, sims = KNN_BACKENDS[backend](feats, min(k, feats.shape[0]), opts, device)
+    keep = min(k, feats.shape[0])
+    if backend == AUTO:
+        backend = fastest_engine(feats, keep, opts, device, EXACT_BACKENDS)
+    rank, sims = KNN_BACKENDS[backend](feats, keep, opts, device)
     if (rank < 0).any():
         raise CpclError(
-            f"knn backend {backend!r} found fewer than {min(k, feats.shape[0])} neighbours for "
+            f"knn backend {backend!r} found fewer than {keep} neighbours for "
             "some points; raise hnsw_ef_search or use knn_backend=flat"
         )
     return rank, sims

@@ -26,7 +26,7 @@ from typing import Any
 from cpcl.model.architecture import OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS
 from cpcl.model.hf import WEIGHT_FILES
 from cpcl.utils.errors import CheckpointError
-from cpcl.utils.files import HASH_CHUNK, atomic_write, sha256_of
+from cpcl.utils.files import HASH_CHUNK, atomic_write, cache_dir, sha256_of
 from cpcl.utils.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,6 @@ class Remote:
 def is_named(value: str | Path) -> bool:
     """Whether a checkpoint argument names weights to fetch (`openai:NAME`, `hf:ORG/NAME`)."""
     return str(value).startswith((OPENAI_PREFIX, HF_PREFIX))
-
-
-def cache_dir() -> Path:
-    """Where downloaded weights live: $CPCL_CACHE, else $XDG_CACHE_HOME/cpcl, else ~/.cache/cpcl."""
-    if os.environ.get("CPCL_CACHE"):
-        return Path(os.environ["CPCL_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cpcl"
 
 
 def name_of(path: Path) -> str | None:

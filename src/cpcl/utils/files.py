@@ -15,6 +15,14 @@ from cpcl.utils.errors import CpclError
 HASH_CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
 
+def cache_dir() -> Path:
+    """cpcl's cache folder (downloaded weights, the kNN engine probe): $CPCL_CACHE, else
+    $XDG_CACHE_HOME/cpcl, else ~/.cache/cpcl."""
+    if os.environ.get("CPCL_CACHE"):
+        return Path(os.environ["CPCL_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "cpcl"
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Run `write(stream)` on a temporary file beside `path`, flush it to disk, then rename it over
     `path`: `path` holds the old bytes or the new ones, never a part. The file gets the usual mode
