@@ -85,8 +85,8 @@ def test_ivf_is_saved_and_reused_only_when_it_matches(tmp_path):
 
 
 def test_unknown_backend_and_bad_settings_name_the_valid_ones():
-    assert set(INDEX_BACKENDS) == {"exact", "ivf"}
-    with pytest.raises(ConfigError, match="valid: exact, ivf"):
+    assert set(INDEX_BACKENDS) == {"exact", "ivf", "milvus"}
+    with pytest.raises(ConfigError, match="valid: exact, ivf, milvus"):
         make_backend("hnsw", clustered(10), IndexConfig())
     with pytest.raises(ConfigError, match="nprobe"):
         IndexConfig(nprobe=0)
@@ -315,10 +315,10 @@ def test_huge_k_is_clamped_to_the_gallery(gallery, tmp_path, capsys, monkeypatch
     asked: list[int] = []
     original = ExactBackend.search
 
-    def bounded_search(self, queries, k, allowed=None):
+    def bounded_search(self, queries, k, allowed=None, filters=None):
         asked.append(k)
         assert k <= self.index.ntotal, f"k={k} reached faiss unclamped"  # faiss would allocate k slots a query
-        return original(self, queries, k, allowed)
+        return original(self, queries, k, allowed, filters)
 
     monkeypatch.setattr(ExactBackend, "search", bounded_search)
     capsys.readouterr()
