@@ -9,6 +9,9 @@ and its records (`shards/NNNNNN.jsonl`, no `.npy`); the vectors live in the coll
     time    DOUBLE: seconds since the epoch (NaN = none: no comparison passes it)
     source  VARCHAR: the footage source of a detection ("" = a crop)
 
+Texts are stored as the content of a JSON string (`stored`: quotes, backslashes and control characters escaped),
+since Milvus' expressions cannot hold a line break and read no escapes but a backslash's and a double quote's.
+
 The schema's description binds the collection to its index: the checkpoint's sha256 and the dimension. An
 index whose collection holds another model's vectors, or another count of rows than its records, is refused
 in one line (`check`), as a stale ivf.faiss is never used.
@@ -70,11 +73,16 @@ def collection_name(out: Path) -> str:
     return "cpcl_" + re.sub(r"[^A-Za-z0-9_]", "_", out.expanduser().resolve().name)[:200]
 
 
+def stored(text: str) -> str:
+    """A camera or source name as the collection holds it: the content of its JSON string (see the docstring)."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
 def expression(filters: Filters) -> str:
-    """The Milvus boolean expression passing the rows `filters` pass ("" when nothing is filtered); strings are
-    JSON literals (Milvus reads the same escapes)."""
+    """The Milvus boolean expression passing the rows `filters` pass ("" when nothing is filtered)."""
     def listed(field: str, values: tuple[str, ...]) -> str:
-        return f"{field} in [{', '.join(json.dumps(value, ensure_ascii=False) for value in values)}]"
+        literals = ('"' + stored(value).replace("\\", "\\\\").replace('"', '\\"') + '"' for value in values)
+        return f"{field} in [{', '.join(literals)}]"
 
     parts = [listed("camera", filters.cameras)] if filters.cameras else []
     parts += [f"time >= {filters.time_from!r}"] if filters.time_from is not None else []
@@ -246,4 +254,5 @@ class MilvusBackend:
 
 def _scalars(record: dict[str, Any]) -> dict[str, Any]:
     """A record's filter fields as the collection holds them (see the module docstring)."""
-    return dict(zip(("camera", "time", "source"), filter_fields(record)))
+    camera, time, source = filter_fields(record)
+    return {"camera": stored(camera), "time": time, "source": stored(source)}
