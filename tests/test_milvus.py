@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,16 +38,6 @@ def gallery(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     base = tmp_path_factory.mktemp("gallery")
     paths = write_gallery(base / "imgs")
     return base / "imgs", write_checkpoint(base / "tiny.pt"), paths
-
-
-@pytest.fixture
-def lite(tmp_path) -> Iterator[str]:
-    """A Milvus Lite file for one test; its server process is stopped afterwards."""
-    path = tmp_path / "gallery.db"
-    yield str(path)
-    from milvus_lite.server_manager import server_manager_instance
-
-    server_manager_instance.release_server(str(path))
 
 
 def build(gallery, out: Path, *extra: str) -> int:
