@@ -206,6 +206,16 @@ def test_a_build_killed_between_the_upsert_and_its_shard_is_whole_on_the_rerun(g
     np.testing.assert_allclose(embeddings, IndexStore.open(tmp_path / "flat").read()[0], atol=1e-6)
 
 
+HOLD = """
+import sys, time, warnings
+warnings.simplefilter("ignore")
+from pymilvus import MilvusClient
+client = MilvusClient(sys.argv[1])
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -247,3 +257,14 @@ def test_a_server_down_or_refusing_and_a_collection_that_does_not_match_are_one_
                          (["--backend", "milvus"], "needs --milvus-uri"),
                          (["--backend", "milvus", "--milvus-uri", str(tmp_path / ("x" * 40 + ".db"))], "36 letters")):
         assert build(gallery, tmp_path / "bad", *bad) == 2 and message in one_error_line(capsys)
+    from milvus_lite.server_manager import server_manager_instance  # imported by now (by cpcl, warnings silenced)
+
+    server_manager_instance.release_server(lite)  # this process lets go of the file; another takes it
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, lite], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        assert main(["search", "--index", str(tmp_path / "other"), TEXT, *DEVICE]) == 2
+        assert "Milvus Lite file is open in one process at a time" in one_error_line(capsys)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -119,9 +119,16 @@ class MilvusBackend:
         pymilvus = require("pymilvus", "pymilvus", "the milvus index backend", "milvus")
         for name in PYMILVUS_LOGGERS:  # cpcl reports a failure in one line; pymilvus would add a traceback
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        with warnings.catch_warnings(), answering(config.milvus_uri, "connect"):
+        lite = config.milvus_uri.endswith(".db")
+        what = "connect" + " (a Milvus Lite file is open in one process at a time: is another using it?)" * lite
+        with warnings.catch_warnings(), answering(config.milvus_uri, what):
             warnings.simplefilter("ignore", UserWarning)  # milvus-lite's import of pkg_resources
-            client = pymilvus.MilvusClient(config.milvus_uri, timeout=TIMEOUT_S)
+            silenced = logging.root.manager.disable
+            logging.disable(logging.ERROR)  # milvus-lite logs its failure to start on the root logger: a second line
+            try:
+                client = pymilvus.MilvusClient(config.milvus_uri, timeout=TIMEOUT_S)
+            finally:
+                logging.disable(silenced)
         return cls(client, config)
 
     def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
