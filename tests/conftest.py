@@ -84,3 +84,13 @@ def lite(tmp_path: Path) -> Iterator[str]:
     from milvus_lite.server_manager import server_manager_instance
 
     server_manager_instance.release_server(str(path))
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """(gallery root, checkpoint, good relative paths): `write_gallery` crops and a tiny CLIP checkpoint."""
+    from search_support import write_checkpoint, write_gallery
+
+    root = tmp_path_factory.mktemp("gallery")
+    paths = write_gallery(root / "imgs")
+    return root / "imgs", write_checkpoint(root / "tiny.pt"), paths

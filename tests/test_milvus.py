@@ -26,25 +26,14 @@ from cpcl.index.search import Filters, Searcher
 from cpcl.index.store import IndexStore, Manifest
 from cpcl.web.app import create_app
 from fault_support import one_error_line
-from search_support import write_checkpoint, write_crop, write_gallery
+from search_support import build_crops, write_checkpoint, write_crop, write_gallery
 
 DEVICE = ["--device", "cpu", "--precision", "fp32"]
 TEXT = "a woman in a red coat with a black backpack"
 
 
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory) -> tuple[Path, Path, list[str]]:
-    """(gallery root, checkpoint, good relative paths)."""
-    base = tmp_path_factory.mktemp("gallery")
-    paths = write_gallery(base / "imgs")
-    return base / "imgs", write_checkpoint(base / "tiny.pt"), paths
-
-
 def build(gallery, out: Path, *extra: str) -> int:
-    root, checkpoint, _ = gallery
-    return main(["-q", "index", "build", "--checkpoint", str(checkpoint), "--images", str(root), "--out", str(out),
-                 "--metadata", str(root / "meta.csv"), "--workers", "0", "--batch-size", "5", "--shard-size", "4",
-                 *DEVICE, *extra])
+    return build_crops(gallery, out, "--shard-size", "4", *extra)
 
 
 def on_milvus(uri: str, collection: str = "gallery") -> list[str]:
