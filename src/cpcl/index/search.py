@@ -95,9 +95,10 @@ class Searcher:
         """embeddings: [N, D], or None where `backend` holds them (Milvus: read back on first use, `embeddings`)."""
         self.directory = directory
         self._embeddings = embeddings
-        self._lock = threading.Lock()
+        self._embeddings_lock = threading.Lock()
         self.rerank_config = rerank or RerankConfig()
         self._reranked: RerankGallery | None = None
+        self._rerank_lock = threading.Lock()
         self.manifest = manifest
         self.records = records
         self.backend = backend
@@ -122,10 +123,11 @@ class Searcher:
     @property
     def embeddings(self) -> np.ndarray:
         """[N, D] every row's embedding; from Milvus read back once, when footage or re-ranking first needs it."""
-        with self._lock:
-            if self._embeddings is None:  # only a MilvusBackend is given no embeddings
-                self._embeddings = self.backend.vectors(self.count)
-            return self._embeddings
+        if self._embeddings is None:  # only a MilvusBackend is given no embeddings
+            with self._embeddings_lock:
+                if self._embeddings is None:
+                    self._embeddings = self.backend.vectors(self.count)
+        return self._embeddings
 
     @classmethod
     def open(cls, directory: Path, checkpoint: Path | None = None, device: str = "auto", precision: str = "auto",
@@ -273,11 +275,10 @@ class Searcher:
 
     def rerank_gallery(self) -> RerankGallery:
         """The gallery's side of the re-ranking, prepared on first use (once per session, thread-safe)."""
-        embeddings = self.embeddings
-        with self._lock:
+        with self._rerank_lock:
             if self._reranked is None:
                 start = time.perf_counter()
-                self._reranked = prepare_gallery(embeddings, self.rerank_config)
+                self._reranked = prepare_gallery(self.embeddings, self.rerank_config)
                 log.info("prepared re-ranking over %d rows (k1 %d, k2 %d) in %.1f s", self.count,
                          self.rerank_config.k1, self.rerank_config.k2, time.perf_counter() - start)
             return self._reranked
