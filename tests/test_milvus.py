@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from cpcl.cli import main
+from cpcl.cli import build_parser, main
+from cpcl.cli.index import index_config
 from cpcl.index.backends import ExactBackend
 from cpcl.index.build import build_index
 from cpcl.index.config import IndexConfig
@@ -59,7 +60,8 @@ def test_a_milvus_index_answers_every_search_as_the_folder_index(gallery, lite, 
     assert build(gallery, tmp_path / "flat") == 0 and build(gallery, tmp_path / "idx", *on_milvus(lite)) == 0
     store, flat = IndexStore.open(tmp_path / "idx"), IndexStore.open(tmp_path / "flat")
     settings = store.manifest.settings
-    assert (settings["backend"], settings["milvus_uri"], settings["milvus_collection"]) == ("milvus", lite, "gallery")
+    assert (settings["backend"], settings["milvus_uri"], settings["milvus_collection"], settings["milvus_index"]) == \
+        ("milvus", lite, "gallery", "FLAT")
     assert not list((tmp_path / "idx" / "shards").glob("*.npy")) and store.collection.count() == 12
     embeddings, records = store.read()
     np.testing.assert_allclose(embeddings, flat.read()[0], atol=1e-6)
@@ -257,3 +259,39 @@ def test_a_server_down_or_refusing_and_a_collection_that_does_not_match_are_one_
     finally:
         holder.kill()
         holder.wait()
+
+
+NO_MILVUS = """
+import sys
+from cpcl.cli import main
+assert main(sys.argv[1:]) == 0
+assert main(["-q", "search", "--index", sys.argv[sys.argv.index("--out") + 1], "a person", "--device", "cpu"]) == 0
+print(sorted(name for name in ("pymilvus", "milvus_lite", "grpc") if name in sys.modules))
+"""
+
+
+def test_the_folder_index_imports_no_milvus_and_the_backend_without_its_extra_is_one_line(gallery, tmp_path, capsys,
+                                                                                          monkeypatch):
+    root, checkpoint, _ = gallery
+    args = ["-q", "index", "build", "--checkpoint", str(checkpoint), "--images", str(root), "--out",
+            str(tmp_path / "idx"), "--workers", "0", *DEVICE]
+    done = subprocess.run([sys.executable, "-c", NO_MILVUS, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+    monkeypatch.setitem(sys.modules, "pymilvus", None)  # import fails as when the extra is not installed
+    assert build(gallery, tmp_path / "m", *on_milvus(str(tmp_path / "g.db"))) == 2
+    assert "pip install 'cpcl[milvus]'" in one_error_line(capsys)
+
+
+def test_the_collection_index_is_flat_on_milvus_lite_and_ivf_on_a_server_unless_named(tmp_path):
+    """Milvus Lite answers IVF_FLAT from an interim index of its own (docs/scaling.md), so a Lite file gets FLAT."""
+    def chosen(*extra: str) -> str:
+        args = build_parser().parse_args(["index", "build", "--checkpoint", "x.pt", "--images", ".", "--out",
+                                          str(tmp_path / "idx"), "--backend", "milvus", *extra])
+        return index_config(args).milvus_index
+
+    assert chosen("--milvus-uri", str(tmp_path / "g.db")) == "FLAT"
+    assert chosen("--milvus-uri", "http://127.0.0.1:19530") == "IVF_FLAT"
+    assert chosen("--milvus-uri", str(tmp_path / "g.db"), "--milvus-index", "IVF_FLAT") == "IVF_FLAT"
+    assert chosen("--milvus-uri", "http://127.0.0.1:19530", "--milvus-index", "FLAT") == "FLAT"

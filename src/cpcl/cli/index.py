@@ -38,8 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="milvus: a Milvus Lite file (gallery.db, made if missing) or a server (http://HOST:19530)")
     build.add_argument("--collection", metavar="NAME", help="milvus: the collection (default: cpcl_ and the --out "
                                                             "folder's name)")
-    build.add_argument("--milvus-index", choices=MILVUS_INDEXES, default=IndexConfig.milvus_index,
-                       help="milvus: the collection's vector index (IVF_FLAT uses --nlist and --nprobe)")
+    build.add_argument("--milvus-index", choices=MILVUS_INDEXES,
+                       help="milvus: the collection's vector index (IVF_FLAT uses --nlist and --nprobe); default: FLAT "
+                            "on a Milvus Lite file (Lite answers IVF_FLAT from its own coarser index: "
+                            "docs/scaling.md), IVF_FLAT on a server")
     footage_arguments(build, root=True)
     build.set_defaults(func=run_build)
 
@@ -161,13 +163,13 @@ def _check_read(report, index: Path) -> int:
 def index_config(args: argparse.Namespace):
     """The IndexConfig of `cpcl index build`'s options (a Milvus Lite file as an absolute path)."""
     from cpcl.index.config import IndexConfig
-    from cpcl.index.milvus import collection_name, lite_uri
+    from cpcl.index.milvus import collection_name, default_index, lite_uri
 
-    milvus = args.backend == "milvus"
-    return IndexConfig(backend=args.backend, milvus_uri=lite_uri(args.milvus_uri) if args.milvus_uri else "",
+    milvus, uri = args.backend == "milvus", args.milvus_uri or ""
+    return IndexConfig(backend=args.backend, milvus_uri=lite_uri(uri) if uri else "",
                        milvus_collection=args.collection or (collection_name(args.out) if milvus else ""),
-                       milvus_index=args.milvus_index, shard_size=args.shard_size, ivf_threshold=args.ivf_threshold,
-                       nlist=args.nlist, nprobe=args.nprobe)
+                       milvus_index=args.milvus_index or default_index(uri), shard_size=args.shard_size,
+                       ivf_threshold=args.ivf_threshold, nlist=args.nlist, nprobe=args.nprobe)
 
 
 def run_build(args: argparse.Namespace) -> int:

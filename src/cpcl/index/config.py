@@ -8,7 +8,8 @@ from cpcl.utils.errors import ConfigError
 
 MAX_DETECTIONS = 300  # footage: detections kept a frame by default, the best scoring (as Ultralytics' max_det)
 BACKENDS = ("faiss", "milvus")  # IndexConfig.backend: where the vectors live and what searches them
-MILVUS_INDEXES = ("IVF_FLAT", "FLAT")  # IndexConfig.milvus_index: vector indexes of the collection (both in Milvus Lite)
+MILVUS_INDEXES = ("IVF_FLAT", "FLAT")  # IndexConfig.milvus_index: the collection's vector index (both in Milvus
+# Lite, which answers IVF_FLAT from an interim index of its own: `cpcl index build` picks FLAT there)
 TRACKERS = {"bytetrack": "ByteTrackTracker", "ocsort": "OCSORTTracker", "sort": "SORTTracker"}  # IndexConfig.tracker
 # -> its class in the trackers package
 
@@ -20,7 +21,7 @@ class IndexConfig:
     backend: str = "faiss"  # "faiss": the folder's shards, exact search or IVF (ivf_threshold); "milvus": a collection
     milvus_uri: str = ""  # milvus: a Milvus Lite file (an absolute path ending in .db) or a server (http://HOST:19530)
     milvus_collection: str = ""  # milvus: the collection holding the vectors (one index a collection)
-    milvus_index: str = "IVF_FLAT"  # milvus: the collection's vector index (a name in MILVUS_INDEXES); IVF: nlist, nprobe
+    milvus_index: str = "IVF_FLAT"  # milvus: the collection's vector index (in MILVUS_INDEXES); IVF: nlist, nprobe
     shard_size: int = 2048  # images embedded per shard file: the unit of resuming an interrupted build
     ivf_threshold: int = 200_000  # galleries with at least this many images use IVF, smaller ones exact search
     nlist: int = 4096  # IVF (faiss, and Milvus' IVF_FLAT in each segment): number of inverted lists

@@ -55,9 +55,25 @@ LITE_NAME = re.compile(r"[A-Za-z0-9._-]{1,36}")  # what Milvus Lite accepts as a
 PYMILVUS_LOGGERS = ("pymilvus", "pymilvus.milvus_client", "pymilvus.bulk_writer")  # they print tracebacks themselves
 
 
+def _pymilvus() -> Any:
+    return require("pymilvus", "pymilvus", "the milvus index backend", "milvus")
+
+
+def is_lite(uri: str) -> bool:
+    """Whether a Milvus URI names a Milvus Lite file (else a server)."""
+    return uri.endswith(".db")
+
+
+def default_index(uri: str) -> str:
+    """The vector index a collection at `uri` gets unless --milvus-index says: FLAT on a Milvus Lite file, IVF_FLAT
+    on a server. Milvus Lite builds no index of its own: it answers IVF_FLAT (and AUTOINDEX) from an interim index
+    with settings of its own, whatever nlist and nprobe say (its recall at 1M rows: docs/scaling.md)."""
+    return "FLAT" if is_lite(uri) else "IVF_FLAT"
+
+
 def lite_uri(uri: str) -> str:
     """A --milvus-uri as the manifest keeps it: a Milvus Lite file (*.db) as an absolute path, a server as given."""
-    if not uri.endswith(".db"):
+    if not is_lite(uri):
         return uri
     path = Path(uri).expanduser().resolve()
     if not LITE_NAME.fullmatch(path.name):
@@ -94,8 +110,9 @@ def expression(filters: Filters) -> str:
 @contextmanager
 def answering(uri: str, what: str) -> Iterator[None]:
     """A failed Milvus request (server down, refused, an error it returns) as one SearchIndexError line."""
-    pymilvus = require("pymilvus", "pymilvus", "the milvus index backend", "milvus")
-    grpc = require("grpc", "grpcio", "the milvus index backend", "milvus")
+    pymilvus = _pymilvus()
+    import grpc  # pymilvus's transport
+
     try:
         yield
     except (pymilvus.MilvusException, grpc.RpcError) as err:
@@ -116,11 +133,11 @@ class MilvusBackend:
     @classmethod
     def open(cls, embeddings: np.ndarray | None, config: IndexConfig, saved: Path | None = None) -> MilvusBackend:
         """Connect to the collection's server (the vectors are in the collection: `embeddings`, `saved` unused)."""
-        pymilvus = require("pymilvus", "pymilvus", "the milvus index backend", "milvus")
+        pymilvus = _pymilvus()
         for name in PYMILVUS_LOGGERS:  # cpcl reports a failure in one line; pymilvus would add a traceback
             logging.getLogger(name).setLevel(logging.CRITICAL)
-        lite = config.milvus_uri.endswith(".db")
-        what = "connect" + " (a Milvus Lite file is open in one process at a time: is another using it?)" * lite
+        what = "connect" + " (a Milvus Lite file is open in one process at a time: is another using it?)" * \
+            is_lite(config.milvus_uri)
         with warnings.catch_warnings(), answering(config.milvus_uri, what):
             warnings.simplefilter("ignore", UserWarning)  # milvus-lite's import of pkg_resources
             silenced = logging.root.manager.disable
@@ -147,7 +164,7 @@ class MilvusBackend:
                 raise SearchIndexError(f"collection {self.collection} already exists at {self.uri} (another index's?);"
                                        f" give another --collection, or drop it")
             return
-        pymilvus = require("pymilvus", "pymilvus", "the milvus index backend", "milvus")
+        pymilvus = _pymilvus()
         text = pymilvus.DataType.VARCHAR
         schema = pymilvus.MilvusClient.create_schema(auto_id=False, description=json.dumps(self._binding(manifest)))
         schema.add_field("id", pymilvus.DataType.INT64, is_primary=True)
