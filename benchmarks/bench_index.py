@@ -25,8 +25,8 @@ in a temporary folder), and is searched by that backend.
 Latency per query: batched = the time of a batch of `--batch` queries / its size, over the batches;
 single = one query per call, over calls (`--exact-single` calls for exact and Milvus FLAT); p50 and p99
 by nearest rank (over 4 batches p99 is the slowest). faiss uses every core it finds (2 on this project's
-machine). recall@k = |top-k ∩ exact top-k| / k, averaged over the queries. Every gallery row also has a camera
-(one of 100) and a time (uniform over one day); the filtered query keeps one camera and one hour (about 1 row
+machine). recall@k = |top-k ∩ exact top-k| / |exact top-k|, averaged over the queries. Every gallery row also has
+a camera (one of 100) and a time (uniform over one day); the filtered query keeps one camera and one hour (about 1 row
 in 2,400), each backend its own way (faiss: an ID selector over the rows that pass; Milvus: its boolean
 expression), its recall against exact search over the same rows. Build: faiss's training and adding, Milvus's
 upserts, flush and load; ingest = rows / build. Memory: faiss, this process's RSS growth while building;
@@ -48,7 +48,7 @@ import numpy as np
 
 from cpcl.index.backends import ExactBackend, IVFBackend
 from cpcl.index.config import MILVUS_INDEXES, IndexConfig
-from cpcl.index.milvus import MilvusBackend
+from cpcl.index.milvus import MilvusBackend, is_lite
 from cpcl.index.search import Filters
 from cpcl.index.store import Manifest
 
@@ -128,9 +128,10 @@ def single_ms(search, queries: np.ndarray, k: int) -> tuple[float, float]:
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over rows of |found_i ∩ truth_i| / k (slots without a result, id -1, never count)."""
-    k = truth.shape[1]
-    return float(np.mean([len(np.intersect1d(f[f >= 0], t[t >= 0])) / k for f, t in zip(found, truth)]))
+    """Mean over rows of |found_i ∩ truth_i| / |truth_i| (slots without a result, id -1, never count; a filter
+    passing fewer than k rows leaves fewer in truth_i)."""
+    return float(np.mean([len(np.intersect1d(f[f >= 0], t[t >= 0])) / max(1, int((t >= 0).sum()))
+                          for f, t in zip(found, truth)]))
 
 
 def rss_gib(pid: int | str = "self") -> float:
@@ -218,7 +219,7 @@ def milvus_rows(case: Case, gallery: np.ndarray, records: list[dict]) -> list[st
         collection.client.release_collection(config.milvus_collection)
         collection.client.load_collection(config.milvus_collection)
         build = time.perf_counter() - began
-        lite = args.milvus_uri.endswith(".db")
+        lite = is_lite(args.milvus_uri)
         memory = sum(rss_gib(pid) for pid in children()) if lite else None
         for nprobe in args.nprobe if index.startswith("IVF") else ["-"]:
             searcher = MilvusBackend.open(None, IndexConfig(**{**asdict(config), "nprobe": int(nprobe)})) \
