@@ -106,15 +106,16 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
-def batched_ms(search, queries: np.ndarray, k: int, batch: int, **where) -> tuple[float, float]:
-    """(p50, p99) over batches of (batch seconds / batch size), in ms."""
-    per_query = []
+def batched_ms(search, queries: np.ndarray, k: int, batch: int, **where) -> tuple[float, float, np.ndarray]:
+    """(p50, p99) over batches of (batch seconds / batch size), in ms, and the ids found [Q, k]. One request a
+    batch: a request of every query would outlast a Milvus request's timeout on exact search."""
+    per_query, found = [], []
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
         began = time.perf_counter()
-        search(chunk, k, **where)
+        found.append(search(chunk, k, **where)[1])
         per_query.append(1000 * (time.perf_counter() - began) / len(chunk))
-    return percentile(per_query, 50), percentile(per_query, 99)
+    return percentile(per_query, 50), percentile(per_query, 99), np.concatenate(found)
 
 
 def single_ms(search, queries: np.ndarray, k: int) -> tuple[float, float]:
@@ -169,12 +170,9 @@ class Case:
 def measure(case: Case, name: str, probe: str, build: float, memory: float | None, search, singles: int) -> str:
     """One table row: `search(queries, k, allowed=, filters=)` timed, its recall with and without the filter."""
     args, k = case.args, case.args.k
-    batched = batched_ms(search, case.queries, k, args.batch)
+    *batched, found = batched_ms(search, case.queries, k, args.batch)
     single = single_ms(search, case.queries[:singles], k)
-    found = search(case.queries, k)[1]
-    where = {"allowed": case.allowed, "filters": FILTER}
-    filtered = batched_ms(search, case.queries, k, args.batch, **where)
-    filtered_found = search(case.queries, k, **where)[1]
+    *filtered, filtered_found = batched_ms(search, case.queries, k, args.batch, allowed=case.allowed, filters=FILTER)
     memory_text = f"{memory:.2f}" if memory is not None else "-"
     row = (f"| {name} | {probe} | {build:.1f} | {args.n / build:,.0f} | {batched[0]:.3f} / {batched[1]:.3f} | "
            f"{single[0]:.3f} / {single[1]:.3f} | {recall(found, case.truth):.4f} | {memory_text} | "
