@@ -2,6 +2,7 @@
 
     PYTHONPATH=src python benchmarks/bench_index.py                       # 1M x 512, IVF4096, nprobe 32
     PYTHONPATH=src python benchmarks/bench_index.py --n 100000 --nlist 1024 --nprobe 8 16  # smaller
+    PYTHONPATH=src python benchmarks/bench_index.py --nprobe 32 --milvus FLAT IVF_FLAT  # beside Milvus Lite
 
 The gallery is synthetic and clustered the way trained person-search embeddings are, not
 uniform on the sphere (where no IVF has good recall and nothing real lives): every row is
@@ -15,28 +16,47 @@ per-image part (a sentence matches a person, not one crop). Each part is unit-no
 weighting. `--data gaussian` draws gallery and queries uniform on the sphere instead.
 
 Exact search is faiss IndexFlatIP (cpcl's `exact` backend); IVF is cpcl's `ivf` backend with the
-package defaults (k-means on `train_per_list` vectors a list) unless options say otherwise.
-Latency per query: batched = the time of a batch of `--batch` queries / its size, median over
-batches; single = one query per call, median over calls. faiss uses every core it finds (2 on
-this project's machine). recall@k = |IVF top-k ∩ exact top-k| / k, averaged over the queries.
-Prints a markdown table.
+package defaults (k-means on `train_per_list` vectors a list) unless options say otherwise. With `--milvus`,
+the gallery also goes, for each index type named, into a Milvus collection through cpcl's `milvus` backend
+(`MilvusBackend.put`, `--shard-size` rows a call, as `cpcl index build` writes a shard; then a flush, and the
+collection released and loaded again, so its index is built) at `--milvus-uri` (default: a Milvus Lite file
+in a temporary folder), and is searched by that backend.
+
+Latency per query: batched = the time of a batch of `--batch` queries / its size, over the batches;
+single = one query per call, over calls (`--exact-single` calls for exact and Milvus FLAT); p50 and p99
+by nearest rank (over 4 batches p99 is the slowest). faiss uses every core it finds (2 on this project's
+machine). recall@k = |top-k ∩ exact top-k| / |exact top-k|, averaged over the queries. Every gallery row also has
+a camera (one of 100) and a time (uniform over one day); the filtered query keeps one camera and one hour (about 1 row
+in 2,400), each backend its own way (faiss: an ID selector over the rows that pass; Milvus: its boolean
+expression), its recall against exact search over the same rows. Build: faiss's training and adding, Milvus's
+upserts, flush and load; ingest = rows / build. Memory: faiss, this process's RSS growth while building;
+Milvus Lite, its server process's RSS once loaded ("-" for a server elsewhere). Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import math
+import os
+import tempfile
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from cpcl.index.backends import ExactBackend, IVFBackend
-from cpcl.index.config import IndexConfig
+from cpcl.index.config import MILVUS_INDEXES, IndexConfig
+from cpcl.index.milvus import MilvusBackend, is_lite
+from cpcl.index.search import Filters
+from cpcl.index.store import Manifest
 
 LATENT = 64  # intrinsic dimension of the synthetic embeddings
 PER_PERSON = 50  # gallery rows per person
 GROUP = 20  # persons per look-alike group
+CAMERAS, DAY = 100, 86_400.0  # the gallery's cameras, and the span of its times (seconds)
+FILTER = Filters(cameras=("cam07",), time_from=12 * 3600.0, time_to=13 * 3600.0)  # one camera, one hour
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -80,31 +100,132 @@ class Generator:
         return self.rows(self.rng.integers(0, self.persons, q), self.mu_query, 0.9)
 
 
-def batched_ms(search, queries: np.ndarray, k: int, batch: int) -> float:
-    """Median over batches of (batch seconds / batch size), in ms."""
-    per_query = []
+def percentile(values: list[float], p: float) -> float:
+    """The nearest-rank p-th percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def batched_ms(search, queries: np.ndarray, k: int, batch: int, **where) -> tuple[float, float, np.ndarray]:
+    """(p50, p99) over batches of (batch seconds / batch size), in ms, and the ids found [Q, k]. One request a
+    batch: a request of every query would outlast a Milvus request's timeout on exact search."""
+    per_query, found = [], []
     for start in range(0, len(queries), batch):
         chunk = queries[start:start + batch]
         began = time.perf_counter()
-        search(chunk, k)
-        per_query.append((time.perf_counter() - began) / len(chunk))
-    return 1000 * statistics.median(per_query)
+        found.append(search(chunk, k, **where)[1])
+        per_query.append(1000 * (time.perf_counter() - began) / len(chunk))
+    return percentile(per_query, 50), percentile(per_query, 99), np.concatenate(found)
 
 
-def single_ms(search, queries: np.ndarray, k: int) -> float:
-    """Median over one-query calls, in ms."""
+def single_ms(search, queries: np.ndarray, k: int) -> tuple[float, float]:
+    """(p50, p99) over one-query calls, in ms."""
     times = []
     for row in queries:
         began = time.perf_counter()
         search(row[None], k)
-        times.append(time.perf_counter() - began)
-    return 1000 * statistics.median(times)
+        times.append(1000 * (time.perf_counter() - began))
+    return percentile(times, 50), percentile(times, 99)
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over rows of |found_i ∩ truth_i| / k."""
-    k = truth.shape[1]
-    return float(np.mean([len(np.intersect1d(f, t)) / k for f, t in zip(found, truth)]))
+    """Mean over rows of |found_i ∩ truth_i| / |truth_i| (slots without a result, id -1, never count; a filter
+    passing fewer than k rows leaves fewer in truth_i)."""
+    return float(np.mean([len(np.intersect1d(f[f >= 0], t[t >= 0])) / max(1, int((t >= 0).sum()))
+                          for f, t in zip(found, truth)]))
+
+
+def rss_gib(pid: int | str = "self") -> float:
+    """Resident memory of a process, GiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 2**20
+    return math.nan
+
+
+def children() -> list[int]:
+    """This process's child processes (Milvus Lite's server is one)."""
+    own = str(os.getpid())
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if stat.read_text().rsplit(")", 1)[1].split()[1] == own:
+                found.append(int(stat.parent.name))
+        except (OSError, IndexError):
+            continue
+    return found
+
+
+@dataclass
+class Case:
+    """What every backend is measured on."""
+
+    queries: np.ndarray  # [Q, D]
+    truth: np.ndarray  # [Q, k]: exact top-k
+    allowed: np.ndarray  # [N] bool: the rows FILTER passes
+    filtered_truth: np.ndarray  # [Q, k]: exact top-k among them
+    args: argparse.Namespace
+
+
+def measure(case: Case, name: str, probe: str, build: float, memory: float | None, search, singles: int) -> str:
+    """One table row: `search(queries, k, allowed=, filters=)` timed, its recall with and without the filter."""
+    args, k = case.args, case.args.k
+    *batched, found = batched_ms(search, case.queries, k, args.batch)
+    single = single_ms(search, case.queries[:singles], k)
+    *filtered, filtered_found = batched_ms(search, case.queries, k, args.batch, allowed=case.allowed, filters=FILTER)
+    memory_text = f"{memory:.2f}" if memory is not None else "-"
+    row = (f"| {name} | {probe} | {build:.1f} | {args.n / build:,.0f} | {batched[0]:.3f} / {batched[1]:.3f} | "
+           f"{single[0]:.3f} / {single[1]:.3f} | {recall(found, case.truth):.4f} | {memory_text} | "
+           f"{filtered[0]:.3f} | {recall(filtered_found, case.filtered_truth):.4f} |")
+    print(row, flush=True)
+    return row
+
+
+def faiss_rows(case: Case, gallery: np.ndarray) -> list[str]:
+    """Exact search, then IVF at each `--nprobe`."""
+    args = case.args
+    began = time.perf_counter()
+    exact = ExactBackend(gallery, IndexConfig())
+    rows = [measure(case, "exact (IndexFlatIP)", "-", time.perf_counter() - began, None, exact.search,
+                    args.exact_single)]
+    del exact
+    config = IndexConfig(nlist=args.nlist, train_per_list=args.train_per_list, ivf_threshold=1)
+    before, began = rss_gib(), time.perf_counter()
+    ivf = IVFBackend(gallery, config)
+    build, memory = time.perf_counter() - began, rss_gib() - before
+    for nprobe in args.nprobe:
+        ivf.index.nprobe = nprobe
+        rows.append(measure(case, f"faiss IVF{ivf.index.nlist},Flat", str(nprobe), build, memory, ivf.search,
+                            args.queries))
+    return rows
+
+
+def milvus_rows(case: Case, gallery: np.ndarray, records: list[dict]) -> list[str]:
+    """Each `--milvus` index type: the gallery upserted through cpcl's backend, then searched at each nprobe."""
+    args, rows = case.args, []
+    for index in args.milvus:
+        config = IndexConfig(backend="milvus", milvus_uri=args.milvus_uri, milvus_collection=f"bench_{index.lower()}",
+                             milvus_index=index, nlist=args.nlist)
+        collection = MilvusBackend.open(None, config)
+        collection.client.drop_collection(config.milvus_collection)
+        collection.create(Manifest("bench", "0" * 64, {}, {}, "/", settings=asdict(config), dim=gallery.shape[1]))
+        began = time.perf_counter()
+        for start in range(0, len(gallery), args.shard_size):
+            stop = min(len(gallery), start + args.shard_size)
+            collection.put(start, gallery[start:stop], records[start:stop])
+        collection.flush()
+        collection.client.release_collection(config.milvus_collection)
+        collection.client.load_collection(config.milvus_collection)
+        build = time.perf_counter() - began
+        lite = is_lite(args.milvus_uri)
+        memory = sum(rss_gib(pid) for pid in children()) if lite else None
+        for nprobe in args.nprobe if index.startswith("IVF") else ["-"]:
+            searcher = MilvusBackend.open(None, IndexConfig(**{**asdict(config), "nprobe": int(nprobe)})) \
+                if nprobe != "-" else collection
+            rows.append(measure(case, f"Milvus Lite {index}" if lite else f"Milvus {index}", str(nprobe), build,
+                                memory, searcher.search, args.exact_single if index == "FLAT" else args.queries))
+        collection.client.release_collection(config.milvus_collection)
+    return rows
 
 
 def main() -> None:
@@ -121,6 +242,10 @@ def main() -> None:
                         help="IVF k-means sample per list")
     parser.add_argument("--data", choices=["clustered", "gaussian"], default="clustered",
                         help="clustered (like embeddings, see above) or gaussian (uniform on the sphere)")
+    parser.add_argument("--milvus", nargs="+", default=[], choices=MILVUS_INDEXES,
+                        help="also measure Milvus with these index types")
+    parser.add_argument("--milvus-uri", help="Milvus Lite file or server (default: a temporary Milvus Lite file)")
+    parser.add_argument("--shard-size", type=int, default=IndexConfig.shard_size, help="Milvus: rows a write")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -130,35 +255,28 @@ def main() -> None:
         gallery, queries = gen.gaussian(args.n), gen.gaussian(args.queries)
     else:
         gallery, queries = gen.gallery(args.n), gen.queries(args.queries)
-    print(f"{args.data} gallery {args.n:,} x {args.dim} made in {time.perf_counter() - began:.1f} s; "
-          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads", flush=True)
-
-    began = time.perf_counter()
+    rng = np.random.default_rng(args.seed + 1)
+    cameras, times = rng.integers(0, CAMERAS, args.n), rng.uniform(0, DAY, args.n)
+    allowed = (cameras == 7) & (times >= FILTER.time_from) & (times <= FILTER.time_to)
+    print(f"{args.data} gallery {args.n:,} x {args.dim} made in {time.perf_counter() - began:.1f} s "
+          f"({int(allowed.sum())} rows pass the filter); faiss {faiss.__version__}, {faiss.omp_get_max_threads()} "
+          f"threads; load average {os.getloadavg()[0]:.1f}", flush=True)
     exact = ExactBackend(gallery, IndexConfig())
-    exact_build = time.perf_counter() - began
-    truth = exact.search(queries, args.k)[1]
-    rows = [("exact (IndexFlatIP)", "-", exact_build, batched_ms(exact.search, queries, args.k, args.batch),
-             single_ms(exact.search, queries[:args.exact_single], args.k), 1.0)]
-    print(f"exact done in {time.perf_counter() - began:.1f} s", flush=True)
-
-    config = IndexConfig(nlist=args.nlist, train_per_list=args.train_per_list, ivf_threshold=1)
-    began = time.perf_counter()
-    ivf = IVFBackend(gallery, config)
-    ivf_build = time.perf_counter() - began
-    print(f"IVF{ivf.index.nlist} trained and filled in {ivf_build:.1f} s", flush=True)
-    for nprobe in args.nprobe:
-        ivf.index.nprobe = nprobe
-        found = ivf.search(queries, args.k)[1]
-        rows.append((f"IVF{ivf.index.nlist},Flat", str(nprobe), ivf_build,
-                     batched_ms(ivf.search, queries, args.k, args.batch), single_ms(ivf.search, queries, args.k),
-                     recall(found, truth)))
-
-    print(f"\n{args.n:,} x {args.dim} {args.data} gallery, {args.queries} queries, k={args.k}\n")
-    print(f"| index | nprobe | build s | ms/query, batched ({args.batch}) | ms/query, single "
-          f"| recall@{args.k} vs exact |")
-    print("|---|---|---|---|---|---|")
-    for name, nprobe, build, batched, single, rec in rows:
-        print(f"| {name} | {nprobe} | {build:.1f} | {batched:.3f} | {single:.3f} | {rec:.4f} |")
+    case = Case(queries, exact.search(queries, args.k)[1], allowed, exact.search(queries, args.k, allowed)[1], args)
+    del exact
+    header = (f"| index | nprobe | build s | ingest rows/s | ms/query batched ({args.batch}) p50 / p99 | ms/query "
+              f"single p50 / p99 | recall@{args.k} | memory GiB | filtered ms/query batched | filtered "
+              f"recall@{args.k} |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(header, flush=True)
+    rows = faiss_rows(case, gallery)
+    if args.milvus:
+        records = [{"path": str(i), "camera": f"cam{c:02d}", "time": float(t)} for i, (c, t) in
+                   enumerate(zip(cameras.tolist(), times.tolist()))]
+        with tempfile.TemporaryDirectory() as folder:
+            args.milvus_uri = args.milvus_uri or str(Path(folder) / "bench.db")
+            rows += milvus_rows(case, gallery, records)
+    print(f"\n{args.n:,} x {args.dim} {args.data} gallery, {args.queries} queries, k={args.k}; load average "
+          f"{os.getloadavg()[0]:.1f}\n\n{header}\n" + "\n".join(rows))
 
 
 if __name__ == "__main__":

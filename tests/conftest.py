@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -86,3 +87,23 @@ def jsonl_root(tmp_path: Path) -> Path:
                                  "split": split, "person_id": f"p{pid}"}))
     (tmp_path / "annotations.jsonl").write_text("\n".join(lines) + "\n\n")
     return tmp_path
+
+
+@pytest.fixture
+def lite(tmp_path: Path) -> Iterator[str]:
+    """A Milvus Lite file for one test (the milvus index backend); its server process is stopped afterwards."""
+    path = tmp_path / "gallery.db"
+    yield str(path)
+    from milvus_lite.server_manager import server_manager_instance
+
+    server_manager_instance.release_server(str(path))
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> tuple[Path, Path, list[str]]:
+    """(gallery root, checkpoint, good relative paths): `write_gallery` crops and a tiny CLIP checkpoint."""
+    from search_support import write_checkpoint, write_gallery
+
+    root = tmp_path_factory.mktemp("gallery")
+    paths = write_gallery(root / "imgs")
+    return root / "imgs", write_checkpoint(root / "tiny.pt"), paths

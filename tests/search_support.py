@@ -69,3 +69,13 @@ def build_gallery_index(base: Path) -> list[str]:
                  "--out", str(base / "idx"), "--metadata", str(base / "imgs" / "meta.csv"), "--workers", "0",
                  "--device", "cpu", "--precision", "fp32"]) == 0
     return paths
+
+
+def build_crops(gallery: tuple[Path, Path, list[str]], out: Path, *extra: str) -> int:
+    """`cpcl index build` of the `gallery` fixture's crops (with its sidecar) into `out` on the CPU."""
+    from cpcl.cli import main
+
+    root, checkpoint, _ = gallery
+    return main(["index", "build", "--checkpoint", str(checkpoint), "--images", str(root), "--out", str(out),
+                 "--metadata", str(root / "meta.csv"), "--device", "cpu", "--precision", "fp32", "--workers", "0",
+                 "--batch-size", "5", *extra])

@@ -337,6 +337,24 @@ def test_grouped_search_is_the_brute_force_ranking_of_people(scene, checkpoint, 
                 assert all(allowed is None or allowed[h.row] for h in hits)
 
 
+def test_footage_on_milvus_is_grouped_and_filtered_as_in_the_folder_index(scene, checkpoint, tmp_path, lite):
+    """The same persons (tracks), hits, spans and scores from a Milvus collection as from the shards."""
+    for name, extra in (("flat", ()), ("idx", ("--backend", "milvus", "--milvus-uri", lite))):
+        assert build(scene, checkpoint, tmp_path / name, "--every", "2", "--start", "0", "--camera", "cam1",
+                     *extra) == 0
+    flat, milvus = (Searcher.open(tmp_path / name, device="cpu", precision="fp32") for name in ("flat", "idx"))
+    assert milvus.backend.name == "milvus" and milvus.tracks and np.array_equal(milvus.track, flat.track)
+    rng = np.random.default_rng(0)
+    for filters in (Filters(), Filters.parse(["cam1"], time_to=0.9, sources=["video.mp4"])):
+        for group, rerank in ((True, False), (False, False), (True, True)):
+            query = rng.normal(size=flat.dim).astype(np.float32)
+            query /= np.linalg.norm(query)
+            got = milvus.search_vector(query, 4, filters=filters, group=group, rerank=rerank)
+            want = flat.search_vector(query, 4, filters=filters, group=group, rerank=rerank)
+            assert [(h.path, h.footage) for h in got] == [(h.path, h.footage) for h in want] and want
+            np.testing.assert_allclose([h.score for h in got], [h.score for h in want], atol=1e-5)
+
+
 def test_a_killed_build_continues_without_embedding_anything_twice(scene, checkpoint, tmp_path, monkeypatch):
     assert build(scene, checkpoint, tmp_path / "whole", "--shard-size", "5") == 0
     original, calls = Encoder.pil_images, []

@@ -20,7 +20,7 @@ from cpcl.index.search import Searcher
 from cpcl.index.store import IndexStore, sha256_of
 from cpcl.model.checkpoints import load_clip
 from cpcl.utils.errors import ConfigError
-from search_support import write_checkpoint, write_crop, write_gallery
+from search_support import build_crops as build, write_checkpoint, write_crop, write_gallery
 
 
 def clustered(n: int, dim: int = 16, centres: int = 10, seed: int = 0) -> np.ndarray:
@@ -85,26 +85,11 @@ def test_ivf_is_saved_and_reused_only_when_it_matches(tmp_path):
 
 
 def test_unknown_backend_and_bad_settings_name_the_valid_ones():
-    assert set(INDEX_BACKENDS) == {"exact", "ivf"}
-    with pytest.raises(ConfigError, match="valid: exact, ivf"):
+    assert set(INDEX_BACKENDS) == {"exact", "ivf", "milvus"}
+    with pytest.raises(ConfigError, match="valid: exact, ivf, milvus"):
         make_backend("hnsw", clustered(10), IndexConfig())
     with pytest.raises(ConfigError, match="nprobe"):
         IndexConfig(nprobe=0)
-
-
-@pytest.fixture(scope="module")
-def gallery(tmp_path_factory) -> tuple[Path, Path, list[str]]:
-    """(gallery root, checkpoint, good relative paths)."""
-    root = tmp_path_factory.mktemp("gallery")
-    paths = write_gallery(root / "imgs")
-    return root / "imgs", write_checkpoint(root / "tiny.pt"), paths
-
-
-def build(gallery, out: Path, *extra: str) -> int:
-    root, checkpoint, _ = gallery
-    return main(["index", "build", "--checkpoint", str(checkpoint), "--images", str(root), "--out", str(out),
-                 "--metadata", str(root / "meta.csv"), "--device", "cpu", "--precision", "fp32", "--workers", "0",
-                 "--batch-size", "5", *extra])
 
 
 def test_build_embeds_every_image_and_reports_unreadable_ones(gallery, tmp_path, capsys):
@@ -315,10 +300,10 @@ def test_huge_k_is_clamped_to_the_gallery(gallery, tmp_path, capsys, monkeypatch
     asked: list[int] = []
     original = ExactBackend.search
 
-    def bounded_search(self, queries, k, allowed=None):
+    def bounded_search(self, queries, k, allowed=None, filters=None):
         asked.append(k)
         assert k <= self.index.ntotal, f"k={k} reached faiss unclamped"  # faiss would allocate k slots a query
-        return original(self, queries, k, allowed)
+        return original(self, queries, k, allowed, filters)
 
     monkeypatch.setattr(ExactBackend, "search", bounded_search)
     capsys.readouterr()

@@ -12,7 +12,7 @@ MAX_LISTED = 5  # unreadable files named in the summary
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from cpcl.index.config import IndexConfig
+    from cpcl.index.config import BACKENDS, MILVUS_INDEXES, IndexConfig
 
     index = subparsers.add_parser("index", help="index a gallery of images for cpcl search / serve")
     actions = index.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -32,6 +32,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="galleries of at least this many images use IVF, smaller ones exact search")
     build.add_argument("--nlist", type=int, default=IndexConfig.nlist, help="IVF lists")
     build.add_argument("--nprobe", type=int, default=IndexConfig.nprobe, help="IVF lists visited per query")
+    build.add_argument("--backend", choices=BACKENDS, default=IndexConfig.backend,
+                       help="faiss: the vectors in the index folder; milvus: in a Milvus collection (--milvus-uri)")
+    build.add_argument("--milvus-uri", metavar="URI",
+                       help="milvus: a Milvus Lite file (gallery.db, made if missing) or a server (http://HOST:19530)")
+    build.add_argument("--collection", metavar="NAME", help="milvus: the collection (default: cpcl_ and the --out "
+                                                            "folder's name)")
+    build.add_argument("--milvus-index", choices=MILVUS_INDEXES,
+                       help="milvus: the collection's vector index (IVF_FLAT uses --nlist and --nprobe); default: FLAT "
+                            "on a Milvus Lite file (Lite answers IVF_FLAT from its own coarser index: "
+                            "docs/scaling.md), IVF_FLAT on a server")
     footage_arguments(build, root=True)
     build.set_defaults(func=run_build)
 
@@ -150,13 +160,23 @@ def _check_read(report, index: Path) -> int:
     return 0
 
 
+def index_config(args: argparse.Namespace):
+    """The IndexConfig of `cpcl index build`'s options (a Milvus Lite file as an absolute path)."""
+    from cpcl.index.config import IndexConfig
+    from cpcl.index.milvus import collection_name, default_index, lite_uri
+
+    milvus, uri = args.backend == "milvus", args.milvus_uri or ""
+    return IndexConfig(backend=args.backend, milvus_uri=lite_uri(uri) if uri else "",
+                       milvus_collection=args.collection or (collection_name(args.out) if milvus else ""),
+                       milvus_index=args.milvus_index or default_index(uri), shard_size=args.shard_size,
+                       ivf_threshold=args.ivf_threshold, nlist=args.nlist, nprobe=args.nprobe)
+
+
 def run_build(args: argparse.Namespace) -> int:
     from cpcl.index.build import build_index
-    from cpcl.index.config import IndexConfig
     from cpcl.index.encoder import Encoder
 
-    config = IndexConfig(shard_size=args.shard_size, ivf_threshold=args.ivf_threshold, nlist=args.nlist,
-                         nprobe=args.nprobe)
+    config = index_config(args)
     footage = footage_options(args)
     encoder = Encoder.load(args.checkpoint, tuple(args.image_size) if args.image_size else None, args.device,
                            args.precision)

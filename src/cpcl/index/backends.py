@@ -1,25 +1,31 @@
-"""Nearest-neighbour backends over an index's embeddings: faiss exact search, and IVF for large galleries.
+"""Nearest-neighbour backends over an index's embeddings: faiss exact search, IVF for large galleries, and a
+Milvus collection (`cpcl.index.milvus`, where the vectors live outside the folder).
 
 Embeddings are L2-normalised, so inner product is cosine similarity: scores lie in [-1, 1]. A
 backend answers `search(queries [Q, D], k, allowed)` with (scores [Q, k], ids [Q, k]) in
 descending score order; a slot without a result (fewer than k allowed rows) has id -1 and score
 -inf. `allowed` ([N] bool, or None for all) restricts the search to rows that pass a metadata
 filter, inside faiss (an ID selector): the best passing rows come back (IVF: among the lists it
-visits), not a top-k filtered afterwards.
+visits), not a top-k filtered afterwards. Milvus filters by `filters` (`cpcl.index.search.Filters`, the same
+rows) inside the collection; the faiss backends need only the mask.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import faiss
 import numpy as np
 
 from cpcl.index.config import IndexConfig
+from cpcl.index.milvus import MilvusBackend
 from cpcl.utils.errors import ConfigError
 from cpcl.utils.files import atomic_write
+
+if TYPE_CHECKING:
+    from cpcl.index.search import Filters
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +35,13 @@ class Backend(Protocol):
 
     name: str
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, filters: Filters | None = None
                ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def save(self, path: Path) -> None: ...
 
     @classmethod
-    def open(cls, embeddings: np.ndarray, config: IndexConfig, saved: Path | None = None) -> Backend: ...
+    def open(cls, embeddings: np.ndarray | None, config: IndexConfig, saved: Path | None = None) -> Backend: ...
 
 
 def _selector(allowed: np.ndarray | None) -> faiss.IDSelector | None:
@@ -64,7 +70,7 @@ class ExactBackend:
         self.index = faiss.IndexFlatIP(embeddings.shape[1])
         self.index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, filters: Filters | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """queries [Q, D] float32 -> (scores [Q, k], ids [Q, k]), exact, best first."""
         selector = _selector(allowed)  # held here: faiss keeps only a pointer to it
@@ -119,7 +125,7 @@ class IVFBackend:
                      index.ntotal, len(embeddings))
         return cls(embeddings, config)
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, filters: Filters | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """queries [Q, D] float32 -> (scores [Q, k], ids [Q, k]), approximate, best first."""
         selector = _selector(allowed)  # held here: faiss keeps only a pointer to it
@@ -132,16 +138,20 @@ class IVFBackend:
         atomic_write(path, lambda stream: faiss.write_index(self.index, faiss.PyCallbackIOWriter(stream.write)))
 
 
-INDEX_BACKENDS: dict[str, type] = {"exact": ExactBackend, "ivf": IVFBackend}
+INDEX_BACKENDS: dict[str, type] = {"exact": ExactBackend, "ivf": IVFBackend, "milvus": MilvusBackend}
 
 
 def backend_name(count: int, config: IndexConfig) -> str:
-    """'ivf' for galleries of at least `config.ivf_threshold` rows, 'exact' below."""
+    """'milvus' for a Milvus index; else 'ivf' for galleries of at least `config.ivf_threshold` rows, 'exact' below."""
+    if config.backend == "milvus":
+        return "milvus"
     return "ivf" if count >= config.ivf_threshold else "exact"
 
 
-def make_backend(name: str, embeddings: np.ndarray, config: IndexConfig, saved: Path | None = None) -> Backend:
-    """The backend `name` over `embeddings` [N, D], reusing what is saved at `saved` where it matches."""
+def make_backend(name: str, embeddings: np.ndarray | None, config: IndexConfig, saved: Path | None = None
+                 ) -> Backend:
+    """The backend `name` over `embeddings` [N, D] (Milvus: None, the collection holds them), reusing what is saved
+    at `saved` where it matches."""
     if name not in INDEX_BACKENDS:
         raise ConfigError(f"unknown index backend '{name}'; valid: {', '.join(sorted(INDEX_BACKENDS))}")
     return INDEX_BACKENDS[name].open(embeddings, config, saved)

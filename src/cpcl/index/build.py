@@ -102,22 +102,28 @@ def sync(store: IndexStore, encoder: Encoder, paths: list[str], sidecar: dict[st
 
 
 def start_sync(store: IndexStore) -> list[dict[str, Any]]:
-    """Open a build or add on `store`: temporaries of a killed run removed, the count taken from the whole shards,
-    the manifest marked incomplete; returns the records already indexed."""
+    """Open a build or add on `store`: temporaries of a killed run removed, the count taken from the whole shards
+    (a Milvus collection trimmed to them and checked), the manifest marked incomplete; returns the records already
+    indexed."""
     store.remove_stale_temporaries()
     records = store.read_records()
+    if store.collection is not None:
+        store.collection.trim(len(records))
+        store.collection.check(store.manifest, len(records))
     store.manifest.count, store.manifest.complete = len(records), False
     store.write_manifest()
     return records
 
 
 def finish_sync(store: IndexStore, report: SyncReport) -> SyncReport:
-    """Close a build or add: unreadable files listed, ivf.faiss (re)trained unless bound to exactly these rows,
-    the manifest marked complete; `report` gets the total and the backend."""
+    """Close a build or add: unreadable files listed, ivf.faiss (re)trained unless bound to exactly these rows (a
+    Milvus collection flushed), the manifest marked complete; `report` gets the total and the backend."""
     manifest = store.manifest
     store.write_unreadable({**report.unreadable, **report.failed})
     report.total, report.backend = manifest.count, backend_name(manifest.count, manifest.config)
-    if report.backend == "ivf":
+    if store.collection is not None:
+        store.collection.flush()
+    elif report.backend == "ivf":
         embeddings, _ = store.read()
         if store.saved_ivf(embeddings) is None:
             store.save_ivf(make_backend("ivf", embeddings, manifest.config), embeddings)

@@ -111,6 +111,13 @@ def parse_time(value: Any, where: str = "time") -> float:
     return seconds
 
 
+def filter_fields(record: dict[str, Any]) -> tuple[str, float, str]:
+    """What search filters compare of a record: (camera, "" = none; time in seconds since the epoch, NaN = none;
+    footage source, "" = a crop). DataError on a time that is not one."""
+    time = parse_time(record["time"]) if "time" in record else math.nan
+    return str(record.get("camera", "")), time, str(record.get("source", ""))
+
+
 def csv_delimiter(text: str) -> str:
     """The delimiter of a CSV text: of `CSV_DELIMITERS`, the one that splits its header row into the most
     fields (the first on a tie, so a one-column file reads with ",")."""

@@ -29,7 +29,7 @@ from cpcl.clustering.rerank import RerankConfig, RerankGallery, prepare_gallery,
 from cpcl.index.backends import Backend, backend_name, make_backend
 from cpcl.index.encoder import Encoder
 from cpcl.index.footage import SourceState
-from cpcl.index.gallery import FOOTAGE_FIELDS, parse_time
+from cpcl.index.gallery import FOOTAGE_FIELDS, filter_fields, parse_time
 from cpcl.index.store import IndexStore, Manifest
 from cpcl.index.tracks import link_tracks
 from cpcl.utils.errors import DataError, SearchIndexError
@@ -89,10 +89,13 @@ class Hit:
 class Searcher:
     """An index loaded for search, with the model that embeds queries (None: vectors only)."""
 
-    def __init__(self, directory: Path, manifest: Manifest, embeddings: np.ndarray, records: list[dict[str, Any]],
-                 backend: Backend, encoder: Encoder | None = None, rerank: RerankConfig | None = None):
+    def __init__(self, directory: Path, manifest: Manifest, embeddings: np.ndarray | None,
+                 records: list[dict[str, Any]], backend: Backend, encoder: Encoder | None = None,
+                 rerank: RerankConfig | None = None):
+        """embeddings: [N, D], or None where `backend` holds them (Milvus: read back on first use, `embeddings`)."""
         self.directory = directory
-        self.embeddings = embeddings
+        self._embeddings = embeddings
+        self._embeddings_lock = threading.Lock()
         self.rerank_config = rerank or RerankConfig()
         self._reranked: RerankGallery | None = None
         self._rerank_lock = threading.Lock()
@@ -100,20 +103,31 @@ class Searcher:
         self.records = records
         self.backend = backend
         self.encoder = encoder
-        self.count, self.dim = embeddings.shape
-        self.cameras = np.array([str(r.get("camera", "")) for r in records], dtype=object)  # "" = none
+        self.count, self.dim = len(records), embeddings.shape[1] if embeddings is not None else manifest.dim
         try:
-            self.times = np.array([parse_time(r["time"]) if "time" in r else math.nan for r in records], np.float64)
+            cameras, times, sources = zip(*map(filter_fields, records)) if records else ((), (), ())
         except DataError as err:  # an index built before times were checked in range at build
             raise SearchIndexError(f"{directory}: a record's {err}; build the index again with a sidecar of "
                                    f"valid times") from None
-        self.row_sources = np.array([str(r.get("source", "")) for r in records], dtype=object)  # "" = a crop
+        self.cameras = np.array(cameras, dtype=object)  # "" = none
+        self.times = np.array(times, dtype=np.float64)  # NaN = none
+        self.row_sources = np.array(sources, dtype=object)  # "" = a crop
         self._paths = {record["path"]: row for row, record in enumerate(records)}
         self.sources = {name: SourceState.from_dict(raw, f"{directory}: source {name}")
                         for name, raw in manifest.sources.items()}
         self.track_top = manifest.config.track_top
-        self.track, self.tracks = link_tracks(records, embeddings, {name: state.source_fps for name, state in
-                                                                    self.sources.items()}, manifest.config)
+        rates = {name: state.source_fps for name, state in self.sources.items()}
+        self.track, self.tracks = link_tracks(records, self.embeddings if rates else np.empty((0, self.dim)), rates,
+                                              manifest.config)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """[N, D] every row's embedding; from Milvus read back once, when footage or re-ranking first needs it."""
+        if self._embeddings is None:  # only a MilvusBackend is given no embeddings
+            with self._embeddings_lock:
+                if self._embeddings is None:
+                    self._embeddings = self.backend.vectors(self.count)
+        return self._embeddings
 
     @classmethod
     def open(cls, directory: Path, checkpoint: Path | None = None, device: str = "auto", precision: str = "auto",
@@ -129,18 +143,28 @@ class Searcher:
             log.warning("%s: the last build or add did not finish; searching the %d images it embedded "
                         "(run cpcl index build or add again to finish)", directory, manifest.count)
         encoder = Encoder.for_index(manifest, directory, checkpoint, device, precision) if load_model else None
-        embeddings, records = store.read()
+        if store.collection is not None:
+            records, embeddings = store.read_records(), None
+            store.collection.check(manifest, len(records))
+        else:
+            embeddings, records = store.read()
         if len(records) == 0:
             raise SearchIndexError(f"{directory} holds no images yet; run cpcl index build")
-        name = backend_name(len(records), manifest.config)
+        backend = store.collection or cls._faiss(store, embeddings)
+        log.info("opened %s: %d images, %s search", directory, len(records), backend.name)
+        return cls(Path(directory), manifest, embeddings, records, backend, encoder, rerank)
+
+    @staticmethod
+    def _faiss(store: IndexStore, embeddings: np.ndarray) -> Backend:
+        """Exact search or IVF over `embeddings` [N, D], by the gallery's size; IVF from ivf.faiss where it is bound
+        to them."""
+        name = backend_name(len(embeddings), store.manifest.config)
         saved = store.saved_ivf(embeddings) if name == "ivf" else None
         if name == "ivf" and saved is None:
             log.warning("%s: %s is missing or was not trained on these %d embeddings; training IVF for this "
-                        "session (cpcl index add --index %s saves one)", directory, store.ivf_path.name,
-                        len(records), directory)
-        backend = make_backend(name, embeddings, manifest.config, saved=saved)
-        log.info("opened %s: %d images, %s search", directory, len(records), backend.name)
-        return cls(Path(directory), manifest, embeddings, records, backend, encoder, rerank)
+                        "session (cpcl index add --index %s saves one)", store.directory, store.ivf_path.name,
+                        len(embeddings), store.directory)
+        return make_backend(name, embeddings, store.manifest.config, saved=saved)
 
     @property
     def root(self) -> Path:
@@ -215,7 +239,7 @@ class Searcher:
         if rerank:
             return self._reranked_hits(query, k, min_score, allowed, group, fetch)
         while True:
-            scores, rows = self.backend.search(query, fetch, allowed)
+            scores, rows = self.backend.search(query, fetch, allowed, filters)
             found = rows[0] >= 0
             ranked = (scores[0][found].tolist(), rows[0][found].tolist())
             if group:

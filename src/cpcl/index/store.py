@@ -6,6 +6,9 @@
     INDEX/unreadable.jsonl     files the last build or add could not read: {"path", "problem"}
     INDEX/ivf.faiss            the trained IVF index, for galleries large enough to use it
 
+With `--backend milvus` the shards are records only (.jsonl) and the embeddings live in a Milvus collection,
+row i as id i (`cpcl.index.milvus`): a shard is upserted there before its .jsonl is written.
+
 Footage (videos, frame folders) adds detection records: {"path": "SOURCE#FRAME:K", "source", "frame",
 "box", "detector_score", "offset", ...} (`cpcl.index.footage`), and the manifest's `sources` records
 each source's settings and how far it was scanned.
@@ -33,13 +36,15 @@ import numpy as np
 
 from cpcl import __version__
 from cpcl.index.config import IndexConfig
+from cpcl.index.milvus import MilvusBackend
 from cpcl.utils.errors import SearchIndexError
 from cpcl.utils.files import atomic_write, remove_stale_temporaries, sha256_of, writing
 
 log = logging.getLogger(__name__)
 
 INDEX_FORMAT = "cpcl-index"  # value of the manifest's "format" field
-INDEX_VERSION = 2  # newest index layout this code reads and the one it writes (2: footage `sources`)
+INDEX_VERSION = 3  # newest index layout this code reads and the one it writes (2: footage `sources`; 3: the
+# settings' backend and Milvus fields)
 MANIFEST = "manifest.json"
 SHARDS = "shards"
 UNREADABLE = "unreadable.jsonl"
@@ -99,14 +104,24 @@ class IndexStore:
     def __init__(self, directory: Path, manifest: Manifest):
         self.directory = Path(directory)
         self.manifest = manifest
+        self._collection: MilvusBackend | None = None
+
+    @property
+    def collection(self) -> MilvusBackend | None:
+        """The Milvus collection holding the embeddings (connected on first use); None: the shards hold them."""
+        if self._collection is None and self.manifest.config.backend == "milvus":
+            self._collection = MilvusBackend.open(None, self.manifest.config)
+        return self._collection
 
     @classmethod
     def create(cls, directory: Path, manifest: Manifest) -> IndexStore:
-        """Start a new index in `directory` (created; must not hold an index already)."""
+        """Start a new index in `directory` (created; must not hold an index already), and its Milvus collection."""
         directory = Path(directory)
         if (directory / MANIFEST).exists():
             raise SearchIndexError(f"{directory} already holds an index")
         store = cls(directory, manifest)
+        if store.collection is not None:
+            store.collection.create(manifest)
         with store.writing(directory):
             (directory / SHARDS).mkdir(parents=True, exist_ok=True)
         store.write_manifest()
@@ -151,7 +166,7 @@ class IndexStore:
         self._write_bytes(self.directory / MANIFEST, json.dumps(asdict(self.manifest), indent=2).encode())
 
     def shards(self) -> list[tuple[Path, Path]]:
-        """(embeddings .npy, records .jsonl) of every complete shard, in order."""
+        """(embeddings .npy, records .jsonl) of every complete shard, in order (with Milvus: no .npy)."""
         folder = self.directory / SHARDS
         return [(jsonl.with_suffix(".npy"), jsonl) for jsonl in sorted(folder.glob("[0-9]*.jsonl"))]
 
@@ -167,18 +182,26 @@ class IndexStore:
 
         Only shards with a changed record are rewritten (atomically, like any shard file).
         """
-        changed = 0
+        changed = first = 0
         for _, jsonl in self.shards():
             records = _read_jsonl(jsonl)
             updated = [{"path": r["path"], **sidecar[r["path"]]} if r["path"] in sidecar else r for r in records]
-            differing = sum(old != new for old, new in zip(records, updated))
+            differing = [i for i, (old, new) in enumerate(zip(records, updated)) if old != new]
             if differing:
+                if self.collection is not None:  # its filter fields first: a kill in between is redone next time
+                    self.collection.relabel([first + i for i in differing], [updated[i] for i in differing])
                 self._write_bytes(jsonl, _jsonl(updated))
-                changed += differing
+                changed += len(differing)
+            first += len(records)
         return changed
 
     def read(self) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """(embeddings [N, D] float32, records [N]) in row order; SearchIndexError on a damaged shard."""
+        """(embeddings [N, D] float32, records [N]) in row order; SearchIndexError on a damaged shard. With Milvus,
+        the embeddings are read back from the collection."""
+        if self.collection is not None:
+            records = self.read_records()
+            self.collection.check(self.manifest, len(records))
+            return self.collection.vectors(len(records)), records
         arrays, records = [], []
         for npy, jsonl in self.shards():
             rows = _read_jsonl(jsonl)
@@ -204,7 +227,10 @@ class IndexStore:
         number = int(done[-1][1].stem) + 1 if done else 0
         folder = self.directory / SHARDS
         npy, jsonl = folder / f"{number:06d}.npy", folder / f"{number:06d}.jsonl"
-        self._write(npy, lambda stream: np.save(stream, np.ascontiguousarray(embeddings, dtype=np.float32)))
+        if self.collection is not None:  # keyed by row: a shard written again after a kill overwrites its rows
+            self.collection.put(self.manifest.count, embeddings, records)
+        else:
+            self._write(npy, lambda stream: np.save(stream, np.ascontiguousarray(embeddings, dtype=np.float32)))
         self._write_bytes(jsonl, _jsonl(records))
         self.manifest.count += len(records)
         self.manifest.dim = int(embeddings.shape[1])
