@@ -23,7 +23,7 @@ from cpcl.model.inference import embed_images, embed_texts, load_for_inference
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.utils.errors import ConfigError, DataError
 from search_support import write_checkpoint, write_crop, write_gallery
-from test_train_e2e import write_config, write_tiny_cuhk
+from train_support import write_config, write_tiny_cuhk
 
 CPU = torch.device("cpu")
 

@@ -19,7 +19,7 @@ from cpcl.data.transforms import ImageTransformConfig, eval_transform, load_rgb
 from cpcl.model import CLIP, ClipConfig, TextConfig, VisionConfig, save_clip
 from cpcl.synth import SynthConfig, write_pretrain_corpus
 from cpcl.utils.preprocessing import Preprocessing
-from test_train_e2e import METRIC_KEYS, write_config, write_tiny_cuhk
+from train_support import METRIC_KEYS, write_config, write_tiny_cuhk
 
 TEXTS = ["a woman in a red coat with a black backpack", "a man in blue jeans"]
 TRAINED_WITH = Preprocessing((32, 32), "bilinear", (0.3, 0.4, 0.5), (0.2, 0.25, 0.3))  # what the cpcl file records

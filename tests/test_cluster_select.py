@@ -12,6 +12,7 @@ import pytest
 from cpcl.clustering import ClusterConfig, cluster_features
 from cpcl.clustering.select import SelectionGrid, pairwise_scores, select_clustering
 from cpcl.utils.errors import ConfigError
+from train_support import write_config, write_tiny_cuhk
 
 
 def brute_force_scores(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -85,7 +86,6 @@ def test_grid_rejects_what_it_cannot_try():
 
 def test_training_chooses_on_val_and_logs_it(tmp_path):
     from cpcl.cli import main
-    from tests.test_train_e2e import write_config, write_tiny_cuhk
 
     root = write_tiny_cuhk(tmp_path / "data", {"train": 10, "val": 4, "test": 3})
     config = write_config(tmp_path / "cfg.yaml", root, optim={"epochs": 1},
@@ -101,7 +101,6 @@ def test_training_chooses_on_val_and_logs_it(tmp_path):
 @pytest.mark.parametrize("mode", ["cpcl", "pair_fused"])
 def test_weight_by_val_f_scales_the_cluster_terms_by_the_chosen_clusterings_val_f(tmp_path, mode):
     from cpcl.cli import main
-    from tests.test_train_e2e import write_config, write_tiny_cuhk
 
     root = write_tiny_cuhk(tmp_path / "data", {"train": 10, "val": 4, "test": 3})
     config = write_config(tmp_path / "cfg.yaml", root, optim={"epochs": 2}, cpcl={"weight_by_val_f": True},
@@ -128,7 +127,6 @@ def test_weight_by_val_f_needs_a_val_selection():
 def test_grey_world_labels_cluster_balanced_train_and_val_images(tmp_path, monkeypatch):
     from cpcl.cli import main
     from cpcl.engine import train
-    from tests.test_train_e2e import write_config, write_tiny_cuhk
 
     calls, extract = [], train.extract_image_features
 

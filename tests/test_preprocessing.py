@@ -27,7 +27,7 @@ from cpcl.model.shipped import pack, state_sha256
 from cpcl.utils.errors import CheckpointError
 from cpcl.utils.preprocessing import RESIZE_FILTERS, Preprocessing
 from search_support import tiny_config, write_gallery
-from test_train_e2e import write_config, write_tiny_cuhk
+from train_support import write_config, write_tiny_cuhk
 
 TRAINED = Preprocessing((32, 16), "bilinear", (0.2, 0.6, 0.4), (0.15, 0.3, 0.5))  # not the defaults anywhere
 CPU = torch.device("cpu")

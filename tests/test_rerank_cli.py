@@ -22,7 +22,7 @@ from cpcl.model.inference import load_for_inference
 from cpcl.web.app import create_app
 from cpcl.web.config import WebConfig
 from search_support import build_gallery_index
-from test_train_e2e import write_config, write_tiny_cuhk
+from train_support import write_config, write_tiny_cuhk
 
 TEXT = "a woman in a red coat with a black backpack"
 RERANK = ["--rerank", "--rerank-k1", "4", "--rerank-k2", "2"]

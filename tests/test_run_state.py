@@ -17,7 +17,7 @@ from cpcl.engine.rundir import RunProgress
 from cpcl.model import CLIP
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.utils.errors import RunDirError
-from test_train_e2e import interrupt_second_epoch, write_config, write_tiny_cuhk
+from train_support import interrupt_second_epoch, write_config, write_tiny_cuhk
 
 
 @pytest.fixture(scope="module")

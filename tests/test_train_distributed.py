@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from cpcl.cli import main
-from test_train_e2e import interrupt_second_epoch, write_config, write_tiny_cuhk
+from train_support import interrupt_second_epoch, write_config, write_tiny_cuhk
 
 NO_AUGMENT = {"flip_prob": 0.0, "pad": 0, "erase_prob": 0.0}
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")

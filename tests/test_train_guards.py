@@ -22,7 +22,7 @@ from cpcl.model.clip import clip_preset
 from cpcl.utils.errors import RunDirError, TrainingError
 from cpcl.utils.preprocessing import Preprocessing
 from fault_support import disk_full_after, failing_open, one_error_line
-from test_train_e2e import interrupt_second_epoch, write_config, write_tiny_cuhk
+from train_support import interrupt_second_epoch, write_config, write_tiny_cuhk
 
 
 @pytest.fixture(scope="module")
