@@ -10,7 +10,8 @@ import pytest
 from cpcl.cli import main
 from cpcl.configs import resolve_config_path
 from cpcl.engine.config import TrainConfig
-from cpcl.experiments.bench import BENCH_PRESETS, METHODS, bench_preset, quality_table
+from cpcl.experiments.bench import BENCH_PRESETS, METHODS, bench_preset
+from cpcl.experiments.quality_table import quality_table
 from cpcl.synth.config import SHAPES
 from cpcl.utils.config import load_config
 

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from cpcl.data.readers import load_dataset, load_json
 from cpcl.evaluation.evaluate import evaluate_loaded
-from cpcl.experiments.bench import METHODS, BenchRun, quality_table, stamped_preset
+from cpcl.experiments.bench import METHODS, BenchRun, stamped_preset
 from cpcl.experiments.common import has_data
+from cpcl.experiments.quality_table import quality_table
 from cpcl.model.inference import load_for_inference
 from cpcl.utils.errors import ConfigError
 
