@@ -72,6 +72,17 @@ def test_an_unreadable_or_unwritable_probe_file_only_costs_a_new_probe(cache, ca
     assert "could not remember the kNN engine" in caplog.text
 
 
+@pytest.mark.parametrize("machine_entry", [["x"], "flat", 3])
+def test_a_machine_entry_of_the_wrong_shape_only_costs_a_new_probe(cache, machine_entry):
+    cache.write_text(json.dumps({machine_key(CPU): machine_entry, "another machine": {"1": {"engine": "flat"}}}))
+    calls: list[str] = []
+    engines = timed_engines({"flat": 0.02, "faiss_flat": 0.0}, calls)
+    assert fastest_engine(clustered(100, seed=1), 10, JaccardOptions(), CPU, engines) == "faiss_flat"
+    known = json.loads(cache.read_text())
+    assert known[machine_key(CPU)][size_key(100, 32)]["engine"] == "faiss_flat"
+    assert known["another machine"] == {"1": {"engine": "flat"}}  # other machines' entries are kept
+
+
 def test_labels_are_identical_whichever_engine_auto_takes(cache):
     x = clustered(400, seed=3)
     x[50:60] = x[0]  # ties

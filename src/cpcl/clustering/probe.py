@@ -67,15 +67,17 @@ def fastest_engine(feats: np.ndarray, keep: int, opts: Any, device: torch.device
     path = cache_dir() / PROBE_FILE
     machine, size = machine_key(device), size_key(*feats.shape)
     known = _read(path)
-    entry = known.get(machine, {}).get(size)
+    if not isinstance(known.get(machine), dict):  # absent, or damaged by hand: this machine is probed anew
+        known[machine] = {}
+    entry = known[machine].get(size)
     if isinstance(entry, Mapping) and entry.get("engine") in engines:
         return str(entry["engine"])
     seconds = probe(feats, keep, opts, device, engines)
     engine = min(seconds, key=seconds.__getitem__)
     log.info("kNN engine for %s points on this machine: %s (%s; remembered in %s)", size, engine,
              ", ".join(f"{name} {s:.3f} s" for name, s in seconds.items()), path)
-    known.setdefault(machine, {})[size] = {"engine": engine, "seconds": seconds,
-                                           "points": min(len(feats), opts.knn_probe_points)}
+    known[machine][size] = {"engine": engine, "seconds": seconds,
+                             "points": min(len(feats), opts.knn_probe_points)}
     try:
         atomic_write(path, lambda f: f.write(json.dumps(known, indent=1, sort_keys=True).encode()))
     except OSError as err:
