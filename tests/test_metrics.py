@@ -136,6 +136,14 @@ def test_hit_ranks_of_continuous_scores_equal_a_full_sort():
     assert hit_ranks(scores, positives).tolist() == brute_force_ranks(scores, positives)
 
 
+@pytest.mark.parametrize("outside", [metrics.BINS / 2 + 952, -metrics.BINS, float("nan")])
+def test_scores_outside_the_bins_are_refused_not_ranked_wrongly(outside):
+    scores = torch.tensor([[0.5, 0.25, 0.0, -0.5], [1.0, 0.0, 2.0, 3.0]])
+    scores[0, 2] = outside
+    with pytest.raises(ValueError, match="score_scale"):
+        hit_ranks(scores, torch.tensor([[1, -1], [0, 2]]))
+
+
 def test_similarities_are_scaled_by_a_power_of_two_into_the_bins():
     for bound in (1e-6, 0.3, 1.0, 1.001, 7.5, 1e4):
         scale = metrics.score_scale(bound)

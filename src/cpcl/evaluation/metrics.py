@@ -78,6 +78,9 @@ def hit_ranks(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
 def _block_ranks(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
     """`hit_ranks` of a few rows: scores [b, G], positives [b, P]; the hits' ranks, row-major [H]."""
     batch, size = scores.shape
+    if scores.size and not (-BINS / 2 <= scores.min() and scores.max() <= BINS / 2):  # NaN fails too
+        raise ValueError(f"hit_ranks needs scores within +-{BINS // 2} (scale them by score_scale); got "
+                         f"{scores.min()} .. {scores.max()}")
     half = BINS // 2 + 1
     width = 2 * half + 1  # row r's bins are r * width + (1 .. 2 * half - 1)
     dtype = scores.dtype
