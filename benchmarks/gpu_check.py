@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from bench_clustering import make_features
-from bench_training import make_batch
+from bench_training import make_batch, sync
 from cpcl.cli import main as cpcl_main
 from cpcl.clustering import ClusterConfig, JaccardOptions, cluster_features
 from cpcl.configs import resolve_config_path
@@ -111,11 +111,6 @@ def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
     return str(value)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def reset_peak(device: torch.device) -> None:
