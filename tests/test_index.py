@@ -216,6 +216,19 @@ def test_a_corrected_sidecar_updates_metadata_without_embedding_again(gallery, t
     assert store.read_records()[1]["camera"] == "c1" and np.array_equal(store.read()[0], embeddings)
 
 
+def test_a_backend_that_returns_fewer_rows_a_search_says_so(gallery, tmp_path, capsys):
+    assert build(gallery, tmp_path / "idx") == 0
+    searcher = Searcher.open(tmp_path / "idx", device="cpu", precision="fp32")
+    query = searcher.encoder.texts(["a man in a red coat"])[0]
+    best = [h.row for h in searcher.search_vector(query, 3)]
+    searcher.backend.max_rows = 3  # as Milvus' 16,384 a query, on a gallery larger than that
+    capsys.readouterr()
+    assert [h.row for h in searcher.search_vector(query, 3)] == best
+    assert "returns at most" not in capsys.readouterr().err
+    assert [h.row for h in searcher.search_vector(query, 5)] == best
+    assert "the exact backend returns at most 3 rows a search: 3 results, not 5" in capsys.readouterr().err
+
+
 def ivf_build(gallery, out: Path) -> int:
     return build(gallery, out, "--ivf-threshold", "10", "--nlist", "2", "--nprobe", "1")
 

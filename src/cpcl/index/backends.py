@@ -34,6 +34,7 @@ class Backend(Protocol):
     """What a search backend offers (see the module docstring)."""
 
     name: str
+    max_rows: int | None  # the most rows one search returns (Milvus: 16,384); None: every row
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None, filters: Filters | None = None
                ) -> tuple[np.ndarray, np.ndarray]: ...
@@ -65,6 +66,7 @@ class ExactBackend:
     """Brute-force inner product over every row (faiss IndexFlatIP): exact top-k."""
 
     name = "exact"
+    max_rows = None
 
     def __init__(self, embeddings: np.ndarray, config: IndexConfig):
         self.index = faiss.IndexFlatIP(embeddings.shape[1])
@@ -91,6 +93,7 @@ class IVFBackend:
     """Inverted lists over k-means cells (faiss IndexIVFFlat, inner product): visits `nprobe` lists a query."""
 
     name = "ivf"
+    max_rows = None
 
     def __init__(self, embeddings: np.ndarray, config: IndexConfig, index: faiss.Index | None = None):
         self.config = config

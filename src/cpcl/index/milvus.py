@@ -125,6 +125,7 @@ class MilvusBackend:
     writes of a build (`create`, `put`, `relabel`, `trim`, `flush`)."""
 
     name = "milvus"
+    max_rows = MAX_TOPK
 
     def __init__(self, client: Any, config: IndexConfig):
         self.client, self.config = client, config

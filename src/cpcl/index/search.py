@@ -230,6 +230,12 @@ class Searcher:
                                    f"{min_score}")
         allowed = self.allowed(filters)
         limit = self.count if allowed is None else int(allowed.sum())
+        capped = self.backend.max_rows is not None and limit > self.backend.max_rows
+        if capped:
+            limit = self.backend.max_rows
+            if k > limit:
+                log.warning("the %s backend returns at most %d rows a search: %d results, not %d", self.backend.name,
+                            limit, limit, k)
         k = min(k, limit)
         if k < 1:
             return []
@@ -248,6 +254,9 @@ class Searcher:
             last = float(scores[0][found][-1]) if found.any() else -math.inf
             full = len(hits) >= k and (not group or hits[-1].score >= last)  # grouped: no unseen track beats them
             if full or fetch >= limit or (min_score is not None and last < min_score):
+                if capped and not full and fetch >= limit:
+                    log.warning("the %s backend returns at most %d rows a search: these results are the best "
+                                "among them, not among every row the filters pass", self.backend.name, limit)
                 return hits
             fetch = min(limit, fetch * GROUP_FETCH)
 
