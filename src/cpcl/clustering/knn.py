@@ -48,7 +48,7 @@ class JaccardOptions:
     knn_backend: str = "auto"  # auto: flat or faiss_flat, the faster here (a probe, remembered in the cache folder) | flat: exact, torch fp32 | faiss_flat: exact, faiss IndexFlatIP | hnsw: approximate
     knn_device: str = "auto"  # where flat runs: auto (a CUDA tensor's device, else a GPU if any, else cpu) | cpu | cuda:N
     knn_block: int = 4096  # points per block of the "flat" kNN (memory: two block x block fp32 tiles)
-    knn_probe_points: int = 4096  # sample the "auto" probe times both exact engines on (once per machine and size)
+    knn_probe_points: int = 4096  # sample the "auto" probe times both exact engines on (once per machine and sample size)
     hnsw_m: int = 32  # HNSW graph degree (hnsw backend only)
     hnsw_ef_construction: int = 200  # HNSW build-time beam width (hnsw backend only)
     hnsw_ef_search: int = 128  # HNSW query-time beam width, raised to k if smaller (hnsw only)
@@ -385,9 +385,11 @@ def nearest_neighbours(
         raise CpclError(f"unknown knn backend {backend!r}; valid: {sorted([AUTO, *KNN_BACKENDS])}")
     device = device if device is not None else knn_device(feats, opts.knn_device)
     keep = min(k, feats.shape[0])
-    if backend == AUTO:
-        backend = fastest_engine(feats, keep, opts, device, EXACT_BACKENDS)
-    rank, sims = KNN_BACKENDS[backend](feats, keep, opts, device)
+    found = None
+    if backend == AUTO:  # the probe may have searched all of feats already: its winner's lists are kept
+        choice = fastest_engine(feats, keep, opts, device, EXACT_BACKENDS)
+        backend, found = choice.engine, choice.found
+    rank, sims = found if found is not None else KNN_BACKENDS[backend](feats, keep, opts, device)
     if (rank < 0).any():
         raise CpclError(
             f"knn backend {backend!r} found fewer than {keep} neighbours for "
