@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,8 +71,9 @@ class Manifest:
     format: str = INDEX_FORMAT
     version: int = INDEX_VERSION
 
-    @property
+    @cached_property
     def config(self) -> IndexConfig:
+        """`settings` as an IndexConfig, built (and checked) on first use (settings never change after)."""
         return IndexConfig(**self.settings)
 
     @property
