@@ -40,7 +40,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -167,9 +167,20 @@ class Case:
     args: argparse.Namespace
 
 
-def measure(case: Case, name: str, probe: str, build: float, memory: float | None, search, singles: int) -> str:
-    """One table row: `search(queries, k, allowed=, filters=)` timed, its recall with and without the filter."""
+@dataclass
+class Built:
+    """An index as built, before it is searched."""
+
+    name: str  # the table's index column
+    seconds: float  # time to build it (Milvus: to upsert every row, flush and load)
+    memory: float | None  # GiB it holds (None: not measured)
+
+
+def measure(case: Case, built: Built, probe: str, search, singles: int) -> str:
+    """One table row: `search(queries, k, allowed=, filters=)` timed at `probe` (its nprobe, "-" for none), its
+    recall with and without the filter."""
     args, k = case.args, case.args.k
+    name, build, memory = built.name, built.seconds, built.memory
     *batched, found = batched_ms(search, case.queries, k, args.batch)
     single = single_ms(search, case.queries[:singles], k)
     *filtered, filtered_found = batched_ms(search, case.queries, k, args.batch, allowed=case.allowed, filters=FILTER)
@@ -186,17 +197,16 @@ def faiss_rows(case: Case, gallery: np.ndarray) -> list[str]:
     args = case.args
     began = time.perf_counter()
     exact = ExactBackend(gallery, IndexConfig())
-    rows = [measure(case, "exact (IndexFlatIP)", "-", time.perf_counter() - began, None, exact.search,
+    rows = [measure(case, Built("exact (IndexFlatIP)", time.perf_counter() - began, None), "-", exact.search,
                     args.exact_single)]
     del exact
     config = IndexConfig(nlist=args.nlist, train_per_list=args.train_per_list, ivf_threshold=1)
     before, began = rss_gib(), time.perf_counter()
     ivf = IVFBackend(gallery, config)
-    build, memory = time.perf_counter() - began, rss_gib() - before
+    built = Built(f"faiss IVF{ivf.index.nlist},Flat", time.perf_counter() - began, rss_gib() - before)
     for nprobe in args.nprobe:
         ivf.index.nprobe = nprobe
-        rows.append(measure(case, f"faiss IVF{ivf.index.nlist},Flat", str(nprobe), build, memory, ivf.search,
-                            args.queries))
+        rows.append(measure(case, built, str(nprobe), ivf.search, args.queries))
     return rows
 
 
@@ -206,26 +216,35 @@ def milvus_rows(case: Case, gallery: np.ndarray, records: list[dict]) -> list[st
     for index in args.milvus:
         config = IndexConfig(backend="milvus", milvus_uri=args.milvus_uri, milvus_collection=f"bench_{index.lower()}",
                              milvus_index=index, nlist=args.nlist)
-        collection = MilvusBackend.open(None, config)
-        collection.client.drop_collection(config.milvus_collection)
-        collection.create(Manifest("bench", "0" * 64, {}, {}, "/", settings=asdict(config), dim=gallery.shape[1]))
-        began = time.perf_counter()
-        for start in range(0, len(gallery), args.shard_size):
-            stop = min(len(gallery), start + args.shard_size)
-            collection.put(start, gallery[start:stop], records[start:stop])
-        collection.flush()
-        collection.client.release_collection(config.milvus_collection)
-        collection.client.load_collection(config.milvus_collection)
-        build = time.perf_counter() - began
-        lite = is_lite(args.milvus_uri)
-        memory = sum(rss_gib(pid) for pid in children()) if lite else None
-        for nprobe in args.nprobe if index.startswith("IVF") else ["-"]:
-            searcher = MilvusBackend.open(None, IndexConfig(**{**asdict(config), "nprobe": int(nprobe)})) \
-                if nprobe != "-" else collection
-            rows.append(measure(case, f"Milvus Lite {index}" if lite else f"Milvus {index}", str(nprobe), build,
-                                memory, searcher.search, args.exact_single if index == "FLAT" else args.queries))
-        collection.client.release_collection(config.milvus_collection)
+        with MilvusBackend.open(None, config) as collection:
+            seconds = _milvus_build(collection, gallery, records, args.shard_size)
+            lite = is_lite(args.milvus_uri)
+            built = Built(f"Milvus Lite {index}" if lite else f"Milvus {index}", seconds,
+                          sum(rss_gib(pid) for pid in children()) if lite else None)
+            for nprobe in args.nprobe if index.startswith("IVF") else ["-"]:
+                if nprobe != "-":  # the one connection, searching with this nprobe
+                    collection.config = replace(config, nprobe=int(nprobe))
+                rows.append(measure(case, built, str(nprobe), collection.search,
+                                    args.exact_single if index == "FLAT" else args.queries))
+            collection.client.release_collection(config.milvus_collection)
     return rows
+
+
+def _milvus_build(collection: MilvusBackend, gallery: np.ndarray, records: list[dict], shard_size: int) -> float:
+    """Seconds to make the collection anew and upsert `gallery` [N, D] with its records, `shard_size` rows a call
+    (then flushed and loaded)."""
+    name = collection.config.milvus_collection
+    collection.client.drop_collection(name)
+    collection.create(Manifest("bench", "0" * 64, {}, {}, "/", settings=asdict(collection.config),
+                               dim=gallery.shape[1]))
+    began = time.perf_counter()
+    for start in range(0, len(gallery), shard_size):
+        stop = min(len(gallery), start + shard_size)
+        collection.put(start, gallery[start:stop], records[start:stop])
+    collection.flush()
+    collection.client.release_collection(name)
+    collection.client.load_collection(name)
+    return time.perf_counter() - began
 
 
 def main() -> None:

@@ -356,3 +356,30 @@ def test_cli_cluster_bad_input_is_one_line(tmp_path, capsys):
         err = [line for line in capsys.readouterr().err.splitlines() if " INFO " not in line]
         assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "l.npy").exists()
+
+
+def test_clustering_modules_import_each_other_without_a_cycle():
+    """No module of cpcl.clustering imports, even for type checking only, one that imports it back (jaccard and
+    knn did: JaccardOptions lives in knn, which jaccard imports)."""
+    import ast
+    from graphlib import CycleError, TopologicalSorter
+    from pathlib import Path
+
+    import cpcl.clustering
+
+    folder = Path(cpcl.clustering.__file__).parent
+    graph = {}
+    for path in folder.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            imported |= {name.split(".")[2] for name in names if name.startswith("cpcl.clustering.")}
+        graph[path.stem] = imported
+    assert "knn" in graph["jaccard"]
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as err:
+        pytest.fail(f"import cycle among cpcl.clustering modules: {err.args[1]}")

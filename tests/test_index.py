@@ -338,3 +338,14 @@ def test_line_separators_inside_metadata_survive(gallery, tmp_path):
     assert main(["index", "add", "--index", str(tmp_path / "idx"), "--metadata", str(sidecar), "--device", "cpu",
                  "--workers", "0"]) == 0
     assert IndexStore.open(tmp_path / "idx").read_records()[0]["note"] == "left\u2028right\u0085end"
+
+
+def test_the_store_builds_its_index_config_once(gallery, tmp_path, monkeypatch):
+    """IndexStore.collection (asked before every write and read) builds the manifest's IndexConfig once."""
+    assert build(gallery, tmp_path / "idx") == 0
+    built = []
+    check = IndexConfig.__post_init__
+    monkeypatch.setattr(IndexConfig, "__post_init__", lambda config: (built.append(config), check(config))[1])
+    store = IndexStore.open(tmp_path / "idx")
+    assert all(store.collection is None for _ in range(5))
+    assert store.manifest.config.backend == "faiss" and len(built) == 1

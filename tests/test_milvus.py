@@ -25,6 +25,7 @@ from cpcl.index.encoder import Encoder
 from cpcl.index.milvus import MilvusBackend, expression
 from cpcl.index.search import Filters, Searcher
 from cpcl.index.store import IndexStore, Manifest
+from cpcl.utils.errors import SearchIndexError
 from cpcl.web.app import create_app
 from fault_support import one_error_line
 from search_support import build_crops, write_checkpoint, write_crop, write_gallery
@@ -295,3 +296,40 @@ def test_the_collection_index_is_flat_on_milvus_lite_and_ivf_on_a_server_unless_
     assert chosen("--milvus-uri", "http://127.0.0.1:19530") == "IVF_FLAT"
     assert chosen("--milvus-uri", str(tmp_path / "g.db"), "--milvus-index", "IVF_FLAT") == "IVF_FLAT"
     assert chosen("--milvus-uri", "http://127.0.0.1:19530", "--milvus-index", "FLAT") == "FLAT"
+
+
+def test_every_milvus_connection_cpcl_opens_is_closed(lite, tmp_path, capsys, monkeypatch):
+    """A build, an add, a search, a failed open and `with` blocks of a Searcher and an IndexStore each close the
+    Milvus client they open (a Milvus Lite file stays held by an open one)."""
+    import pymilvus
+
+    opened, closed = [], set()
+    real_init, real_close = pymilvus.MilvusClient.__init__, pymilvus.MilvusClient.close
+
+    def init(client, *args, **kwargs):
+        real_init(client, *args, **kwargs)
+        opened.append(client)
+
+    def close(client):
+        closed.add(id(client))
+        real_close(client)
+
+    monkeypatch.setattr(pymilvus.MilvusClient, "__init__", init)
+    monkeypatch.setattr(pymilvus.MilvusClient, "close", close)
+    root = tmp_path / "imgs"
+    gallery = (root, write_checkpoint(tmp_path / "tiny.pt"), write_gallery(root, count=4))
+    assert build(gallery, tmp_path / "idx", *on_milvus(lite)) == 0
+    write_crop(root / "c4" / "new0.png", 100)
+    assert main(["-q", "index", "add", "--index", str(tmp_path / "idx"), "--workers", "0", *DEVICE]) == 0
+    assert len(search(tmp_path / "idx", capsys, TEXT)) == 5
+    with Searcher.open(tmp_path / "idx", device="cpu", precision="fp32") as searcher:
+        assert len(searcher.search_text(TEXT, 3)) == 3
+    with IndexStore.open(tmp_path / "idx") as store:
+        assert store.collection.count() == 5
+    assert len(opened) >= 5 and {id(client) for client in opened} == closed
+    settings = json.loads((tmp_path / "idx" / "manifest.json").read_text())
+    settings["settings"]["milvus_collection"] = "absent"
+    (tmp_path / "idx" / "manifest.json").write_text(json.dumps(settings))
+    with pytest.raises(SearchIndexError, match="no collection absent"):
+        Searcher.open(tmp_path / "idx", load_model=False)
+    assert {id(client) for client in opened} == closed

@@ -104,3 +104,24 @@ def test_filters_need_the_metadata(tmp_path, capsys):
                  "--out", str(tmp_path / "idx"), "--workers", "0", "--device", "cpu"]) == 0
     assert main(["-q", "search", "--index", str(tmp_path / "idx"), TEXT, "--camera", "c1", "--device", "cpu"]) == 2
     assert "no camera metadata" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("moved", [False, True])
+def test_search_resolves_and_checks_the_checkpoint_once(index, capsys, monkeypatch, moved):
+    """The checkpoint is resolved (a name to its file), hashed and compared with the manifest once per search; a
+    wrong file is still refused."""
+    import cpcl.index.encoder as encoder
+
+    calls = {"resolve_checkpoint": 0, "sha256_of": 0, "_check_sha256": 0}
+    for name in calls:
+        def counted(*args, _name=name, _real=getattr(encoder, name)):
+            calls[_name] += 1
+            return _real(*args)
+        monkeypatch.setattr(encoder, name, counted)
+    index_dir = index[0]
+    moved_args = ["--checkpoint", str(index_dir.parent / "tiny.pt")] if moved else []
+    assert search(index_dir, capsys, TEXT, "-k", "1", *moved_args)["results"]
+    assert calls == {"resolve_checkpoint": int(moved), "sha256_of": 1, "_check_sha256": 1}
+    wrong = write_checkpoint(index_dir.parent / "other.pt", seed=1)
+    assert main(["-q", "search", "--index", str(index_dir), TEXT, "--checkpoint", str(wrong), "--device", "cpu"]) == 2
+    assert "sha256" in capsys.readouterr().err

@@ -121,6 +121,16 @@ class Index:
     def __len__(self) -> int:
         return self.searcher.count
 
+    def close(self) -> None:
+        """Release what the index holds open (a Milvus connection); also at the end of `with open_index(...)`."""
+        self.searcher.close()
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def root(self) -> Path:
         """The gallery folder hit paths are relative to."""

@@ -112,10 +112,10 @@ def run_search(args: argparse.Namespace) -> int:
     if args.image is not None and (problem := image_problem(args.image)):
         raise DataError(f"--image {args.image}: {problem}")
     Filters.parse(args.camera, args.time_from, args.time_to, args.source)  # checked before the index loads
-    index = open_index(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args))
-    hits = index.search(args.text if args.image is None else load_rgb(args.image), args.k, min_score=args.min_score,
-                        cameras=args.camera, time_from=args.time_from, time_to=args.time_to, sources=args.source,
-                        group=args.group, rerank=args.rerank)
+    with open_index(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args)) as index:
+        hits = index.search(args.text if args.image is None else load_rgb(args.image), args.k,
+                            min_score=args.min_score, cameras=args.camera, time_from=args.time_from,
+                            time_to=args.time_to, sources=args.source, group=args.group, rerank=args.rerank)
     if args.json:
         results = [{**hit.to_dict(), "file": str(index.root / file_of(hit))} for hit in hits]
         query = {"text": args.text} if args.text is not None else {"image": str(args.image)}

@@ -51,10 +51,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if not loopback:
         log.warning("listening on %s: anyone who can reach this machine can search the gallery and see its images",
                     args.host)
-    searcher = Searcher.open(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args))
     config = WebConfig(default_k=args.k, min_score=args.min_score, rerank=args.rerank,
                        allowed_hosts=LOOPBACK_HOSTS if loopback else ("*",))
-    print(f"serving {searcher.count} images of {searcher.root} at http://{args.host}:{args.port}/ "
-          f"(API description: /docs, /openapi.json); Ctrl-C stops", flush=True)
-    serve(create_app(searcher, config), args.host, args.port, config)
+    with Searcher.open(args.index, args.checkpoint, args.device, args.precision, rerank=rerank_config(args)) \
+            as searcher:
+        print(f"serving {searcher.count} images of {searcher.root} at http://{args.host}:{args.port}/ "
+              f"(API description: /docs, /openapi.json); Ctrl-C stops", flush=True)
+        serve(create_app(searcher, config), args.host, args.port, config)
     return 0

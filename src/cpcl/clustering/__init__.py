@@ -10,14 +10,15 @@ from cpcl.clustering.dbscan import (
     dbscan_precomputed,
     relabel_consecutive,
 )
-from cpcl.clustering.jaccard import (
-    CONVENTIONS,
+from cpcl.clustering.jaccard import CONVENTIONS, expanded_weights, jaccard_distance_sparse, sparse_jaccard
+from cpcl.clustering.knn import (
+    KNN_BACKENDS,
+    FeatureError,
     JaccardOptions,
-    expanded_weights,
-    jaccard_distance_sparse,
-    sparse_jaccard,
+    check_features,
+    knn_device,
+    nearest_neighbours,
 )
-from cpcl.clustering.knn import KNN_BACKENDS, FeatureError, check_features, knn_device, nearest_neighbours
 
 __all__ = [
     "CONVENTIONS",

@@ -19,13 +19,12 @@ import scipy.sparse as sp
 from sklearn.cluster import DBSCAN
 
 from cpcl.clustering.jaccard import (
-    JaccardOptions,
     check_jaccard_params,
     expanded_weights,
     neighbourhoods,
     sparse_jaccard,
 )
-from cpcl.clustering.knn import check_features, knn_device, nearest_neighbours
+from cpcl.clustering.knn import JaccardOptions, check_features, knn_device, nearest_neighbours
 from cpcl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)

@@ -32,58 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
-from cpcl.clustering.knn import AUTO, KNN_BACKENDS, check_features, knn_device, nearest_neighbours
+from cpcl.clustering.knn import JaccardOptions, check_features, knn_device, nearest_neighbours
 from cpcl.utils.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 _BOUND_SLACK = 1e-9  # float headroom on the pruning bound: keeps candidates, never drops pairs
 _SIM_CHUNK = 65536  # pairs whose feature dot product is computed at once (memory bound)
-
-
-@dataclass(frozen=True)
-class JaccardOptions:
-    """How the sparse Jaccard distance is computed. With an exact kNN backend ("auto", "flat",
-    "faiss_flat") none of these change the result beyond float rounding, only speed and memory;
-    "hnsw" trades exactness for speed."""
-
-    knn_backend: str = "auto"  # auto: flat or faiss_flat, the faster here (a probe, remembered in the cache folder) | flat: exact, torch fp32 | faiss_flat: exact, faiss IndexFlatIP | hnsw: approximate
-    knn_device: str = "auto"  # where flat runs: auto (a CUDA tensor's device, else a GPU if any, else cpu) | cpu | cuda:N
-    knn_block: int = 4096  # points per block of the "flat" kNN (memory: two block x block fp32 tiles)
-    knn_probe_points: int = 4096  # sample the "auto" probe times both exact engines on (once per machine and size)
-    hnsw_m: int = 32  # HNSW graph degree (hnsw backend only)
-    hnsw_ef_construction: int = 200  # HNSW build-time beam width (hnsw backend only)
-    hnsw_ef_search: int = 128  # HNSW query-time beam width, raised to k if smaller (hnsw only)
-    prefix_fraction: float = 0.6  # prefix ends when the row mass left < this * tau; 1 = shortest
-    row_chunk: int = 2048  # rows per candidate-generation chunk (bounds peak memory)
-    verify_rows: int = 64  # rows per exact-verification block (dense rows x touched columns)
-    norm_tol: float = 1e-3  # tolerated |norm - 1| of a feature row
-
-    def __post_init__(self) -> None:
-        if self.knn_backend != AUTO and self.knn_backend not in KNN_BACKENDS:
-            raise ConfigError(
-                f"knn_backend: unknown {self.knn_backend!r}; valid: {sorted([AUTO, *KNN_BACKENDS])}"
-            )
-        if not 0.0 <= self.prefix_fraction <= 1.0:
-            raise ConfigError(
-                f"prefix_fraction: expected 0 <= value <= 1, got {self.prefix_fraction}"
-            )
-        positive = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "row_chunk", "verify_rows",
-                    "knn_block", "knn_probe_points")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if not self.norm_tol > 0:
-            raise ConfigError(f"norm_tol: expected a positive float, got {self.norm_tol}")
-        if self.knn_device != "auto":
-            try:
-                torch.device(self.knn_device)
-            except RuntimeError:
-                raise ConfigError(f"knn_device: {self.knn_device!r} is not valid; use auto, cpu, cuda "
-                                  "or cuda:N") from None
 
 
 def check_jaccard_params(k1: int, k2: int, max_distance: float) -> None:

@@ -12,6 +12,9 @@ probe measured faster on this machine and size: `cpcl.clustering.probe`):
 Neither keeps the right members of a group of equal similarities at the k-th place by itself,
 so a row whose k-th kept similarity equals the next one is searched again, deeper, until the
 tie group is complete. "hnsw" (faiss HNSW graph) is approximate and used as it comes.
+
+`JaccardOptions` (how the neighbours, and from them the sparse Jaccard distance, are computed) lives here:
+`cpcl.clustering.jaccard` imports this module, never the other way round.
 """
 
 from __future__ import annotations
@@ -19,23 +22,63 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
 import torch
 
 from cpcl.clustering.probe import fastest_engine
-from cpcl.utils.errors import CpclError
+from cpcl.utils.errors import ConfigError, CpclError
 from cpcl.utils.runtime import resolve_device
-
-if TYPE_CHECKING:
-    from cpcl.clustering.jaccard import JaccardOptions
 
 log = logging.getLogger(__name__)
 
 _TOPK_GROUPS = 8  # columns per group in the two-pass tile top-k of the "flat" kNN (speed only)
+
+
+@dataclass(frozen=True)
+class JaccardOptions:
+    """How the sparse Jaccard distance is computed. With an exact kNN backend ("auto", "flat",
+    "faiss_flat") none of these change the result beyond float rounding, only speed and memory;
+    "hnsw" trades exactness for speed."""
+
+    knn_backend: str = "auto"  # auto: flat or faiss_flat, the faster here (a probe, remembered in the cache folder) | flat: exact, torch fp32 | faiss_flat: exact, faiss IndexFlatIP | hnsw: approximate
+    knn_device: str = "auto"  # where flat runs: auto (a CUDA tensor's device, else a GPU if any, else cpu) | cpu | cuda:N
+    knn_block: int = 4096  # points per block of the "flat" kNN (memory: two block x block fp32 tiles)
+    knn_probe_points: int = 4096  # sample the "auto" probe times both exact engines on (once per machine and sample size)
+    hnsw_m: int = 32  # HNSW graph degree (hnsw backend only)
+    hnsw_ef_construction: int = 200  # HNSW build-time beam width (hnsw backend only)
+    hnsw_ef_search: int = 128  # HNSW query-time beam width, raised to k if smaller (hnsw only)
+    prefix_fraction: float = 0.6  # prefix ends when the row mass left < this * tau; 1 = shortest
+    row_chunk: int = 2048  # rows per candidate-generation chunk (bounds peak memory)
+    verify_rows: int = 64  # rows per exact-verification block (dense rows x touched columns)
+    norm_tol: float = 1e-3  # tolerated |norm - 1| of a feature row
+
+    def __post_init__(self) -> None:
+        if self.knn_backend != AUTO and self.knn_backend not in KNN_BACKENDS:
+            raise ConfigError(
+                f"knn_backend: unknown {self.knn_backend!r}; valid: {sorted([AUTO, *KNN_BACKENDS])}"
+            )
+        if not 0.0 <= self.prefix_fraction <= 1.0:
+            raise ConfigError(
+                f"prefix_fraction: expected 0 <= value <= 1, got {self.prefix_fraction}"
+            )
+        positive = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "row_chunk", "verify_rows",
+                    "knn_block", "knn_probe_points")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if not self.norm_tol > 0:
+            raise ConfigError(f"norm_tol: expected a positive float, got {self.norm_tol}")
+        if self.knn_device != "auto":
+            try:
+                torch.device(self.knn_device)
+            except RuntimeError:
+                raise ConfigError(f"knn_device: {self.knn_device!r} is not valid; use auto, cpu, cuda "
+                                  "or cuda:N") from None
 
 
 class FeatureError(CpclError, ValueError):
@@ -342,9 +385,11 @@ def nearest_neighbours(
         raise CpclError(f"unknown knn backend {backend!r}; valid: {sorted([AUTO, *KNN_BACKENDS])}")
     device = device if device is not None else knn_device(feats, opts.knn_device)
     keep = min(k, feats.shape[0])
-    if backend == AUTO:
-        backend = fastest_engine(feats, keep, opts, device, EXACT_BACKENDS)
-    rank, sims = KNN_BACKENDS[backend](feats, keep, opts, device)
+    found = None
+    if backend == AUTO:  # the probe may have searched all of feats already: its winner's lists are kept
+        choice = fastest_engine(feats, keep, opts, device, EXACT_BACKENDS)
+        backend, found = choice.engine, choice.found
+    rank, sims = found if found is not None else KNN_BACKENDS[backend](feats, keep, opts, device)
     if (rank < 0).any():
         raise CpclError(
             f"knn backend {backend!r} found fewer than {keep} neighbours for "

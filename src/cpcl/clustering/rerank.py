@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from cpcl.clustering.jaccard import (JaccardOptions, check_jaccard_params, kreciprocal_weights, neighbourhoods,
-                                     query_expansion, reciprocal_sets)
-from cpcl.clustering.knn import check_features, nearest_neighbours
+from cpcl.clustering.jaccard import (check_jaccard_params, kreciprocal_weights, neighbourhoods, query_expansion,
+                                     reciprocal_sets)
+from cpcl.clustering.knn import JaccardOptions, check_features, nearest_neighbours
 from cpcl.utils.errors import ConfigError
 
 CONVENTION = "zhong"  # the gallery's neighbourhood sizes: Zhong et al.'s (k1 + 1 members, self included)

@@ -7,7 +7,8 @@ descending score order; a slot without a result (fewer than k allowed rows) has 
 -inf. `allowed` ([N] bool, or None for all) restricts the search to rows that pass a metadata
 filter, inside faiss (an ID selector): the best passing rows come back (IVF: among the lists it
 visits), not a top-k filtered afterwards. Milvus filters by `filters` (`cpcl.index.search.Filters`, the same
-rows) inside the collection; the faiss backends need only the mask.
+rows) inside the collection; the faiss backends need only the mask. `close` releases what a backend holds
+open (Milvus: its connection; faiss: nothing).
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Backend(Protocol):
                ) -> tuple[np.ndarray, np.ndarray]: ...
 
     def save(self, path: Path) -> None: ...
+
+    def close(self) -> None: ...
 
     @classmethod
     def open(cls, embeddings: np.ndarray | None, config: IndexConfig, saved: Path | None = None) -> Backend: ...
@@ -87,6 +90,9 @@ class ExactBackend:
 
     def save(self, path: Path) -> None:
         """Nothing to save: the flat index is rebuilt from the embeddings in a moment."""
+
+    def close(self) -> None:
+        """Nothing to release: the index is memory, freed with the object."""
 
 
 class IVFBackend:
@@ -139,6 +145,9 @@ class IVFBackend:
     def save(self, path: Path) -> None:
         """Write the trained index to `path` (temporary file, then rename)."""
         atomic_write(path, lambda stream: faiss.write_index(self.index, faiss.PyCallbackIOWriter(stream.write)))
+
+    def close(self) -> None:
+        """Nothing to release: the index is memory, freed with the object."""
 
 
 INDEX_BACKENDS: dict[str, type] = {"exact": ExactBackend, "ivf": IVFBackend, "milvus": MilvusBackend}

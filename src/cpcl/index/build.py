@@ -169,14 +169,15 @@ def build_index(encoder: Encoder, images: Path, out: Path, metadata: Path | None
     paths = list_images(root)
     if not paths:
         raise SearchIndexError(f"no image files under {root} (looked for jpg, png, bmp, gif, webp, tif)")
-    return sync(open_or_create(encoder, root, out, config), encoder, paths, sidecar, batch_size, workers)
+    with open_or_create(encoder, root, out, config) as store:
+        return sync(store, encoder, paths, sidecar, batch_size, workers)
 
 
 def add_to_index(encoder: Encoder, index: Path, under: list[Path], metadata: Path | None,
                  batch_size: int, workers: int) -> SyncReport:
     """Embed the images new to the index: below the given files / folders of its gallery, or the whole gallery
     (never the frames of an indexed frame folder)."""
-    store = open_for_add(encoder, index)
+    store = open_for_add(encoder, index)  # its collection is connected in `sync`, closed after
     root = store.manifest.root
     sidecar = read_sidecar(metadata, root) if metadata else {}
     resolved = [path.expanduser().resolve() for path in under]
@@ -185,4 +186,5 @@ def add_to_index(encoder: Encoder, index: Path, under: list[Path], metadata: Pat
         raise SearchIndexError(f"{outside[0]} is outside the gallery {root} of {index}; copy it in first")
     frame_folders = [f"{source}/" for source, state in store.manifest.sources.items() if state.get("kind") == "frames"]
     paths = [path for path in list_images(root, under) if not path.startswith(tuple(frame_folders))]
-    return sync(store, encoder, paths, sidecar, batch_size, workers)
+    with store:
+        return sync(store, encoder, paths, sidecar, batch_size, workers)

@@ -53,20 +53,26 @@ class Encoder:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, checkpoint: Path, image_size: tuple[int, int] | None = None, device: str = "auto",
-             precision: str = "auto", sha256: str | None = None) -> Encoder:
-        """Read a checkpoint (any format `cpcl.model.checkpoints` reads) for indexing or search."""
-        checkpoint = resolve_checkpoint(checkpoint).resolve()
-        loaded = load_for_inference(checkpoint, device, precision, image_size)
-        return cls(loaded.model, checkpoint, sha256 or sha256_of(checkpoint), loaded.device, loaded.dtype,
-                   loaded.preprocessing)
+    def load(cls, checkpoint: str | Path, image_size: tuple[int, int] | None = None, device: str = "auto",
+             precision: str = "auto") -> Encoder:
+        """Read a checkpoint (any format `cpcl.model.checkpoints` reads, or a name) for indexing or search."""
+        path = resolve_checkpoint(checkpoint).resolve()
+        return cls._read(path, sha256_of(path), image_size, device, precision)
 
     @classmethod
-    def for_index(cls, manifest: Manifest, index: Path, checkpoint: Path | None = None, device: str = "auto",
+    def _read(cls, path: Path, sha256: str, image_size: tuple[int, int] | None, device: str,
+              precision: str) -> Encoder:
+        """The model in the checkpoint file `path` (resolved already, its bytes hashing to `sha256`)."""
+        loaded = load_for_inference(path, device, precision, image_size)
+        return cls(loaded.model, path, sha256, loaded.device, loaded.dtype, loaded.preprocessing)
+
+    @classmethod
+    def for_index(cls, manifest: Manifest, index: Path, checkpoint: str | Path | None = None, device: str = "auto",
                   precision: str = "auto") -> Encoder:
         """The model `index` was built with, at its image size, checked against its manifest.
 
-        `checkpoint` overrides the manifest's path (the file moved); it must hash the same.
+        `checkpoint` overrides the manifest's path (the file moved); it must hash the same. The checkpoint is
+        resolved (a name to its file) and hashed once, and the hash compared once, before the model is loaded.
         """
         path = resolve_checkpoint(checkpoint) if checkpoint else Path(manifest.checkpoint_path)
         if not path.exists():
@@ -74,8 +80,8 @@ class Encoder:
                                    f"pass --checkpoint with where it is now")
         sha256 = sha256_of(path)
         _check_sha256(sha256, path, manifest, index)  # before loading: a wrong file is refused at once
-        encoder = cls.load(path, tuple(manifest.preprocessing["image_size"]), device, precision, sha256)
-        encoder.check(manifest, index)
+        encoder = cls._read(path.resolve(), sha256, tuple(manifest.preprocessing["image_size"]), device, precision)
+        encoder._check_model(manifest, index)
         return encoder
 
     @property
@@ -93,6 +99,10 @@ class Encoder:
     def check(self, manifest: Manifest, index: Path) -> None:
         """Refuse (SearchIndexError) a model that is not the one `manifest` was built with."""
         _check_sha256(self.sha256, self.checkpoint, manifest, index)
+        self._check_model(manifest, index)
+
+    def _check_model(self, manifest: Manifest, index: Path) -> None:
+        """Refuse a model whose config or preprocessing differs from `manifest`'s (the hash is `check`'s)."""
         model = self.model_config()
         if model != manifest.model:
             diff = sorted(k for k in set(manifest.model) | set(model) if manifest.model.get(k) != model.get(k))

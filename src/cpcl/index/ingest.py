@@ -263,9 +263,11 @@ def build_footage_index(encoder: Encoder, options: FootageOptions, out: Path, ro
     root = (root.expanduser() if root else common_root(list(options.paths))).resolve()
     if not root.is_dir():
         raise SearchIndexError(f"--root {root}: not a folder")
-    return sync_footage(open_or_create(encoder, root, out, config), encoder, options, batch_size)
+    with open_or_create(encoder, root, out, config) as store:
+        return sync_footage(store, encoder, options, batch_size)
 
 
 def add_footage(encoder: Encoder, index: Path, options: FootageOptions, batch_size: int) -> SyncReport:
     """Footage new to an existing index (sources inside its root); sources already there are continued."""
-    return sync_footage(open_for_add(encoder, index), encoder, options, batch_size)
+    with open_for_add(encoder, index) as store:
+        return sync_footage(store, encoder, options, batch_size)

@@ -21,7 +21,8 @@ Crash safety is the folder index's (`cpcl.index.store`): a shard is upserted, ke
 whole shards in the collection; the next build or add deletes them (`trim`) before it embeds anything, so
 every crop is there exactly once. Filters run inside Milvus as a boolean expression (`expression`) that passes
 the rows the folder index's mask passes. Every request has a timeout; a server that is down or refuses is one
-SearchIndexError line. pymilvus is imported on first use; a Milvus Lite file is open in one process at a time.
+SearchIndexError line. pymilvus is imported on first use; a Milvus Lite file is open in one process at a time, until the backend is
+closed (`close`, or a `with` block).
 """
 
 from __future__ import annotations
@@ -148,6 +149,16 @@ class MilvusBackend:
             finally:
                 logging.disable(silenced)
         return cls(client, config)
+
+    def close(self) -> None:
+        """Release the connection (a Milvus Lite file: for another process to open); requests fail after it."""
+        self.client.close()
+
+    def __enter__(self) -> MilvusBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """client.method(collection, ...) with the timeout; a failure as one line saying `what` failed."""

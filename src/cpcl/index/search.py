@@ -1,7 +1,8 @@
 """Searching an index: a sentence or an example image in, ranked gallery images with scores and metadata out.
 
 `Searcher.open` loads the index and the model it was built with (checked against the
-manifest), chooses exact search or IVF by the gallery's size, and answers queries with
+manifest), chooses exact search or IVF by the gallery's size (or connects to its Milvus collection, released by
+`close` or at the end of a `with` block), and answers queries with
 optional metadata filters (camera, time range, footage source) applied inside the search and a
 score floor. Scores are cosine similarities in [-1, 1]. With `rerank`, the gallery is ordered by the
 k-reciprocal re-ranked distance (`cpcl.clustering.rerank`, exact over every row; the gallery's side is
@@ -143,16 +144,30 @@ class Searcher:
             log.warning("%s: the last build or add did not finish; searching the %d images it embedded "
                         "(run cpcl index build or add again to finish)", directory, manifest.count)
         encoder = Encoder.for_index(manifest, directory, checkpoint, device, precision) if load_model else None
-        if store.collection is not None:
-            records, embeddings = store.read_records(), None
-            store.collection.check(manifest, len(records))
-        else:
-            embeddings, records = store.read()
-        if len(records) == 0:
-            raise SearchIndexError(f"{directory} holds no images yet; run cpcl index build")
-        backend = store.collection or cls._faiss(store, embeddings)
-        log.info("opened %s: %d images, %s search", directory, len(records), backend.name)
-        return cls(Path(directory), manifest, embeddings, records, backend, encoder, rerank)
+        try:
+            if store.collection is not None:
+                records, embeddings = store.read_records(), None
+                store.collection.check(manifest, len(records))
+            else:
+                embeddings, records = store.read()
+            if len(records) == 0:
+                raise SearchIndexError(f"{directory} holds no images yet; run cpcl index build")
+            backend = store.collection or cls._faiss(store, embeddings)
+            log.info("opened %s: %d images, %s search", directory, len(records), backend.name)
+            return cls(Path(directory), manifest, embeddings, records, backend, encoder, rerank)
+        except BaseException:
+            store.close()  # a Milvus connection opened for nothing
+            raise
+
+    def close(self) -> None:
+        """Release what the backend holds open (a Milvus connection); searches fail after it."""
+        self.backend.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @staticmethod
     def _faiss(store: IndexStore, embeddings: np.ndarray) -> Backend:

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -70,8 +71,9 @@ class Manifest:
     format: str = INDEX_FORMAT
     version: int = INDEX_VERSION
 
-    @property
+    @cached_property
     def config(self) -> IndexConfig:
+        """`settings` as an IndexConfig, built (and checked) on first use (settings never change after)."""
         return IndexConfig(**self.settings)
 
     @property
@@ -113,6 +115,18 @@ class IndexStore:
             self._collection = MilvusBackend.open(None, self.manifest.config)
         return self._collection
 
+    def close(self) -> None:
+        """Release the Milvus collection's connection where one was opened (the next use connects again)."""
+        if self._collection is not None:
+            self._collection.close()
+            self._collection = None
+
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @classmethod
     def create(cls, directory: Path, manifest: Manifest) -> IndexStore:
         """Start a new index in `directory` (created; must not hold an index already), and its Milvus collection."""
@@ -120,11 +134,15 @@ class IndexStore:
         if (directory / MANIFEST).exists():
             raise SearchIndexError(f"{directory} already holds an index")
         store = cls(directory, manifest)
-        if store.collection is not None:
-            store.collection.create(manifest)
-        with store.writing(directory):
-            (directory / SHARDS).mkdir(parents=True, exist_ok=True)
-        store.write_manifest()
+        try:
+            if store.collection is not None:
+                store.collection.create(manifest)
+            with store.writing(directory):
+                (directory / SHARDS).mkdir(parents=True, exist_ok=True)
+            store.write_manifest()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod

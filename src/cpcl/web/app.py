@@ -102,19 +102,34 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
     config = config or WebConfig()
     app = FastAPI(title="cpcl search", version=__version__,
                   description="Text-based person search over an indexed gallery: by sentence or by example image.")
+    _add_limits(app, config)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    _add_page(app)
+    _add_search_routes(app, searcher, config)
+    _add_image_routes(app, searcher)
+    return app
+
+
+def _add_limits(app: FastAPI, config: WebConfig) -> None:
+    """Only the configured hosts, the security headers on every response, request bodies bounded."""
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(config.allowed_hosts))
     app.middleware("http")(security_headers)
     app.add_middleware(BodyLimit, limit=MAX_UPLOAD_BYTES + 64 * 1024)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+
+
+def _add_page(app: FastAPI) -> None:
+    """The page (/) and its script and style (/static)."""
     static = resources.files("cpcl.web") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
-    root = searcher.root.resolve()
-    decoder = UploadDecoder(searcher.image_size, config.decode_slots, config.decode_wait_s)
-    frames = FrameReader(root, searcher.sources)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+
+def _add_search_routes(app: FastAPI, searcher: Searcher, config: WebConfig) -> None:
+    """/api/info and the two searches, by a sentence and by an uploaded image."""
+    decoder = UploadDecoder(searcher.image_size, config.decode_slots, config.decode_wait_s)
 
     @app.get("/api/info", response_model=InfoResponse, summary="The index: size, filters it offers, limits")
     def info() -> dict:
@@ -139,11 +154,19 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
                      time_to: str | None = Form(None, max_length=MAX_FIELD_CHARS),
                      sources: list[str] = Form([], max_length=MAX_FILTER_VALUES),
                      rerank: bool | None = Form(None, description="order by k-reciprocal re-ranking")) -> dict:
+        """The fields of /api/search, as a multipart form with the image (eight parameters: FastAPI reads and
+        bounds one form field each)."""
         k = k or config.default_k
         filters = _filters(cameras, time_from, time_to, sources)
         picture = decoder.decode(image)
         rerank = config.rerank if rerank is None else rerank
         return _answer(lambda: searcher.search_image(picture, k, min_score, filters, rerank=rerank))
+
+
+def _add_image_routes(app: FastAPI, searcher: Searcher) -> None:
+    """Gallery images (/gallery/PATH) and a detection's frame and crop (/footage/ROW/...), only of the index."""
+    root = searcher.root.resolve()
+    frames = FrameReader(root, searcher.sources)
 
     @app.get("/gallery/{path:path}", summary="A gallery image (only images of the index, only inside its root)")
     def gallery_image(path: str) -> FileResponse:
@@ -178,6 +201,3 @@ def create_app(searcher: Searcher, config: WebConfig | None = None) -> FastAPI:
     def footage_crop(row: int = PathParam(ge=0, le=2**40)) -> Response:
         frame, box = detection_frame(row)
         return _jpeg(crop(frame, box))
-
-    return app
-
