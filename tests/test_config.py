@@ -175,3 +175,30 @@ def getattr_dotted(config, key: str):
     for part in key.split("."):
         config = getattr(config, part)
     return config
+
+
+MAX_TRAIN_CONFIG_LEAVES = 72  # issue 33: TrainConfig had grown to 104 leaf fields, most of them switches of
+# variants that never beat CPCL; it was cut back to 72. A research variant goes to a plug-in (a label strategy,
+# a bench row), not into the core: raise this number only for a field a user would set.
+
+
+def leaf_fields(cls: type) -> list[str]:
+    """The dotted leaf fields of a (nested) config dataclass."""
+    import dataclasses
+
+    leaves = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            leaves += [f"{f.name}.{leaf}" for leaf in leaf_fields(type(default))]
+        else:
+            leaves.append(f.name)
+    return leaves
+
+
+def test_train_config_does_not_regrow():
+    from cpcl.engine.config import TrainConfig
+
+    leaves = leaf_fields(TrainConfig)
+    assert len(leaves) <= MAX_TRAIN_CONFIG_LEAVES, f"TrainConfig has {len(leaves)} leaf fields: {leaves}"
+    assert "cluster.knn_backend" in leaves and not any(".search." in leaf for leaf in leaves)

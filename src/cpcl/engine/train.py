@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -34,8 +34,10 @@ from cpcl.engine.distributed import check_world, config_header, extract_sharded,
 from cpcl.engine.logs import RunLog
 from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
-from cpcl.engine.pseudo_labels import (ClusterSettings, PairLabels, cluster_pairs, oracle_cluster_quality,
-                                       oracle_pair_labels, select_on_val, val_f_weights)
+from cpcl.engine.pseudo_labels.base import ClusterSettings, PairFeatures, PairLabels
+from cpcl.engine.pseudo_labels.oracle import oracle_cluster_quality, oracle_pair_labels, oracle_pair_person_ids
+from cpcl.engine.pseudo_labels.registry import cluster_pairs, label_strategy
+from cpcl.engine.pseudo_labels.selection import ValSplit, select_on_val
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
                                 save_model, write_card, write_results)
 from cpcl.engine.samplers import PositionedBatches, epoch_sampler
@@ -90,12 +92,6 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     return RunData(train, tokens, image_index, evals)
 
 
-def oracle_pair_person_ids(split: SplitData) -> torch.Tensor | None:
-    """True person id of each pair, for the oracle baseline and `oracle_` diagnostics only."""
-    ids = [split.images[c.image_id].person_id for c in split.captions]  # oracle only (and oracle_ diagnostics)
-    return None if any(i is None for i in ids) else torch.tensor(ids, dtype=torch.long)
-
-
 def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
     """The starting model: a checkpoint at the configured sizes, or a preset's random weights,
     with activation checkpointing as configured. A start trained with other preprocessing than the
@@ -125,11 +121,6 @@ def make_loader(cfg: TrainConfig, data: RunData, batches: torch.utils.data.Sampl
                       num_workers=cfg.data.workers, persistent_workers=False)
 
 
-def itc_epoch(cfg: TrainConfig, epoch: int) -> bool:
-    """Whether `epoch` trains plain ITC (method itc, or an ITC warm-up epoch before clustering)."""
-    return cfg.method == "itc" or epoch < cfg.cpcl.itc_warmup_epochs
-
-
 @dataclass
 class Run:
     """A run's runtime state on this rank."""
@@ -149,24 +140,15 @@ class Run:
     log: RunLog  # train.log and TensorBoard (rank 0)
 
 
-def train_image_features(run: Run, colour_constancy: bool = False) -> torch.Tensor:
-    """Step 1's image features [N_img, D] (with `colour_constancy`, of the images grey-world balanced), in
-    dataset order on every rank, each rank extracting its shard."""
-    cfg, batch = run.cfg, run.cfg.eval.batch_size
-    paths = [image.path for image in run.data.train.images]
-    desc = "train images (grey world)" if colour_constancy else "train images"
-    return extract_sharded(
-        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
-                                                   cfg.data.workers, run.device, run.dtype, desc=desc,
-                                                   colour_constancy=colour_constancy),
-        len(paths), batch, run.world, run.device)
-
-
 def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 1: image features [N_img, D] and caption features [P, D], in dataset order on every
     rank, each rank extracting its shard."""
-    data, batch = run.data, run.cfg.eval.batch_size
-    image_feats = train_image_features(run)
+    cfg, data, batch = run.cfg, run.data, run.cfg.eval.batch_size
+    paths = [image.path for image in data.train.images]
+    image_feats = extract_sharded(
+        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
+                                                   cfg.data.workers, run.device, run.dtype, desc="train images"),
+        len(paths), batch, run.world, run.device)
     text_feats = extract_sharded(
         lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
                                                   desc="train captions"),
@@ -174,12 +156,9 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     return image_feats, text_feats
 
 
-def cluster_settings(run: Run, record: dict) -> ClusterSettings:
-    """The clustering settings of this epoch: cluster.* as configured for images, captions and pairs, or with
-    cluster_select.on=val the grid settings that cluster the val split's features best (rank 0)."""
+def val_split(run: Run) -> ValSplit:
+    """The val split's features (step 1 on val) with its person ids, for cluster_select.on=val (rank 0)."""
     cfg, data = run.cfg, run.data
-    if cfg.cluster_select.on == "fixed":
-        return ClusterSettings(cfg.cluster, cfg.cluster, cfg.cluster)
     if "val" not in data.evals:
         raise DataError("cluster_select.on=val needs a val split with person ids; this data has none "
                         "(use cluster_select.on=fixed)")
@@ -188,58 +167,56 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
-                                         batch, workers, run.device, run.dtype, desc="val images",
-                                         colour_constancy=cfg.labels.colour_constancy)
+                                         batch, workers, run.device, run.dtype, desc="val images")
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
-    settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, caption_ids, cfg.cluster,
-                                    cfg.cluster_select.grid, cfg.labels, cfg.cluster_select.fused_weights)
+    return ValSplit(PairFeatures(image_feats, text_feats, image_index), image_ids, caption_ids)
+
+
+def cluster_settings(run: Run, record: dict) -> ClusterSettings:
+    """The clustering settings of this epoch: cluster.* as configured for images, captions and pairs, or with
+    cluster_select.on=val the grid settings that cluster the val split's features best (rank 0)."""
+    cfg = run.cfg
+    fixed = ClusterSettings.fixed(cfg.cluster.config(), cfg.labels.pair_fused.weights)
+    if cfg.cluster_select.on == "fixed":
+        return fixed
+    settings, stats = select_on_val(val_split(run), label_strategy(cfg.labels.mode).clusters, fixed,
+                                    cfg.cluster_select.grid, cfg.labels.pair_fused.tried_on_val())
     record.update(stats)
     return settings
 
 
-def pseudo_labels(run: Run, image_feats: torch.Tensor, text_feats: torch.Tensor, record: dict) -> PairLabels:
-    """Steps 2-3b (or the oracle's true ids), with the `oracle_` diagnostics where ids exist: the quality of
-    the labels the epoch trains with and, with labels.panel, of every variant's image labels."""
+def pseudo_labels(run: Run, feats: PairFeatures, record: dict) -> PairLabels:
+    """Steps 2-3b (or the oracle's true ids), with the `oracle_` diagnostics of the labels where ids exist."""
     cfg, data = run.cfg, run.data
     oracle_ids = oracle_pair_person_ids(data.train)
     if cfg.method == "oracle":
         if oracle_ids is None:
             raise DataError("method=oracle needs person ids in the training data; this data has none")
         return oracle_pair_labels(oracle_ids)
-    settings = cluster_settings(run, record)
-    variants = cfg.labels if oracle_ids is not None else replace(cfg.labels, panel=False)  # the panel needs ids
-    labels = cluster_pairs(image_feats, text_feats, data.image_index, settings.image, cfg.cpcl, settings.text,
-                           variants, settings.pair, settings.fused)
+    labels = cluster_pairs(feats, cluster_settings(run, record), cfg.labels.mode, cfg.cpcl)
     if oracle_ids is not None:
         record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
         record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))
-        for variant, image_labels in labels.panel.items():
-            record.update(oracle_cluster_quality(image_labels, oracle_ids, f"panel_{variant}"))
-    labels.panel = {}  # diagnostics only: not sent to the other ranks
-    if cfg.cpcl.weight_by_val_f:
-        labels.image_weight, labels.text_weight = val_f_weights(cfg.labels.mode, record)
-        record.update(cluster_image_weight=labels.image_weight, cluster_text_weight=labels.text_weight)
     return labels
 
 
-def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
+def epoch_objective(run: Run, record: dict) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
     """Steps 1-4 for this epoch: the objective, and the labels a pk sampler groups by (or None).
     Labels come from rank 0; the memories start from rank 0's."""
     cfg, world = run.cfg, run.world
-    if itc_epoch(cfg, epoch):
+    if cfg.method == "itc":
         return ItcObjective(), None
     start = time.perf_counter()
     image_feats, text_feats = train_features(run)
-    label_image_feats = (train_image_features(run, colour_constancy=True)
-                         if cfg.labels.colour_constancy and cfg.method == "cpcl" else image_feats)
     record["time_extract"] = time.perf_counter() - start
     start = time.perf_counter()
-    labels = pseudo_labels(run, label_image_feats, text_feats, record) if world.is_main else None
+    feats = PairFeatures(image_feats, text_feats, run.data.image_index)
+    labels = pseudo_labels(run, feats, record) if world.is_main else None
     labels = broadcast_object(labels, world)
     record["time_cluster"] = time.perf_counter() - start
     record.update(labels.stats)
     record["labels_digest"] = tensor_digest(labels.image, labels.text)
-    objective = CpclObjective(labels, image_feats[run.data.image_index], text_feats, cfg.cpcl, run.device)
+    objective = CpclObjective(labels, feats.pair_image_feats, text_feats, cfg.cpcl, run.device)
     for bank in objective.memory_banks():
         broadcast_(bank, world)
     return objective, labels.image
@@ -250,8 +227,9 @@ def evaluate(run: Run, name: str) -> dict[str, float]:
     (re-ranked with eval.rerank)."""
     split, tokens = run.data.evals[name]
     section = run.cfg.eval
+    rerank = section.rerank_options.config(run.cfg.cluster.config().search) if section.rerank else None
     return evaluate_split(run.model, split, tokens, run.preprocessing, section.batch_size, run.cfg.data.workers,
-                          run.device, run.dtype, name=name, rerank=section.rerank_options if section.rerank else None)
+                          run.device, run.dtype, name=name, rerank=rerank)
 
 
 def final_results(run: Run) -> dict:
@@ -309,7 +287,7 @@ def train_epoch(run: Run, epoch: int) -> dict:
     cfg, world = run.cfg, run.world
     seed_everything(rank_seed(cfg.seed + epoch, world.rank))
     record: dict = {"epoch": epoch, "method": cfg.method, "world_size": world.size}
-    objective, group_labels = epoch_objective(run, epoch, record)
+    objective, group_labels = epoch_objective(run, record)
     sampler = epoch_sampler(len(run.data.tokens), cfg.optim.batch_size,
                             group_labels if cfg.cpcl.sampler == "pk" else None, cfg.cpcl.pk_instances,
                             cfg.seed + epoch, world)

@@ -148,14 +148,13 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
 
 QUALITY = (("nmi", "NMI"), ("ari", "ARI"), ("purity", "purity"), ("precision", "pair precision"),
            ("recall", "pair recall"))  # oracle_ diagnostics of pseudo labels (key suffix, legend)
-PANEL_PREFIX = "oracle_panel_"  # labels.panel: oracle_panel_VARIANT_MEASURE
 
 
 def training_curves(runs: list[RunSummary]) -> str:
     """One training-loss chart per run (their scales differ: ITC's ~3 beside CPCL's prototype
     losses would flatten both), val R1 per epoch for all, and for the runs that cluster: clusters and
-    outliers, the quality of their image and caption labels against true ids (the `oracle_`
-    diagnostics), and with labels.panel every variant's image-label quality, a chart per measure."""
+    outliers, and the quality of their image and caption labels against true ids (the `oracle_`
+    diagnostics)."""
 
     def series(key: str, run: RunSummary) -> list[tuple[float, float]]:
         return [(r["epoch"] + 1, r[key]) for r in run.records if key in r]
@@ -174,12 +173,6 @@ def training_curves(runs: list[RunSummary]) -> str:
             quality = {name: series(f"oracle_{modality}_{key}", run) for key, name in QUALITY}
             if any(quality.values()):
                 charts.append(line_chart(f"{run.name}: {label} vs true ids", quality))
-        for key, name in QUALITY:
-            variants = sorted({k[len(PANEL_PREFIX):-len(key) - 1] for r in run.records for k in r
-                               if k.startswith(PANEL_PREFIX) and k.endswith(f"_{key}")})
-            if variants:
-                panel = {variant: series(f"{PANEL_PREFIX}{variant}_{key}", run) for variant in variants}
-                charts.append(line_chart(f"{run.name}: every variant's image labels, {name}", panel))
     return "".join(charts)
 
 

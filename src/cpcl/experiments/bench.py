@@ -27,9 +27,9 @@ from cpcl.experiments.quality_table import quality_table
 from cpcl.synth.config import DEFAULT_SHAPE, SynthConfig
 from cpcl.utils.errors import ConfigError
 
-# pair_fused labels whose (image, text, cross) weights val chooses, tried beside labels.fused_* (1, 1, 0.5):
-# from image-only to text-only, as the val split says each modality finds people
-FUSED_ON_VAL = ("labels.mode=pair_fused", "cluster_select.fused_weights="
+# pair_fused labels whose (image, text, cross) weights val chooses, tried beside labels.pair_fused.weights
+# (1, 1, 0.5): from image-only to text-only, as the val split says each modality finds people
+FUSED_ON_VAL = ("labels.mode=pair_fused", "labels.pair_fused.weights_on_val="
                 "[[1,1,0],[1,0.5,0.25],[1,0.25,0.25],[1,0,0],[0.5,1,0.25],[0.25,1,0.25],[0,1,0]]")
 # the cluster terms (PCM, ICPM) at a quarter of their weight beside the ITC term
 QUARTER_CLUSTER_TERMS = ("cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25")
@@ -49,16 +49,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "icpm_both": ("cpcl.icpm_positives=both",),
     "icpm_off": ("cpcl.icpm_weight=0",),
     "cluster_terms_quarter": QUARTER_CLUSTER_TERMS,
-    # each cluster term weighted by the val pairwise F of the clustering its labels come from, every epoch
-    "cluster_terms_val_f": ("cpcl.weight_by_val_f=true",),
     "labels_image_centred": ("labels.mode=image_centred",),
     "labels_pair_fused": ("labels.mode=pair_fused",),
-    "labels_refined": ("labels.refine=both",),
     "labels_fused_on_val": FUSED_ON_VAL,
-    # labels made from the images with each one's colour cast discounted (grey world), train and val
-    "labels_grey_world": ("labels.image_colour=grey_world",),
-    # labels_grey_world with the cluster terms at a quarter weight
-    "grey_world_quarter": ("labels.image_colour=grey_world", *QUARTER_CLUSTER_TERMS),
     "rerank": ("eval.rerank=true",),
     # cpcl_plus.yaml's recipe: labels_fused_on_val and cluster_terms_quarter together
     "cpcl_plus": (*FUSED_ON_VAL, *QUARTER_CLUSTER_TERMS),
