@@ -16,7 +16,8 @@ from cpcl.clustering.rerank import RerankConfig, prepare_gallery, rerank_distanc
 from cpcl.data.readers import load_dataset
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.evaluation.evaluate import evaluate_split
-from cpcl.evaluation.report import read_run, training_curves
+from cpcl.evaluation.report import training_curves
+from cpcl.experiments.demo_report import read_run
 from cpcl.index.search import Searcher
 from cpcl.model.inference import load_for_inference
 from cpcl.web.app import create_app

@@ -38,6 +38,7 @@ from cpcl.engine.pseudo_labels.base import ClusterSettings, PairFeatures, PairLa
 from cpcl.engine.pseudo_labels.oracle import oracle_cluster_quality, oracle_pair_labels, oracle_pair_person_ids
 from cpcl.engine.pseudo_labels.registry import cluster_pairs, label_strategy
 from cpcl.engine.pseudo_labels.selection import ValSplit, select_on_val
+from cpcl.engine.record import EpochRecord
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
                                 save_model, write_card, write_results)
 from cpcl.engine.samplers import PositionedBatches, epoch_sampler
@@ -172,50 +173,61 @@ def val_split(run: Run) -> ValSplit:
     return ValSplit(PairFeatures(image_feats, text_feats, image_index), image_ids, caption_ids)
 
 
-def cluster_settings(run: Run, record: dict) -> ClusterSettings:
+def cluster_settings(run: Run) -> tuple[ClusterSettings, dict[str, float]]:
     """The clustering settings of this epoch: cluster.* as configured for images, captions and pairs, or with
-    cluster_select.on=val the grid settings that cluster the val split's features best (rank 0)."""
+    cluster_select.on=val the grid settings that cluster the val split's features best (rank 0), with the
+    `select_` statistics of the choice."""
     cfg = run.cfg
     fixed = ClusterSettings.fixed(cfg.cluster.config(), cfg.labels.pair_fused.weights)
     if cfg.cluster_select.on == "fixed":
-        return fixed
-    settings, stats = select_on_val(val_split(run), label_strategy(cfg.labels.mode).clusters, fixed,
-                                    cfg.cluster_select.grid, cfg.labels.pair_fused.tried_on_val())
-    record.update(stats)
-    return settings
+        return fixed, {}
+    return select_on_val(val_split(run), label_strategy(cfg.labels.mode).clusters, fixed, cfg.cluster_select.grid,
+                         cfg.labels.pair_fused.tried_on_val())
 
 
-def pseudo_labels(run: Run, feats: PairFeatures, record: dict) -> PairLabels:
+@dataclass
+class EpochLabels:
+    """The label phase's result on rank 0: the labels, and what the record keeps of how they were made."""
+
+    labels: PairLabels  # what trains (sent to every rank)
+    selection: dict[str, float]  # select_*: the clustering chosen on val (empty with cluster_select.on=fixed)
+    oracle: dict[str, float]  # oracle_*: the labels against true ids, where the data has them (diagnostics)
+
+
+def pseudo_labels(run: Run, feats: PairFeatures) -> EpochLabels:
     """Steps 2-3b (or the oracle's true ids), with the `oracle_` diagnostics of the labels where ids exist."""
     cfg, data = run.cfg, run.data
     oracle_ids = oracle_pair_person_ids(data.train)
     if cfg.method == "oracle":
         if oracle_ids is None:
             raise DataError("method=oracle needs person ids in the training data; this data has none")
-        return oracle_pair_labels(oracle_ids)
-    labels = cluster_pairs(feats, cluster_settings(run, record), cfg.labels.mode, cfg.cpcl)
-    if oracle_ids is not None:
-        record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
-        record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))
-    return labels
+        return EpochLabels(oracle_pair_labels(oracle_ids), {}, {})
+    settings, selection = cluster_settings(run)
+    labels = cluster_pairs(feats, settings, cfg.labels.mode, cfg.cpcl)
+    oracle = {} if oracle_ids is None else {**oracle_cluster_quality(labels.image, oracle_ids, "image"),
+                                            **oracle_cluster_quality(labels.text, oracle_ids, "text")}
+    return EpochLabels(labels, selection, oracle)
 
 
-def epoch_objective(run: Run, record: dict) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
-    """Steps 1-4 for this epoch: the objective, and the labels a pk sampler groups by (or None).
-    Labels come from rank 0; the memories start from rank 0's."""
+def epoch_objective(run: Run, record: EpochRecord) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
+    """Steps 1-4 for this epoch: the objective, and the labels a pk sampler groups by (or None); the phases'
+    times, label statistics, val selection and diagnostics into `record`. Labels come from rank 0; the
+    memories start from rank 0's."""
     cfg, world = run.cfg, run.world
     if cfg.method == "itc":
         return ItcObjective(), None
     start = time.perf_counter()
     image_feats, text_feats = train_features(run)
-    record["time_extract"] = time.perf_counter() - start
+    record.times["time_extract"] = time.perf_counter() - start
     start = time.perf_counter()
     feats = PairFeatures(image_feats, text_feats, run.data.image_index)
-    labels = pseudo_labels(run, feats, record) if world.is_main else None
-    labels = broadcast_object(labels, world)
-    record["time_cluster"] = time.perf_counter() - start
-    record.update(labels.stats)
-    record["labels_digest"] = tensor_digest(labels.image, labels.text)
+    made = pseudo_labels(run, feats) if world.is_main else None
+    labels = broadcast_object(made.labels if made is not None else None, world)
+    record.times["time_cluster"] = time.perf_counter() - start
+    if made is not None:
+        record.selection, record.oracle = made.selection, made.oracle
+    record.labels = dict(labels.stats)
+    record.labels_digest = tensor_digest(labels.image, labels.text)
     objective = CpclObjective(labels, feats.pair_image_feats, text_feats, cfg.cpcl, run.device)
     for bank in objective.memory_banks():
         broadcast_(bank, world)
@@ -282,34 +294,38 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
                run_log)
 
 
-def train_epoch(run: Run, epoch: int) -> dict:
+def train_epoch(run: Run, epoch: int) -> EpochRecord:
     """Steps 1-5 of one epoch on every rank; returns the epoch's record (rank 0's is logged)."""
     cfg, world = run.cfg, run.world
     seed_everything(rank_seed(cfg.seed + epoch, world.rank))
-    record: dict = {"epoch": epoch, "method": cfg.method, "world_size": world.size}
+    record = EpochRecord(epoch, cfg.method, world.size)
     objective, group_labels = epoch_objective(run, record)
     sampler = epoch_sampler(len(run.data.tokens), cfg.optim.batch_size,
                             group_labels if cfg.cpcl.sampler == "pk" else None, cfg.cpcl.pk_instances,
                             cfg.seed + epoch, world)
     loader = make_loader(cfg, run.data, sampler, cfg.seed + epoch, world)
     start, first_step = time.perf_counter(), run.progress.step
-    record.update(train_one_epoch(run.encoder, loader, run.optimizer, objective, epoch, cfg.optim, run.device, world,
-                                  run.scaler, on_step=lambda step, values: run.log.step(first_step + step, values)))
-    record["time_train"] = time.perf_counter() - start
+
+    def on_step(step: int, values: dict[str, float]) -> None:
+        run.log.step(first_step + step, values)
+
+    record.trained(train_one_epoch(run.encoder, loader, run.optimizer, objective, epoch, cfg.optim, run.device,
+                                   world, run.scaler, on_step=on_step))
+    record.times["time_train"] = time.perf_counter() - start
     run.progress.step += len(loader)
     if banks := objective.memory_banks():
-        record["memory_digests"] = gather_objects(tensor_digest(*banks), world)
+        record.memory_digests = gather_objects(tensor_digest(*banks), world)
     return record
 
 
-def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: dict) -> None:
+def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: EpochRecord) -> None:
     """Val metrics into the record and best.pt when val R1 improves (rank 0)."""
     cfg, data, progress = run.cfg, run.data, run.progress
     if "val" in data.evals and ((epoch + 1) % cfg.eval.every == 0 or last_epoch):
         start = time.perf_counter()
         val = evaluate(run, "val")
-        record.update({f"val_{k}": v for k, v in val.items()})
-        record["time_eval"] = time.perf_counter() - start
+        record.val = {f"val_{k}": v for k, v in val.items()}
+        record.times["time_eval"] = time.perf_counter() - start
         if val["R1"] > progress.best_r1:
             progress.best_r1, progress.best_epoch, progress.best_val = val["R1"], epoch, val
             save_model(run.run_dir, "best.pt", run.model, run.preprocessing, {"epoch": epoch, "val": val})
@@ -365,8 +381,9 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: W
                 append_record(run.run_dir, record)
                 run_log.epoch(run.progress.step, record)
                 save_last(run.run_dir, run.model, run.preprocessing, run.optimizer, run.progress, run.scaler)
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
-                                                          if isinstance(v, float) and k.endswith(("loss", "R1"))))
+            shown = {**record.losses, **record.val}
+            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()
+                                                          if k.endswith(("loss", "R1"))))
         return finish_run(run, epochs)
 
 

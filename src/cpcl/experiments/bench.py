@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cpcl.data.readers import load_json
+from cpcl.engine.rundir import METRICS, read_epoch_records
 from cpcl.engine.train import run_config
 from cpcl.experiments.common import finetune_overrides, generate_data, has_data, pretrain_start
 from cpcl.experiments.plans import SCRATCH
@@ -309,7 +310,6 @@ def _val_and_purity(run_dir: Path) -> dict[str, float]:
     `oracle_image_purity` of the last epoch's pseudo labels (a run that made them, metrics.jsonl)."""
     val = json.loads((run_dir / "results.json").read_text()).get("val")
     out = {"val_R1": val["best"]["R1"]} if val else {}
-    metrics = run_dir / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.is_file() else []
-    purity = [e["oracle_image_purity"] for e in map(json.loads, filter(str.strip, lines)) if "oracle_image_purity" in e]
+    records = read_epoch_records(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
+    purity = [record.oracle["oracle_image_purity"] for record in records if "oracle_image_purity" in record.oracle]
     return {**out, "image_purity": purity[-1]} if purity else out

@@ -8,15 +8,24 @@ from pathlib import Path
 
 from cpcl.data.readers import load_dataset
 from cpcl.data.tokenizer import default_tokenizer
+from cpcl.data.readers import load_json
 from cpcl.engine.config import TrainConfig
-from cpcl.evaluation.report import (METRICS, Example, RunSummary, read_run, render_report, retrieval_examples,
-                                    spaced_queries)
+from cpcl.engine.rundir import METRICS as METRICS_FILE
+from cpcl.engine.rundir import read_epoch_records
+from cpcl.evaluation.report import METRICS, Example, RunSummary, render_report, retrieval_examples, spaced_queries
 from cpcl.experiments.plans import DemoPlan
 from cpcl.model.inference import load_for_inference
 from cpcl.utils.config import load_config
 from cpcl.utils.errors import RunDirError
 
 EXAMPLES, TOP_K = 8, 5  # retrieval examples shown, thumbnails per example
+
+
+def read_run(name: str, run_dir: Path, seconds: float | None = None) -> RunSummary:
+    """Summary of a run directory written by `cpcl train`: results.json and its epoch records."""
+    records = run_dir / METRICS_FILE
+    return RunSummary(name, load_json(run_dir / "results.json"),
+                      read_epoch_records(records) if records.is_file() else [], seconds)
 
 
 def headline(summaries: dict[str, RunSummary]) -> list[str]:
