@@ -6,8 +6,10 @@ frozen `TrainConfig`, validated once and written to `RUN_DIR/config.yaml`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 from cpcl.clustering import ClusterConfig, JaccardOptions
 from cpcl.clustering.rerank import RerankConfig
@@ -16,7 +18,7 @@ from cpcl.data.transforms import ImageTransformConfig
 from cpcl.engine.pseudo_labels.pair_fused import PairFusedSection
 from cpcl.engine.pseudo_labels.registry import label_strategy
 from cpcl.model.architecture import ArchitectureHints
-from cpcl.utils.config import Range, check_ranges
+from cpcl.utils.config import Range, build, check_ranges, load_yaml, to_dict
 from cpcl.utils.errors import ConfigError
 
 Method = Literal["zero_shot", "itc", "cpcl", "oracle"]
@@ -228,3 +230,59 @@ class TrainConfig:
             raise ConfigError("labels.pair_fused.weights_on_val is chosen on val for pair_fused labels: it needs "
                               f"cluster_select.on=val and labels.mode=pair_fused (got on={self.cluster_select.on}, "
                               f"mode={self.labels.mode})")
+
+
+UNUSED = {  # (section, key): the value an earlier version saved for a retired switch it did not use
+    ("labels", "refine"): "off", ("labels", "panel"): False, ("labels", "image_colour"): "as_drawn",
+    ("cpcl", "weight_by_val_f"): False, ("cpcl", "itc_warmup_epochs"): 0,
+}
+REFINE_PARAMETERS = ("split_agreement", "split_min_pairs", "merge_share", "merge_min_similarity")  # unused with refine off
+KNN_PLACE = ("knn_backend", "knn_device")  # the kNN engine options a training config still sets (in cluster)
+
+
+def _default_search(search: Any, kept: tuple[str, ...] = ()) -> bool:
+    """Whether a saved `search` section holds the library's JaccardOptions defaults (`kept` aside)."""
+    defaults = to_dict(JaccardOptions())
+    return isinstance(search, dict) and all(search.get(key, value) == value for key, value in defaults.items()
+                                            if key not in kept)
+
+
+def _move_keys(labels: dict, select: dict, cluster: dict) -> None:
+    """labels.fused_* -> labels.pair_fused.weights, cluster_select.fused_weights -> .weights_on_val, and
+    cluster.search's knn_backend and knn_device -> cluster.* where the rest of it is the defaults."""
+    moved = [labels.pop(f"fused_{part}_weight") for part in ("image", "text", "cross") if f"fused_{part}_weight" in labels]
+    if len(moved) == 3:
+        labels.setdefault("pair_fused", {})["weights"] = moved
+    if "fused_weights" in select:
+        labels.setdefault("pair_fused", {})["weights_on_val"] = select.pop("fused_weights")
+    if _default_search(cluster.get("search"), KNN_PLACE):
+        cluster.update({key: value for key, value in cluster.pop("search").items() if key in KNN_PLACE})
+
+
+def upgrade_saved(data: dict) -> dict:
+    """A config.yaml that a run saved before issue 33 (every field, the retired ones included) in today's keys:
+    moved keys moved (`_move_keys`), retired switches dropped where the run left them unused. A retired switch
+    the run did use stays, so that `build` refuses it in one line."""
+    data = copy.deepcopy(data)
+    sections = {name: data[name] for name in ("labels", "cluster_select", "cluster", "cpcl", "eval")
+                if isinstance(data.get(name), dict)}
+    labels, select = sections.get("labels", {}), sections.get("cluster_select", {})
+    _move_keys(labels, select, sections.get("cluster", {}))
+    for (section, key), unused in UNUSED.items():
+        saved = sections.get(section, {}).get(key)
+        if saved == unused or (unused == "off" and saved is False):  # YAML 1.1 reads a bare off as false
+            sections[section].pop(key)
+    if "refine" not in labels:
+        for key in REFINE_PARAMETERS:
+            labels.pop(key, None)
+    if isinstance(select.get("grid"), dict) and select["grid"].get("beta") == 1.0:
+        select["grid"].pop("beta")
+    rerank = sections.get("eval", {}).get("rerank_options")
+    if isinstance(rerank, dict) and _default_search(rerank.get("search")):
+        rerank.pop("search")
+    return data
+
+
+def load_run_config(path: Path) -> TrainConfig:
+    """The TrainConfig a run folder's config.yaml holds, saved by this version or an earlier one (`upgrade_saved`)."""
+    return build(TrainConfig, upgrade_saved(load_yaml(path)))
