@@ -135,7 +135,7 @@ def test_every_method_is_a_valid_config(method):
 def test_the_cpcl_plus_row_is_the_cpcl_plus_recipe():
     recipe = load_config(TrainConfig, resolve_config_path("cpcl_plus"), [])
     row = load_config(TrainConfig, resolve_config_path("synthpedes"), list(METHODS["cpcl_plus"]))
-    assert recipe == row and recipe.labels.mode == "pair_fused" and len(recipe.cluster_select.fused_weights) == 7
+    assert recipe == row and recipe.labels.mode == "pair_fused" and len(recipe.labels.pair_fused.weights_on_val) == 7
 
 
 @pytest.mark.parametrize("name", sorted(BENCH_PRESETS))

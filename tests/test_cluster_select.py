@@ -31,10 +31,10 @@ def test_pairwise_scores_match_a_pair_loop(seed):
     rng = np.random.default_rng(seed)
     truth = rng.integers(0, 8, 60)
     labels = np.where(rng.random(60) < 0.2, -1, (truth + (rng.random(60) < 0.3)) % 9)
-    scores = pairwise_scores(labels, truth, beta=0.5)
+    scores = pairwise_scores(labels, truth)
     precision, recall = brute_force_scores(labels, truth)
     assert scores["precision"] == pytest.approx(precision) and scores["recall"] == pytest.approx(recall)
-    expected_f = 1.25 * precision * recall / (0.25 * precision + recall)
+    expected_f = 2 * precision * recall / (precision + recall)
     assert scores["f"] == pytest.approx(expected_f)
 
 
@@ -77,7 +77,7 @@ def test_each_setting_scores_what_cluster_features_gives_it():
 def test_grid_rejects_what_it_cannot_try():
     with pytest.raises(ConfigError, match="at least one value"):
         SelectionGrid(eps=())
-    for bad, key in (({"eps": (0.5, 1.0)}, "eps"), ({"beta": float("nan")}, "beta"), ({"k2": (0,)}, "k2")):
+    for bad, key in (({"eps": (0.5, 1.0)}, "eps"), ({"min_samples": (0,)}, "min_samples"), ({"k2": (0,)}, "k2")):
         with pytest.raises(ConfigError, match=f"config field 'cluster_select.grid.{key}' must be"):
             SelectionGrid(**bad)
     with pytest.raises(ConfigError, match="above every k1"):
@@ -96,52 +96,3 @@ def test_training_chooses_on_val_and_logs_it(tmp_path):
     for modality in ("image", "text"):
         assert record[f"select_{modality}_k1"] in (3, 4) and record[f"select_{modality}_eps"] in (0.5, 0.7)
         assert 0.0 <= record[f"select_{modality}_val_f"] <= 1.0
-
-
-@pytest.mark.parametrize("mode", ["cpcl", "pair_fused"])
-def test_weight_by_val_f_scales_the_cluster_terms_by_the_chosen_clusterings_val_f(tmp_path, mode):
-    from cpcl.cli import main
-
-    root = write_tiny_cuhk(tmp_path / "data", {"train": 10, "val": 4, "test": 3})
-    config = write_config(tmp_path / "cfg.yaml", root, optim={"epochs": 2}, cpcl={"weight_by_val_f": True},
-                          labels={"mode": mode}, cluster_select={"on": "val", "grid": {
-                              "k1": [3, 4], "k2": [1, 2], "eps": [0.5, 0.7], "min_samples": [2]}})
-    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 0
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    image, text = ("image", "text") if mode == "cpcl" else ("pair", "pair")
-    for record in records:
-        assert record["cluster_image_weight"] == record[f"select_{image}_val_f"]
-        assert record["cluster_text_weight"] == record[f"select_{text}_val_f"]
-
-
-def test_weight_by_val_f_needs_a_val_selection():
-    from cpcl.engine.config import TrainConfig
-    from cpcl.utils.config import load_config
-
-    assert load_config(TrainConfig, None, ["cpcl.weight_by_val_f=true", "cluster_select.on=val"]).cpcl.weight_by_val_f
-    for extra in (["cluster_select.on=fixed"], ["cluster_select.on=val", "method=oracle"]):
-        with pytest.raises(ConfigError, match="cpcl.weight_by_val_f .* needs method=cpcl and cluster_select.on=val"):
-            load_config(TrainConfig, None, ["cpcl.weight_by_val_f=true", *extra])
-
-
-def test_grey_world_labels_cluster_balanced_train_and_val_images(tmp_path, monkeypatch):
-    from cpcl.cli import main
-    from cpcl.engine import train
-
-    calls, extract = [], train.extract_image_features
-
-    def spy(*args, **kwargs):
-        calls.append((kwargs["desc"], kwargs.get("colour_constancy", False)))
-        return extract(*args, **kwargs)
-
-    monkeypatch.setattr(train, "extract_image_features", spy)
-    root = write_tiny_cuhk(tmp_path / "data", {"train": 10, "val": 4, "test": 3})
-    config = write_config(tmp_path / "cfg.yaml", root, optim={"epochs": 2}, labels={"image_colour": "grey_world"},
-                          cluster_select={"on": "val", "grid": {"k1": [3, 4], "k2": [1, 2], "eps": [0.5, 0.7],
-                                                                "min_samples": [2]}})
-    assert main(["train", "-c", str(config), "--out", str(tmp_path / "run")]) == 0
-    # each epoch: the train images as drawn (the memories), balanced (the labels), the val images balanced
-    epoch = [("train images", False), ("train images (grey world)", True), ("val images", True)]
-    assert calls == epoch * 2
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 2 and all("select_image_val_f" in record for record in records)

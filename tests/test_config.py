@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -175,3 +176,56 @@ def getattr_dotted(config, key: str):
     for part in key.split("."):
         config = getattr(config, part)
     return config
+
+
+MAX_TRAIN_CONFIG_LEAVES = 72  # issue 33: TrainConfig had grown to 104 leaf fields, most of them switches of
+# variants that never beat CPCL; it was cut back to 72. A research variant goes to a plug-in (a label strategy,
+# a bench row), not into the core: raise this number only for a field a user would set.
+
+
+def leaf_fields(cls: type) -> list[str]:
+    """The dotted leaf fields of a (nested) config dataclass."""
+    import dataclasses
+
+    leaves = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            leaves += [f"{f.name}.{leaf}" for leaf in leaf_fields(type(default))]
+        else:
+            leaves.append(f.name)
+    return leaves
+
+
+def test_train_config_does_not_regrow():
+    from cpcl.engine.config import TrainConfig
+
+    leaves = leaf_fields(TrainConfig)
+    assert len(leaves) <= MAX_TRAIN_CONFIG_LEAVES, f"TrainConfig has {len(leaves)} leaf fields: {leaves}"
+    assert "cluster.knn_backend" in leaves and not any(".search." in leaf for leaf in leaves)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_run_saved_before_the_trim_still_loads(tmp_path):
+    """config_before_issue33_cpcl_plus.yaml: cpcl_plus resolved and saved by cpcl before issue 33 (every field,
+    the retired ones at their unused values, the moved ones at their old keys): a resume or a report of such a
+    run reads it as today's cpcl_plus."""
+    from cpcl.configs import resolve_config_path
+    from cpcl.engine.config import TrainConfig, load_run_config
+
+    saved = FIXTURES / "config_before_issue33_cpcl_plus.yaml"
+    assert load_run_config(saved) == load_config(TrainConfig, resolve_config_path("cpcl_plus"))
+    text = saved.read_text()
+    used = tmp_path / "refined.yaml"  # a run that used a retired switch cannot be resumed or rebuilt
+    used.write_text(text.replace("refine: 'off'", "refine: both"))
+    with pytest.raises(ConfigError, match="config field 'labels[.][a-z_]+' was retired .* docs/experiments.md"):
+        load_run_config(used)
+    flat = tmp_path / "flat.yaml"  # a kNN engine chosen in the old place moves to the new one
+    head, _, cluster = text.partition("\ncluster:\n")
+    flat.write_text(head + "\ncluster:\n" + cluster.replace("knn_backend: auto", "knn_backend: flat", 1))
+    assert load_run_config(flat).cluster.knn_backend == "flat"
+    assert load_run_config(flat).eval.rerank_options.k1 == 20
+    with pytest.raises(ConfigError, match="unknown config field|was retired"):
+        load_config(TrainConfig, saved)  # a config a user gives is read as it is written

@@ -16,7 +16,9 @@ from torch.utils.data import DataLoader
 
 from cpcl.engine.config import CpclSection, OptimSection, TrainConfig
 from cpcl.engine.loop import lr_factor, make_scaler, optimizer_step
-from cpcl.engine.pseudo_labels import cluster_pairs, oracle_cluster_quality, oracle_pair_labels
+from cpcl.engine.pseudo_labels.base import ClusterSettings, PairFeatures
+from cpcl.engine.pseudo_labels.oracle import oracle_cluster_quality, oracle_pair_labels
+from cpcl.engine.pseudo_labels.registry import cluster_pairs
 from cpcl.engine.samplers import DistributedBatchSampler, PKBatchSampler, PositionedBatches, RandomBatchSampler
 from cpcl.clustering import ClusterConfig
 from cpcl.data.datasets import PairDataset
@@ -110,7 +112,7 @@ def test_shipped_configs_resolve():
         assert cfg.optim.epochs >= 1
     paper = load_config(TrainConfig, resolve_config_path("cuhk_pedes"))
     assert paper.model.image_size == (384, 128) and paper.optim.batch_size == 64
-    assert paper.cluster == ClusterConfig(k1=30, k2=6, eps=0.6, min_samples=4)
+    assert paper.cluster.config() == ClusterConfig(k1=30, k2=6, eps=0.6, min_samples=4)
     with pytest.raises(ConfigError, match="neither a file nor a shipped config"):
         resolve_config_path("nope")
 
@@ -122,7 +124,8 @@ def test_cluster_pairs_copies_image_labels_to_pairs():
     image_feats = F.normalize(centres[image_person] + 0.05 * torch.randn(36, 32, generator=gen), dim=1)
     image_index = torch.arange(36).repeat_interleave(2)  # two captions per image
     text_feats = F.normalize(centres[image_person[image_index]] + 0.05 * torch.randn(72, 32, generator=gen), dim=1)
-    labels = cluster_pairs(image_feats, text_feats, image_index, ClusterConfig(k1=8, k2=3), CpclSection())
+    settings = ClusterSettings.fixed(ClusterConfig(k1=8, k2=3), (1.0, 1.0, 0.5))
+    labels = cluster_pairs(PairFeatures(image_feats, text_feats, image_index), settings, "cpcl", CpclSection())
     assert labels.image.shape == labels.text.shape == (72,)
     assert torch.equal(labels.image[0::2], labels.image[1::2])  # both captions' pairs share the image label
     assert labels.stats["image_clusters"] == 6 and labels.stats["text_clusters"] == 6
@@ -204,37 +207,3 @@ def test_build_model_applies_grad_checkpointing(enabled):
     model = build_model(cfg, torch.device("cpu"))
     assert model.visual.transformer.grad_checkpointing is enabled
     assert model.transformer.grad_checkpointing is enabled
-
-
-@pytest.mark.parametrize("positives, icpm_factor", [("image", 0.5), ("text", 0.25), ("either", 0.375)])
-def test_label_weights_scale_each_cluster_term_by_the_labels_it_reads(positives, icpm_factor):
-    from cpcl.engine.objectives import CpclObjective
-    from cpcl.engine.pseudo_labels import PairLabels
-
-    gen = torch.Generator().manual_seed(0)
-    feats = [F.normalize(torch.randn(8, 6, generator=gen), dim=1) for _ in range(4)]
-    image_labels, text_labels = torch.tensor([0, 0, 1, 1, 2, 2, -1, 0]), torch.tensor([0, 1, 1, 1, 2, -1, 2, 0])
-    cfg = CpclSection(icpm_positives=positives, itc_weight=1.0)
-    index = torch.arange(8)
-
-    def terms(image_weight: float, text_weight: float) -> dict[str, torch.Tensor]:
-        labels = PairLabels(image_labels, text_labels, image_weight=image_weight, text_weight=text_weight)
-        objective = CpclObjective(labels, feats[0], feats[1], cfg, torch.device("cpu"))
-        return objective.losses(feats[2], feats[3], index, index, torch.tensor(10.0))
-
-    plain, weighted = terms(1.0, 1.0), terms(0.5, 0.25)
-    factors = {"pcm_image_loss": 0.5, "pcm_text_to_image_loss": 0.5, "pcm_text_loss": 0.25,
-               "pcm_image_to_text_loss": 0.25, "icpm_loss": icpm_factor, "itc_loss": 1.0}
-    assert plain.keys() == weighted.keys() == factors.keys()
-    for name, factor in factors.items():
-        assert float(plain[name]) > 0
-        torch.testing.assert_close(weighted[name], factor * plain[name])
-
-
-def test_val_f_weights_follow_the_clustering_each_modalitys_labels_come_from():
-    from cpcl.engine.pseudo_labels import val_f_weights
-
-    stats = {"select_image_val_f": 0.2, "select_text_val_f": 0.4, "select_pair_val_f": 0.6}
-    assert val_f_weights("cpcl", stats) == (0.2, 0.4)
-    assert val_f_weights("image_centred", stats) == (0.2, 0.2)
-    assert val_f_weights("pair_fused", stats) == (0.6, 0.6)

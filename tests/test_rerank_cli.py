@@ -1,4 +1,4 @@
-"""The new switches end to end: a run with a pairing variant, the panel and re-ranked evaluation;
+"""The new switches end to end: a run with a pairing strategy and re-ranked evaluation;
 `cpcl evaluate --rerank`, `cpcl search --rerank` and the page's API with re-ranking."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from cpcl.clustering.rerank import RerankConfig, prepare_gallery, rerank_distanc
 from cpcl.data.readers import load_dataset
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.evaluation.evaluate import evaluate_split
-from cpcl.evaluation.report import read_run, training_curves
+from cpcl.evaluation.report import training_curves
+from cpcl.experiments.demo_report import read_run
 from cpcl.index.search import Searcher
 from cpcl.model.inference import load_for_inference
 from cpcl.web.app import create_app
@@ -30,12 +31,12 @@ RERANK = ["--rerank", "--rerank-k1", "4", "--rerank-k2", "2"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """(data root, run dir) of one CPCL epoch with pair-fused, refined labels, the panel, the pair setting
-    chosen on val, and re-ranked evaluation."""
+    """(data root, run dir) of one CPCL epoch with pair-fused labels, the pair setting chosen on val, and
+    re-ranked evaluation."""
     base = tmp_path_factory.mktemp("variants")
     root = write_tiny_cuhk(base / "data", {"train": 6, "val": 3, "test": 4})
     config = write_config(base / "c.yaml", root, optim={"epochs": 1},
-                          labels={"mode": "pair_fused", "refine": "both", "panel": True},
+                          labels={"mode": "pair_fused"},
                           cluster_select={"on": "val", "grid": {"k1": [4], "k2": [1, 2], "eps": [0.5],
                                                                 "min_samples": [2]}},
                           eval={"rerank": True, "rerank_options": {"k1": 4, "k2": 2}})
@@ -43,14 +44,12 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     return root, base / "run"
 
 
-def test_a_run_logs_the_variant_the_panel_and_reranked_metrics(trained):
+def test_a_run_logs_the_strategy_and_reranked_metrics(trained):
     root, run = trained
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
-    assert {"pair_clusters", "text_clusters", "refine_split", "refine_merged", "select_pair_k1",
-            "oracle_image_precision", "oracle_image_recall", "oracle_text_nmi"} <= set(record)
-    assert {"image_clusters", "select_image_k1"} <= set(record)  # the panel's other variants cluster the images
-    for variant in ("cpcl", "image_centred", "pair_fused", "cpcl_refined", "pair_fused_refined"):
-        assert 0 <= record[f"oracle_panel_{variant}_purity"] <= 1 and f"oracle_panel_{variant}_recall" in record
+    assert {"pair_clusters", "select_pair_k1", "oracle_image_precision", "oracle_image_recall",
+            "oracle_text_nmi"} <= set(record)
+    assert not {"image_clusters", "text_clusters", "select_image_k1"} & set(record)  # pair_fused clusters pairs only
     loaded = load_for_inference(run / "best.pt", "cpu", "fp32")
     split = load_dataset("cuhk-pedes", root).splits["test"]
     tokens = default_tokenizer().tokenize([c.text for c in split.captions], 16)
@@ -59,13 +58,12 @@ def test_a_run_logs_the_variant_the_panel_and_reranked_metrics(trained):
     assert json.loads((run / "results.json").read_text())["test"]["best"] == expected
 
 
-def test_the_report_plots_the_label_quality_and_the_panel(trained):
+def test_the_report_plots_the_label_quality(trained):
     _, run = trained
     page = training_curves([read_run("CPCL+", run)])
-    for title in ("clusters and outliers", "image labels vs true ids", "caption labels vs true ids",
-                  "every variant&#x27;s image labels, pair precision", "every variant&#x27;s image labels, NMI"):
+    for title in ("clusters and outliers", "image labels vs true ids", "caption labels vs true ids"):
         assert f">CPCL+: {title}</text>" in page
-    assert ">pair_fused_refined</text>" in page and ">pair recall</text>" in page
+    assert ">pair clusters</text>" in page and ">pair recall</text>" in page
 
 
 def test_evaluate_rerank_options(trained, capsys):

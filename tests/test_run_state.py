@@ -12,7 +12,6 @@ import pytest
 
 from cpcl.cli import main
 from cpcl.engine import train as train_module
-from cpcl.engine.logs import scalar_tag
 from cpcl.engine.rundir import RunProgress
 from cpcl.model import CLIP
 from cpcl.model.checkpoints import read_checkpoint, save_clip
@@ -134,14 +133,6 @@ def test_tensorboard_without_its_package_is_one_line_before_loading_data(tiny_ro
     assert main(["-q", "train", "-c", str(config), "--out", str(tmp_path / "run"), "log.tensorboard=true"]) == 2
     assert capsys.readouterr().err.strip() == ("cpcl train: error: log.tensorboard=true needs the tensorboard "
                                                "package: pip install 'cpcl[tensorboard]', or set log.tensorboard=false")
-
-
-@pytest.mark.parametrize("key,tag", [
-    ("val_R1", "val/R1"), ("oracle_text_purity", "oracle/text_purity"), ("icpm_loss", "train/icpm_loss"),
-    ("lr", "train/lr"), ("time_cluster", "time/cluster"), ("cluster_image_seconds", "time/cluster_image_seconds"),
-    ("image_outliers", "clusters/image_outliers"), ("select_image_eps", "cluster_select/image_eps")])
-def test_epoch_record_keys_get_grouped_tags(key, tag):
-    assert scalar_tag(key) == tag
 
 
 def test_a_run_that_stops_on_an_error_says_why_at_the_end_of_train_log(tiny_root, tmp_path):

@@ -16,6 +16,7 @@ from cpcl.engine import rundir
 from cpcl.engine import train as train_module
 from cpcl.engine.loop import check_finite
 from cpcl.engine.objectives import ItcObjective
+from cpcl.engine.record import EpochRecord
 from cpcl.model import CLIP
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import clip_preset
@@ -109,7 +110,7 @@ def test_a_last_pt_without_progress_is_one_line(tiny_root, tmp_path, capsys, ext
 @pytest.mark.parametrize("write, fail", [
     (lambda d: rundir.save_model(d, "last.pt", tiny_model(), Preprocessing((32, 16)), {"run": {"epoch": 1}}), "disk"),
     (lambda d: rundir.write_results(d, {"test": {}}), "disk"),
-    (lambda d: rundir.append_record(d, {"epoch": 0}), "open"),
+    (lambda d: rundir.append_record(d, EpochRecord(0, "cpcl")), "open"),
     (lambda d: rundir.drop_records_from(d, 1), "disk"),
     (lambda d: rundir.prepare_run_dir(d / "new", False, lambda path: path.write_text("x")), "mkdir"),
 ])

@@ -25,7 +25,7 @@ from cpcl.configs import resolve_config_path
 from cpcl.data.check import find_bad_images, image_problem
 from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import eval_transform, load_rgb
-from cpcl.engine.config import TrainConfig
+from cpcl.engine.config import TrainConfig, load_run_config
 from cpcl.engine.train import run_training
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.index.search import Filters, Hit, Searcher
@@ -173,7 +173,7 @@ def train(config: str | Path | TrainConfig | None = None, out: str | Path | None
     if resume is not None:
         if config is not None or out is not None or overrides:
             raise ConfigError("resume takes the run's saved config.yaml; give no config, out or overrides with it")
-        return run_training(load_config(TrainConfig, Path(resume) / "config.yaml"), Path(resume), resume=True,
+        return run_training(load_run_config(Path(resume) / "config.yaml"), Path(resume), resume=True,
                             world=world or detect_world())
     if out is None:
         raise ConfigError("say where the run goes: out=RUN_DIR (or resume=RUN_DIR)")

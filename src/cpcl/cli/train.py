@@ -56,7 +56,7 @@ def run_train(args: argparse.Namespace) -> int:
 def resolve_run(args: argparse.Namespace) -> tuple[Any, Path, bool]:
     """(config, run directory, resume?) from the command line: --resume reads the run's config."""
     from cpcl.configs import resolve_config_path
-    from cpcl.engine.config import TrainConfig
+    from cpcl.engine.config import TrainConfig, load_run_config
     from cpcl.utils.config import load_config
     from cpcl.utils.errors import ConfigError
 
@@ -64,7 +64,7 @@ def resolve_run(args: argparse.Namespace) -> tuple[Any, Path, bool]:
         if args.config or args.overrides or args.out:
             raise ConfigError("--resume takes the run's saved config.yaml; drop -c, --out and overrides")
         run_dir, resume = args.resume, True
-        cfg = load_config(TrainConfig, run_dir / "config.yaml")
+        cfg = load_run_config(run_dir / "config.yaml")
     else:
         if args.out is None:
             raise ConfigError("say where the run goes: --out RUN_DIR (or --resume RUN_DIR)")

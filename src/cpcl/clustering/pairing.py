@@ -1,28 +1,19 @@
 """Pseudo labels that use the image-caption pairing beyond OPLM (docs/method.md, step 3b).
 
-Three building blocks, each a pure function on labels and features (numpy in, numpy out):
+Two building blocks, each a pure function on labels and features (numpy in, numpy out):
   - `image_centred_labels`: one label per image; an image outlier is rescued through the caption
     clusters of its captions (OPLM's rule, at the level of images); captions then take their
     image's label.
   - `pair_features`: one L2-normalised vector per pair (a caption with its image) whose cosine is
     a weighted sum of the image-image, text-text and cross-modal similarities, so the existing
     k-reciprocal Jaccard + DBSCAN clusters pairs.
-  - `split_by_captions`, `merge_by_captions`: refine per-pair cluster labels by the caption
-    clusters: split a cluster whose captions fall into several caption clusters, none holding
-    most of them; merge clusters whose pairs sit mostly in one and the same caption cluster and whose
-    images look alike.
-Labels are in {-1, 0..K-1}, -1 an outlier; outputs are renumbered by `relabel_consecutive`.
+Labels are in {-1, 0..K-1}, -1 an outlier.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
-from cpcl.clustering.dbscan import relabel_consecutive
 from cpcl.clustering.knn import FeatureError
 
 
@@ -83,84 +74,3 @@ def pair_features(image_feats: np.ndarray, text_feats: np.ndarray, image_weight:
         raise FeatureError(f"pair features: {int((norms <= 0).sum())} pairs have zero fused norm; raise the image "
                            "or text weight")
     return (fused / norms).astype(np.float32)
-
-
-def split_by_captions(labels: np.ndarray, text_labels: np.ndarray, image_index: np.ndarray, image_feats: np.ndarray,
-                      agreement: float, min_pairs: int) -> tuple[np.ndarray, int]:
-    """Split the clusters whose captions disagree (docs/method.md, step 3b).
-
-    labels [P] per-pair cluster labels; text_labels [P] the caption clusters; image_index [P]; image_feats
-    [N, D] L2-normalised. A cluster is split when its largest caption cluster holds less than `agreement`
-    of its captioned pairs (text label >= 0) and at least two caption clusters hold `min_pairs` of its pairs
-    or more: those caption clusters become its parts. Each of the cluster's images (its pairs in the cluster,
-    together) goes to the part most of those pairs' captions are in (ties: the larger part, then the lower
-    caption cluster); an image with no caption in a part goes to the part whose mean image feature (over
-    the images voted into it) is most cosine-similar (ties: the lower caption cluster).
-    Returns (labels [P], clusters split).
-    """
-    labels, text_labels = np.asarray(labels, dtype=np.int64), np.asarray(text_labels, dtype=np.int64)
-    image_index, feats = np.asarray(image_index, dtype=np.int64), np.asarray(image_feats, dtype=np.float32)
-    out, next_label, split = labels.copy(), int(labels.max(initial=-1)) + 1, 0
-    for cluster in np.unique(labels[labels >= 0]):
-        pairs = np.flatnonzero(labels == cluster)
-        texts = text_labels[pairs]
-        groups, counts = np.unique(texts[texts >= 0], return_counts=True)
-        if counts.size < 2 or counts.max() >= agreement * counts.sum():
-            continue
-        parts, part_size = groups[counts >= min_pairs], counts[counts >= min_pairs]
-        if parts.size < 2:
-            continue
-        images, image_of_pair = np.unique(image_index[pairs], return_inverse=True)
-        votes = np.zeros((images.size, parts.size), dtype=np.int64)
-        inside = np.isin(texts, parts)
-        np.add.at(votes, (image_of_pair[inside], np.searchsorted(parts, texts[inside])), 1)
-        # most votes, then the larger part, then the lower caption cluster (parts are ascending)
-        score = votes * (part_size.sum() + 1) + part_size[None, :]
-        choice = np.where(votes.max(axis=1) > 0, score.argmax(axis=1), -1)
-        unvoted = choice < 0
-        if unvoted.any():
-            centres = np.zeros((parts.size, feats.shape[1]), dtype=np.float32)
-            np.add.at(centres, choice[~unvoted], feats[images[~unvoted]])
-            centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-            choice[unvoted] = (feats[images[unvoted]] @ centres.T).argmax(axis=1)
-        out[pairs] = next_label + choice[image_of_pair]
-        next_label += parts.size
-        split += 1
-    return relabel_consecutive(out), split
-
-
-def merge_by_captions(labels: np.ndarray, text_labels: np.ndarray, pair_image_feats: np.ndarray, share: float,
-                      min_similarity: float) -> tuple[np.ndarray, int]:
-    """Merge the clusters whose pairs sit in one caption cluster and whose images look alike (docs/method.md,
-    step 3b).
-
-    labels [P] per-pair cluster labels, text_labels [P] the caption clusters, pair_image_feats [P, D] each
-    pair's image feature, L2-normalised. A cluster's dominant caption cluster is the one holding at least
-    `share` (> 0.5, so at most one) of all its pairs; two clusters with the same dominant caption cluster are
-    linked when the cosine of their mean image features (over their pairs, normalised) is at least
-    `min_similarity`; the linked components become one cluster each. Returns (labels [P], clusters merged
-    into another).
-    """
-    if not 0.5 < share <= 1:
-        raise ValueError(f"merge_by_captions: share must be in (0.5, 1], got {share}")
-    labels, text_labels = np.asarray(labels, dtype=np.int64), np.asarray(text_labels, dtype=np.int64)
-    clustered = labels >= 0
-    if not clustered.any():
-        return labels.copy(), 0
-    sizes = np.bincount(labels[clustered])
-    both = clustered & (text_labels >= 0)
-    combos, counts = np.unique(np.stack([labels[both], text_labels[both]]), axis=1, return_counts=True)
-    cluster, text = combos[:, counts >= share * sizes[combos[0]]]
-    centres = np.zeros((sizes.size, pair_image_feats.shape[1]))
-    np.add.at(centres, labels[clustered], np.asarray(pair_image_feats, dtype=np.float64)[clustered])
-    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
-    links = [(a, b) for k in np.unique(text) for a, b in itertools.combinations(cluster[text == k], 2)
-             if centres[a] @ centres[b] >= min_similarity]
-    graph = sp.coo_matrix((np.ones(len(links)), ([a for a, _ in links], [b for _, b in links])),
-                          shape=(sizes.size, sizes.size))
-    _, component = connected_components(graph, directed=False)
-    lowest = np.full(sizes.size, sizes.size)
-    np.minimum.at(lowest, component, np.arange(sizes.size))  # each component's lowest cluster
-    target = lowest[component]
-    out = np.where(clustered, target[np.maximum(labels, 0)], -1)
-    return relabel_consecutive(out), int((target != np.arange(sizes.size)).sum())

@@ -6,18 +6,28 @@ frozen `TrainConfig`, validated once and written to `RUN_DIR/config.yaml`.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
-from cpcl.clustering import ClusterConfig
+from cpcl.clustering import ClusterConfig, JaccardOptions
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.clustering.select import SelectionGrid
 from cpcl.data.transforms import ImageTransformConfig
+from cpcl.engine.pseudo_labels.pair_fused import PairFusedSection
+from cpcl.engine.pseudo_labels.registry import label_strategy
 from cpcl.model.architecture import ArchitectureHints
-from cpcl.utils.config import Range, check_ranges
+from cpcl.utils.config import Range, build, check_ranges, load_yaml, to_dict
 from cpcl.utils.errors import ConfigError
 
 Method = Literal["zero_shot", "itc", "cpcl", "oracle"]
+RETIRED_NUMBERS = "its numbers are in docs/experiments.md (2026-12-07, retired switches)"
+
+
+def retired(why: str) -> str:
+    """The one-line error of a retired config key (utils.config.build reads a section's RETIRED)."""
+    return f"was retired ({why}); {RETIRED_NUMBERS}"
 
 
 @dataclass(frozen=True)
@@ -52,13 +62,59 @@ class DataSection:
 
 
 @dataclass(frozen=True)
+class RerankSection:
+    """eval.rerank_options: Zhong et al.'s re-ranking parameters; the gallery's neighbours are found with the
+    cluster section's kNN engine (cluster.knn_backend, cluster.knn_device)."""
+
+    RETIRED: ClassVar[dict[str, str]] = {"search": "was retired: re-ranking searches with cluster.knn_backend and "
+                                                   "cluster.knn_device; the other engine options stay library "
+                                                   "defaults (set them with cpcl evaluate or cpcl cluster)"}
+    k1: int = 20  # a query's gallery neighbours N(q), and the gallery's k-reciprocal neighbourhood size
+    k2: int = 6  # query expansion: the query and its k2 - 1 nearest gallery items (1 = none)
+    lambda_value: float = 0.3  # weight of the original distance (1 - s) / 2 in the final distance
+
+    def __post_init__(self) -> None:
+        self.config(JaccardOptions())  # checks k1, k2 and lambda_value
+
+    def config(self, search: JaccardOptions) -> RerankConfig:
+        """The re-ranking with these parameters, finding neighbours as `search` says."""
+        return RerankConfig(self.k1, self.k2, self.lambda_value, search)
+
+
+@dataclass(frozen=True)
+class ClusterSection:
+    """cluster: Jaccard + DBSCAN per modality (docs/method.md step 2), and where its kNN search runs. The kNN
+    engine's other options (blocks, HNSW, chunks, tolerances) stay library defaults in training: `cpcl cluster`
+    and the benchmarks set them."""
+
+    RETIRED: ClassVar[dict[str, str]] = {"search": "was retired: training configs set cluster.knn_backend and "
+                                                   "cluster.knn_device only; the other kNN engine options stay "
+                                                   "library defaults (cpcl cluster and benchmarks set them)"}
+    k1: int = 30  # k-reciprocal neighbourhood size
+    k2: int = 6  # query-expansion neighbours, the point itself included (1 = no expansion)
+    eps: float = 0.6  # DBSCAN radius on the Jaccard distance, 0 < eps < 1
+    min_samples: int = 4  # DBSCAN core-point threshold, the point itself included
+    convention: Literal["cluster_contrast", "zhong"] = "cluster_contrast"  # kNN lists: k1 incl. self (the field's code) | k1+1 (Zhong)
+    knn_backend: str = "auto"  # auto (the faster exact engine here) | flat | faiss_flat | hnsw (approximate)
+    knn_device: str = "auto"  # where flat runs: auto | cpu | cuda:N
+
+    def __post_init__(self) -> None:
+        self.config()  # ClusterConfig and JaccardOptions check their fields
+
+    def config(self) -> ClusterConfig:
+        """This section as the clustering layer's config (engine options other than the two: defaults)."""
+        return ClusterConfig(self.k1, self.k2, self.eps, self.min_samples, self.convention,
+                             JaccardOptions(knn_backend=self.knn_backend, knn_device=self.knn_device))
+
+
+@dataclass(frozen=True)
 class EvalSection:
     dataset: str | None = None  # evaluation data format (None: the training data's)
     root: str | None = None  # evaluation data root (None: the training data's)
     batch_size: int = 256  # feature extraction batch
     every: int = 1  # evaluate on val every N epochs (the last epoch always)
     rerank: bool = False  # rank every evaluation's gallery by k-reciprocal re-ranking (docs/method.md, Evaluation)
-    rerank_options: RerankConfig = field(default_factory=RerankConfig)  # its k1, k2, lambda_value (with rerank)
+    rerank_options: RerankSection = field(default_factory=RerankSection)  # its k1, k2, lambda_value (with rerank)
 
     def __post_init__(self) -> None:
         check_ranges(self, "eval", {"batch_size": Range(1), "every": Range(1)})
@@ -84,6 +140,10 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class CpclSection:
+    RETIRED: ClassVar[dict[str, str]] = {
+        "itc_warmup_epochs": retired("2 ITC warm-up epochs stayed at or below ITC on val"),
+        "weight_by_val_f": retired("cluster terms weighted by val F: +0.19 [-0.44, +0.82] test R1 over CPCL, 5 seeds"),
+    }
     pcm: Literal["single", "cross", "both"] = "both"  # PCM terms: single-modal, cross-modal, or both
     tau: float = 0.05  # ClusterNCE temperature
     memory_update: Literal["on", "off"] = "on"  # momentum-update prototypes after each step (off: fixed per epoch)
@@ -96,9 +156,6 @@ class CpclSection:
     pcm_weight: float = 1.0  # weight of the PCM terms
     icpm_weight: float = 1.0  # lambda, weight of ICPM
     itc_weight: float = 0.0  # weight of an extra instance InfoNCE term (0: docs/method.md's loss)
-    itc_warmup_epochs: int = 0  # epochs of plain ITC before the first clustering (weak starts)
-    weight_by_val_f: bool = False  # scale each cluster term by the val pairwise F of the clustering its labels
-    # come from (needs cluster_select.on=val): labels that find people on val pull harder
     sampler: Literal["random", "pk"] = "random"  # random pairs, or P pseudo-identities x K pairs
     pk_instances: int = 4  # K of the pk sampler
 
@@ -106,55 +163,34 @@ class CpclSection:
         check_ranges(self, "cpcl", {
             "tau": Range(0, low_open=True), "momentum": Range(0, 1), "theta": Range(-1, 1),
             "icpm_scale": Range(0, low_open=True), "icpm_eps": Range(0, 1, low_open=True, high_open=True),
-            "pcm_weight": Range(0), "icpm_weight": Range(0), "itc_weight": Range(0), "itc_warmup_epochs": Range(0),
-            "pk_instances": Range(1)})
+            "pcm_weight": Range(0), "icpm_weight": Range(0), "itc_weight": Range(0), "pk_instances": Range(1)})
 
 
 @dataclass(frozen=True)
 class LabelsSection:
-    mode: Literal["cpcl", "image_centred", "pair_fused"] = "cpcl"  # cpcl: steps 2-3 | image_centred | pair_fused (docs/method.md, step 3b)
-    fused_image_weight: float = 1.0  # pair_fused: weight of the image-image similarity
-    fused_text_weight: float = 1.0  # pair_fused: weight of the text-text similarity
-    fused_cross_weight: float = 0.5  # pair_fused: weight of the cross-modal similarities, at most the other two
-    refine: Literal["off", "split", "merge", "both"] = "off"  # refine the image labels by the caption clusters
-    split_agreement: float = 0.7  # split a cluster whose largest caption cluster holds < this share of its captions
-    split_min_pairs: int = 4  # pairs a caption cluster needs in a split cluster to become a part of it
-    merge_share: float = 0.8  # merge clusters each with >= this share of pairs in one caption cluster (> 0.5)
-    merge_min_similarity: float = 0.8  # ... and whose mean image features have at least this cosine (tune on val)
-    panel: bool = False  # also make every variant's labels each epoch, for oracle_panel_ diagnostics only
-    image_colour: Literal["as_drawn", "grey_world"] = "as_drawn"  # the images the labels are made from (train
-    # clustering, OPLM, the val selection): as drawn, or each with its colour cast discounted (grey world); the
-    # memories always start from the images as drawn, as training sees them
+    """labels: which pseudo-label strategy (engine/pseudo_labels/registry.py: LABEL_STRATEGIES), and the
+    sections of the strategies that have one."""
 
-    @property
-    def colour_constancy(self) -> bool:
-        """Whether the images the labels are made from are grey-world balanced (image_colour=grey_world)."""
-        return self.image_colour == "grey_world"
+    RETIRED: ClassVar[dict[str, str]] = {
+        **dict.fromkeys(("refine", "split_agreement", "split_min_pairs", "merge_share", "merge_min_similarity"),
+                        retired("refinement by the caption clusters never beat CPCL on val")),
+        "panel": retired("the every-variant quality panel; oracle_image_* and oracle_text_* remain"),
+        "image_colour": retired("grey-world labels: +0.07 [-0.48, +0.63] val R1 over CPCL"),
+        **dict.fromkeys(("fused_image_weight", "fused_text_weight", "fused_cross_weight"),
+                        "moved to labels.pair_fused.weights: [image, text, cross]"),
+    }
+    mode: str = "cpcl"  # cpcl: steps 2-3 | image_centred | pair_fused (docs/method.md, step 3b)
+    pair_fused: PairFusedSection = field(default_factory=PairFusedSection)  # pair_fused's fusion weights
 
     def __post_init__(self) -> None:
-        check_ranges(self, "labels", {
-            "fused_image_weight": Range(0), "fused_text_weight": Range(0), "fused_cross_weight": Range(0),
-            "split_agreement": Range(0, 1, low_open=True), "split_min_pairs": Range(1),
-            "merge_share": Range(0.5, 1, low_open=True), "merge_min_similarity": Range(-1, 1)})
-        if self.fused_cross_weight > min(self.fused_image_weight, self.fused_text_weight):
-            raise ConfigError(f"labels.fused_cross_weight {self.fused_cross_weight} must be at most "
-                              f"labels.fused_image_weight and labels.fused_text_weight")
-        if self.fused_image_weight + self.fused_text_weight <= 0:
-            raise ConfigError("labels.fused_image_weight and labels.fused_text_weight cannot both be 0")
+        label_strategy(self.mode)  # ConfigError listing the valid strategies
 
 
 @dataclass(frozen=True)
 class ClusterSelectSection:
+    RETIRED: ClassVar[dict[str, str]] = {"fused_weights": "moved to labels.pair_fused.weights_on_val"}
     on: Literal["fixed", "val"] = "fixed"  # fixed: cluster.* as given; val: per epoch and modality, the best grid setting on val
-    grid: SelectionGrid = field(default_factory=SelectionGrid)  # settings tried with on=val (convention and search kept)
-    fused_weights: tuple[tuple[float, float, float], ...] = ()  # labels.mode=pair_fused with on=val: the (image, text,
-    # cross) weights tried beside labels.fused_*, each with the grid; the pair clustering that matches val best wins
-
-    def __post_init__(self) -> None:
-        for image, text, cross in self.fused_weights:
-            if min(image, text, cross) < 0 or cross > min(image, text) or image + text <= 0:
-                raise ConfigError(f"cluster_select.fused_weights: each (image, text, cross) needs weights >= 0, "
-                                  f"cross <= image and text, image + text > 0; got ({image}, {text}, {cross})")
+    grid: SelectionGrid = field(default_factory=SelectionGrid)  # settings tried with on=val (convention and kNN engine kept)
 
 
 @dataclass(frozen=True)
@@ -178,10 +214,10 @@ class TrainConfig:
     eval: EvalSection = field(default_factory=EvalSection)  # evaluation data and cadence
     optim: OptimSection = field(default_factory=OptimSection)  # optimiser and schedule
     augment: ImageTransformConfig = field(default_factory=ImageTransformConfig)  # normalisation and augmentation
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)  # Jaccard + DBSCAN per modality
+    cluster: ClusterSection = field(default_factory=ClusterSection)  # Jaccard + DBSCAN per modality
     cluster_select: ClusterSelectSection = field(default_factory=ClusterSelectSection)  # fixed cluster.*, or chosen on val
     cpcl: CpclSection = field(default_factory=CpclSection)  # CPCL losses, memory, OPLM, sampler
-    labels: LabelsSection = field(default_factory=LabelsSection)  # which pseudo labels: CPCL's or a pairing variant
+    labels: LabelsSection = field(default_factory=LabelsSection)  # which pseudo labels: CPCL's or a plug-in strategy
     log: LogSection = field(default_factory=LogSection)  # TensorBoard (train.log is always written)
 
     def __post_init__(self) -> None:  # each section checks its own ranges; here what spans sections
@@ -189,11 +225,64 @@ class TrainConfig:
         if self.cpcl.sampler == "pk" and self.optim.batch_size % self.cpcl.pk_instances:
             raise ConfigError(f"optim.batch_size {self.optim.batch_size} must divide by "
                               f"cpcl.pk_instances {self.cpcl.pk_instances} for the pk sampler")
-        if self.cpcl.weight_by_val_f and (self.cluster_select.on != "val" or self.method != "cpcl"):
-            raise ConfigError("cpcl.weight_by_val_f weights CPCL's cluster terms by how well their clustering matched "
-                              f"val: it needs method=cpcl and cluster_select.on=val (got method={self.method}, "
-                              f"on={self.cluster_select.on})")
-        if self.cluster_select.fused_weights and (self.cluster_select.on != "val" or self.labels.mode != "pair_fused"):
-            raise ConfigError("cluster_select.fused_weights is chosen on val for pair_fused labels: it needs "
+        if self.labels.pair_fused.weights_on_val and (self.cluster_select.on != "val"
+                                                      or self.labels.mode != "pair_fused"):
+            raise ConfigError("labels.pair_fused.weights_on_val is chosen on val for pair_fused labels: it needs "
                               f"cluster_select.on=val and labels.mode=pair_fused (got on={self.cluster_select.on}, "
                               f"mode={self.labels.mode})")
+
+
+UNUSED = {  # (section, key): the value an earlier version saved for a retired switch it did not use
+    ("labels", "refine"): "off", ("labels", "panel"): False, ("labels", "image_colour"): "as_drawn",
+    ("cpcl", "weight_by_val_f"): False, ("cpcl", "itc_warmup_epochs"): 0,
+}
+REFINE_PARAMETERS = ("split_agreement", "split_min_pairs", "merge_share", "merge_min_similarity")  # unused with refine off
+KNN_PLACE = ("knn_backend", "knn_device")  # the kNN engine options a training config still sets (in cluster)
+
+
+def _default_search(search: Any, kept: tuple[str, ...] = ()) -> bool:
+    """Whether a saved `search` section holds the library's JaccardOptions defaults (`kept` aside)."""
+    defaults = to_dict(JaccardOptions())
+    return isinstance(search, dict) and all(search.get(key, value) == value for key, value in defaults.items()
+                                            if key not in kept)
+
+
+def _move_keys(labels: dict, select: dict, cluster: dict) -> None:
+    """labels.fused_* -> labels.pair_fused.weights, cluster_select.fused_weights -> .weights_on_val, and
+    cluster.search's knn_backend and knn_device -> cluster.* where the rest of it is the defaults."""
+    moved = [labels.pop(f"fused_{part}_weight") for part in ("image", "text", "cross") if f"fused_{part}_weight" in labels]
+    if len(moved) == 3:
+        labels.setdefault("pair_fused", {})["weights"] = moved
+    if "fused_weights" in select:
+        labels.setdefault("pair_fused", {})["weights_on_val"] = select.pop("fused_weights")
+    if _default_search(cluster.get("search"), KNN_PLACE):
+        cluster.update({key: value for key, value in cluster.pop("search").items() if key in KNN_PLACE})
+
+
+def upgrade_saved(data: dict) -> dict:
+    """A config.yaml that a run saved before issue 33 (every field, the retired ones included) in today's keys:
+    moved keys moved (`_move_keys`), retired switches dropped where the run left them unused. A retired switch
+    the run did use stays, so that `build` refuses it in one line."""
+    data = copy.deepcopy(data)
+    sections = {name: data[name] for name in ("labels", "cluster_select", "cluster", "cpcl", "eval")
+                if isinstance(data.get(name), dict)}
+    labels, select = sections.get("labels", {}), sections.get("cluster_select", {})
+    _move_keys(labels, select, sections.get("cluster", {}))
+    for (section, key), unused in UNUSED.items():
+        saved = sections.get(section, {}).get(key)
+        if saved == unused or (unused == "off" and saved is False):  # YAML 1.1 reads a bare off as false
+            sections[section].pop(key)
+    if "refine" not in labels:
+        for key in REFINE_PARAMETERS:
+            labels.pop(key, None)
+    if isinstance(select.get("grid"), dict) and select["grid"].get("beta") == 1.0:
+        select["grid"].pop("beta")
+    rerank = sections.get("eval", {}).get("rerank_options")
+    if isinstance(rerank, dict) and _default_search(rerank.get("search")):
+        rerank.pop("search")
+    return data
+
+
+def load_run_config(path: Path) -> TrainConfig:
+    """The TrainConfig a run folder's config.yaml holds, saved by this version or an earlier one (`upgrade_saved`)."""
+    return build(TrainConfig, upgrade_saved(load_yaml(path)))

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cpcl.engine.record import EpochRecord
 from cpcl.engine.rundir import writing
 from cpcl.evaluation.report import Example, example_strip
 from cpcl.utils.errors import ConfigError
@@ -21,9 +22,6 @@ from cpcl.utils.errors import ConfigError
 TRAIN_LOG = "train.log"
 TENSORBOARD_DIR = "tensorboard"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # as the console (cpcl.cli)
-PREFIX_GROUPS = (("val_", "val"), ("oracle_", "oracle"), ("select_", "cluster_select"), ("time_", "time"))
-TRAIN_KEYS = ("lr", "grad_scale", "skipped_steps")  # per-epoch values grouped with the losses
-SKIPPED_KEYS = ("epoch", "world_size")  # record fields that are not measurements
 
 
 def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -36,19 +34,6 @@ def hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[prefix + key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return flat
-
-
-def scalar_tag(key: str) -> str:
-    """The TensorBoard tag of an epoch-record key: val_R1 -> val/R1, oracle_image_nmi -> oracle/image_nmi,
-    itc_loss -> train/itc_loss, image_outliers -> clusters/image_outliers."""
-    for prefix, group in PREFIX_GROUPS:
-        if key.startswith(prefix):
-            return f"{group}/{key[len(prefix):]}"
-    if key.endswith("_seconds"):
-        return f"time/{key}"
-    if key.endswith("loss") or key in TRAIN_KEYS:
-        return f"train/{key}"
-    return f"clusters/{key}"
 
 
 class RunLog:
@@ -104,13 +89,13 @@ class RunLog:
             for key, value in values.items():
                 self._writer.add_scalar(f"step/{key}", value, global_step)
 
-    def epoch(self, global_step: int, record: dict[str, Any]) -> None:
-        """Every numeric value of an epoch record, tagged by `scalar_tag` (TensorBoard only)."""
+    def epoch(self, global_step: int, record: EpochRecord) -> None:
+        """Every measurement of an epoch record, tagged GROUP/NAME by `EpochRecord.groups` (TensorBoard only)."""
         if self._writer is None:
             return
-        for key, value in record.items():
-            if key not in SKIPPED_KEYS and isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._writer.add_scalar(scalar_tag(key), value, global_step)
+        for group, values in record.groups().items():
+            for name, value in values.items():
+                self._writer.add_scalar(f"{group}/{name}", value, global_step)
         self._writer.flush()
 
     def final(self, global_step: int, results: dict[str, Any], config: dict[str, Any],

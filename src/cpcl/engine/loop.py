@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cpcl.engine.config import OptimSection
+from cpcl.engine.record import EpochTraining
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import embed_images, embed_texts
 from cpcl.utils.distributed import World, all_gather_cat, gather_with_grad
@@ -115,9 +116,9 @@ def train_one_epoch(
     encoder: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
     epoch: int, cfg: OptimSection, device: torch.device, world: World, scaler: torch.amp.GradScaler,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> dict[str, float]:
+) -> EpochTraining:
     """Run one epoch of `encoder` (a PairEncoder, DDP-wrapped in a distributed run); returns mean
-    loss terms, "loss" (their sum) and the last lr, plus "grad_scale" and "skipped_steps" when the
+    loss terms, "loss" (their sum) and the last lr, with the scale and the skipped steps when the
     scaler is enabled (fp16). Every rank computes the loss of the global batch, so the terms are
     the same on every rank. The progress bar shows the running mean loss; `on_step(step, values)`
     gets each step's terms, "loss" and "lr" (step counted from 0 in this epoch)."""
@@ -150,7 +151,6 @@ def train_one_epoch(
             if on_step is not None:
                 on_step(step, {**values, "lr": lr})
     means = {name: total / max(steps, 1) for name, total in sums.items()}
-    means["lr"] = lr
     if scaler.is_enabled():
-        means.update(grad_scale=scaler.get_scale(), skipped_steps=skipped)
-    return means
+        return EpochTraining(means, lr, scaler.get_scale(), skipped)
+    return EpochTraining(means, lr)

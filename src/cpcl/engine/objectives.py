@@ -1,5 +1,5 @@
-"""What a training step optimises: plain ITC (the weak baseline, CLIP pretraining, warm-up
-epochs) or CPCL's hybrid-level matching over pseudo labels (docs/method.md steps 4-5).
+"""What a training step optimises: plain ITC (the weak baseline, CLIP
+pretraining) or CPCL's hybrid-level matching over pseudo labels (docs/method.md steps 4-5).
 
 An objective maps a batch's L2-normalised features to weighted `*_loss` terms, and is told
 after each optimiser step so the prototype memories can follow (under no_grad).
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from cpcl.engine.config import CpclSection
-from cpcl.engine.pseudo_labels import PairLabels
+from cpcl.engine.pseudo_labels.base import PairLabels
 from cpcl.losses import icpm_loss, itc_loss, pcm_losses, positive_mask
 from cpcl.memory import PrototypeMemory
 
@@ -42,7 +42,6 @@ class CpclObjective:
         self.uses_logit_scale = cfg.itc_weight > 0  # only the optional ITC term reads the scale
         self.image_labels = labels.image.to(device)
         self.text_labels = labels.text.to(device)
-        self.image_weight, self.text_weight = labels.image_weight, labels.text_weight
         dim = image_feats.shape[1]
         self.image_memory = PrototypeMemory(dim, cfg.momentum).to(device)
         self.text_memory = PrototypeMemory(dim, cfg.momentum).to(device)
@@ -53,20 +52,13 @@ class CpclObjective:
                image_index: torch.Tensor, logit_scale: torch.Tensor | None) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         yv, yt = self.image_labels[index], self.text_labels[index]
-        # each cluster term also weighted by the labels it reads (PairLabels.image_weight / text_weight: 1 unless
-        # cpcl.weight_by_val_f): PCM's image and text-to-image terms read the image labels, the others the text
-        # labels; ICPM its positives' (the mean of both for either / both)
-        reads_image = {"pcm_image_loss": True, "pcm_text_to_image_loss": True,
-                       "pcm_text_loss": False, "pcm_image_to_text_loss": False}
-        terms = {name: cfg.pcm_weight * (self.image_weight if reads_image[name] else self.text_weight) * value
+        terms = {name: cfg.pcm_weight * value
                  for name, value in pcm_losses(image_feats, text_feats, yv, yt, self.image_memory.prototypes,
                                                self.text_memory.prototypes, cfg.tau, cfg.pcm).items()}
         if cfg.icpm_weight > 0:
             mask = positive_mask(yv, yt, cfg.icpm_positives)
-            label_weight = {"image": self.image_weight, "text": self.text_weight}.get(
-                cfg.icpm_positives, (self.image_weight + self.text_weight) / 2)
-            terms["icpm_loss"] = cfg.icpm_weight * label_weight * icpm_loss(
-                image_feats, text_feats, mask, cfg.icpm_scale, cfg.icpm_eps)["icpm_loss"]
+            terms["icpm_loss"] = cfg.icpm_weight * icpm_loss(image_feats, text_feats, mask, cfg.icpm_scale,
+                                                             cfg.icpm_eps)["icpm_loss"]
         if cfg.itc_weight > 0:
             terms["itc_loss"] = cfg.itc_weight * itc_loss(image_feats, text_feats, logit_scale, image_index)["itc_loss"]
         return terms

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from cpcl.engine.record import EpochRecord
 from cpcl.model.card import model_card
 from cpcl.model.checkpoints import read_checkpoint, save_clip
 from cpcl.model.clip import CLIP
@@ -141,10 +142,10 @@ def write_results(run_dir: Path, results: dict) -> None:
                                                                            .encode()))
 
 
-def append_record(run_dir: Path, record: dict) -> None:
+def append_record(run_dir: Path, record: EpochRecord) -> None:
     """One epoch's record at the end of metrics.jsonl."""
     with writing(run_dir / METRICS, run_dir), open(run_dir / METRICS, "a", encoding="utf-8") as stream:
-        stream.write(json.dumps(record) + "\n")
+        stream.write(json.dumps(record.to_json()) + "\n")
 
 
 def read_records(path: Path) -> list[dict]:
@@ -170,6 +171,11 @@ def read_records(path: Path) -> list[dict]:
                               f"then resume again")
         records.append(record)
     return records
+
+
+def read_epoch_records(path: Path) -> list[EpochRecord]:
+    """The epoch records of metrics.jsonl (`read_records`, each through `EpochRecord.from_json`)."""
+    return [EpochRecord.from_json(record, f"{path}: epoch {record['epoch']}") for record in read_records(path)]
 
 
 def drop_records_from(run_dir: Path, epoch: int) -> None:

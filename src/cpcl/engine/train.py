@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -34,8 +34,11 @@ from cpcl.engine.distributed import check_world, config_header, extract_sharded,
 from cpcl.engine.logs import RunLog
 from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
-from cpcl.engine.pseudo_labels import (ClusterSettings, PairLabels, cluster_pairs, oracle_cluster_quality,
-                                       oracle_pair_labels, select_on_val, val_f_weights)
+from cpcl.engine.pseudo_labels.base import ClusterSettings, PairFeatures, PairLabels
+from cpcl.engine.pseudo_labels.oracle import oracle_cluster_quality, oracle_pair_labels, oracle_pair_person_ids
+from cpcl.engine.pseudo_labels.registry import cluster_pairs, label_strategy
+from cpcl.engine.pseudo_labels.selection import ValSplit, select_on_val
+from cpcl.engine.record import EpochRecord
 from cpcl.engine.rundir import (RunProgress, append_record, drop_records_from, load_last, prepare_run_dir, save_last,
                                 save_model, write_card, write_results)
 from cpcl.engine.samplers import PositionedBatches, epoch_sampler
@@ -90,12 +93,6 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     return RunData(train, tokens, image_index, evals)
 
 
-def oracle_pair_person_ids(split: SplitData) -> torch.Tensor | None:
-    """True person id of each pair, for the oracle baseline and `oracle_` diagnostics only."""
-    ids = [split.images[c.image_id].person_id for c in split.captions]  # oracle only (and oracle_ diagnostics)
-    return None if any(i is None for i in ids) else torch.tensor(ids, dtype=torch.long)
-
-
 def build_model(cfg: TrainConfig, device: torch.device) -> CLIP:
     """The starting model: a checkpoint at the configured sizes, or a preset's random weights,
     with activation checkpointing as configured. A start trained with other preprocessing than the
@@ -125,11 +122,6 @@ def make_loader(cfg: TrainConfig, data: RunData, batches: torch.utils.data.Sampl
                       num_workers=cfg.data.workers, persistent_workers=False)
 
 
-def itc_epoch(cfg: TrainConfig, epoch: int) -> bool:
-    """Whether `epoch` trains plain ITC (method itc, or an ITC warm-up epoch before clustering)."""
-    return cfg.method == "itc" or epoch < cfg.cpcl.itc_warmup_epochs
-
-
 @dataclass
 class Run:
     """A run's runtime state on this rank."""
@@ -149,24 +141,15 @@ class Run:
     log: RunLog  # train.log and TensorBoard (rank 0)
 
 
-def train_image_features(run: Run, colour_constancy: bool = False) -> torch.Tensor:
-    """Step 1's image features [N_img, D] (with `colour_constancy`, of the images grey-world balanced), in
-    dataset order on every rank, each rank extracting its shard."""
-    cfg, batch = run.cfg, run.cfg.eval.batch_size
-    paths = [image.path for image in run.data.train.images]
-    desc = "train images (grey world)" if colour_constancy else "train images"
-    return extract_sharded(
-        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
-                                                   cfg.data.workers, run.device, run.dtype, desc=desc,
-                                                   colour_constancy=colour_constancy),
-        len(paths), batch, run.world, run.device)
-
-
 def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     """Step 1: image features [N_img, D] and caption features [P, D], in dataset order on every
     rank, each rank extracting its shard."""
-    data, batch = run.data, run.cfg.eval.batch_size
-    image_feats = train_image_features(run)
+    cfg, data, batch = run.cfg, run.data, run.cfg.eval.batch_size
+    paths = [image.path for image in data.train.images]
+    image_feats = extract_sharded(
+        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
+                                                   cfg.data.workers, run.device, run.dtype, desc="train images"),
+        len(paths), batch, run.world, run.device)
     text_feats = extract_sharded(
         lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
                                                   desc="train captions"),
@@ -174,12 +157,9 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     return image_feats, text_feats
 
 
-def cluster_settings(run: Run, record: dict) -> ClusterSettings:
-    """The clustering settings of this epoch: cluster.* as configured for images, captions and pairs, or with
-    cluster_select.on=val the grid settings that cluster the val split's features best (rank 0)."""
+def val_split(run: Run) -> ValSplit:
+    """The val split's features (step 1 on val) with its person ids, for cluster_select.on=val (rank 0)."""
     cfg, data = run.cfg, run.data
-    if cfg.cluster_select.on == "fixed":
-        return ClusterSettings(cfg.cluster, cfg.cluster, cfg.cluster)
     if "val" not in data.evals:
         raise DataError("cluster_select.on=val needs a val split with person ids; this data has none "
                         "(use cluster_select.on=fixed)")
@@ -188,58 +168,67 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
-                                         batch, workers, run.device, run.dtype, desc="val images",
-                                         colour_constancy=cfg.labels.colour_constancy)
+                                         batch, workers, run.device, run.dtype, desc="val images")
     text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
-    settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, caption_ids, cfg.cluster,
-                                    cfg.cluster_select.grid, cfg.labels, cfg.cluster_select.fused_weights)
-    record.update(stats)
-    return settings
+    return ValSplit(PairFeatures(image_feats, text_feats, image_index), image_ids, caption_ids)
 
 
-def pseudo_labels(run: Run, image_feats: torch.Tensor, text_feats: torch.Tensor, record: dict) -> PairLabels:
-    """Steps 2-3b (or the oracle's true ids), with the `oracle_` diagnostics where ids exist: the quality of
-    the labels the epoch trains with and, with labels.panel, of every variant's image labels."""
+def cluster_settings(run: Run) -> tuple[ClusterSettings, dict[str, float]]:
+    """The clustering settings of this epoch: cluster.* as configured for images, captions and pairs, or with
+    cluster_select.on=val the grid settings that cluster the val split's features best (rank 0), with the
+    `select_` statistics of the choice."""
+    cfg = run.cfg
+    fixed = ClusterSettings.fixed(cfg.cluster.config(), cfg.labels.pair_fused.weights)
+    if cfg.cluster_select.on == "fixed":
+        return fixed, {}
+    return select_on_val(val_split(run), label_strategy(cfg.labels.mode).clusters, fixed, cfg.cluster_select.grid,
+                         cfg.labels.pair_fused.tried_on_val())
+
+
+@dataclass
+class EpochLabels:
+    """The label phase's result on rank 0: the labels, and what the record keeps of how they were made."""
+
+    labels: PairLabels  # what trains (sent to every rank)
+    selection: dict[str, float]  # select_*: the clustering chosen on val (empty with cluster_select.on=fixed)
+    oracle: dict[str, float]  # oracle_*: the labels against true ids, where the data has them (diagnostics)
+
+
+def pseudo_labels(run: Run, feats: PairFeatures) -> EpochLabels:
+    """Steps 2-3b (or the oracle's true ids), with the `oracle_` diagnostics of the labels where ids exist."""
     cfg, data = run.cfg, run.data
     oracle_ids = oracle_pair_person_ids(data.train)
     if cfg.method == "oracle":
         if oracle_ids is None:
             raise DataError("method=oracle needs person ids in the training data; this data has none")
-        return oracle_pair_labels(oracle_ids)
-    settings = cluster_settings(run, record)
-    variants = cfg.labels if oracle_ids is not None else replace(cfg.labels, panel=False)  # the panel needs ids
-    labels = cluster_pairs(image_feats, text_feats, data.image_index, settings.image, cfg.cpcl, settings.text,
-                           variants, settings.pair, settings.fused)
-    if oracle_ids is not None:
-        record.update(oracle_cluster_quality(labels.image, oracle_ids, "image"))
-        record.update(oracle_cluster_quality(labels.text, oracle_ids, "text"))
-        for variant, image_labels in labels.panel.items():
-            record.update(oracle_cluster_quality(image_labels, oracle_ids, f"panel_{variant}"))
-    labels.panel = {}  # diagnostics only: not sent to the other ranks
-    if cfg.cpcl.weight_by_val_f:
-        labels.image_weight, labels.text_weight = val_f_weights(cfg.labels.mode, record)
-        record.update(cluster_image_weight=labels.image_weight, cluster_text_weight=labels.text_weight)
-    return labels
+        return EpochLabels(oracle_pair_labels(oracle_ids), {}, {})
+    settings, selection = cluster_settings(run)
+    labels = cluster_pairs(feats, settings, cfg.labels.mode, cfg.cpcl)
+    oracle = {} if oracle_ids is None else {**oracle_cluster_quality(labels.image, oracle_ids, "image"),
+                                            **oracle_cluster_quality(labels.text, oracle_ids, "text")}
+    return EpochLabels(labels, selection, oracle)
 
 
-def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
-    """Steps 1-4 for this epoch: the objective, and the labels a pk sampler groups by (or None).
-    Labels come from rank 0; the memories start from rank 0's."""
+def epoch_objective(run: Run, record: EpochRecord) -> tuple[ItcObjective | CpclObjective, torch.Tensor | None]:
+    """Steps 1-4 for this epoch: the objective, and the labels a pk sampler groups by (or None); the phases'
+    times, label statistics, val selection and diagnostics into `record`. Labels come from rank 0; the
+    memories start from rank 0's."""
     cfg, world = run.cfg, run.world
-    if itc_epoch(cfg, epoch):
+    if cfg.method == "itc":
         return ItcObjective(), None
     start = time.perf_counter()
     image_feats, text_feats = train_features(run)
-    label_image_feats = (train_image_features(run, colour_constancy=True)
-                         if cfg.labels.colour_constancy and cfg.method == "cpcl" else image_feats)
-    record["time_extract"] = time.perf_counter() - start
+    record.times["time_extract"] = time.perf_counter() - start
     start = time.perf_counter()
-    labels = pseudo_labels(run, label_image_feats, text_feats, record) if world.is_main else None
-    labels = broadcast_object(labels, world)
-    record["time_cluster"] = time.perf_counter() - start
-    record.update(labels.stats)
-    record["labels_digest"] = tensor_digest(labels.image, labels.text)
-    objective = CpclObjective(labels, image_feats[run.data.image_index], text_feats, cfg.cpcl, run.device)
+    feats = PairFeatures(image_feats, text_feats, run.data.image_index)
+    made = pseudo_labels(run, feats) if world.is_main else None
+    labels = broadcast_object(made.labels if made is not None else None, world)
+    record.times["time_cluster"] = time.perf_counter() - start
+    if made is not None:
+        record.selection, record.oracle = made.selection, made.oracle
+    record.labels = dict(labels.stats)
+    record.labels_digest = tensor_digest(labels.image, labels.text)
+    objective = CpclObjective(labels, feats.pair_image_feats, text_feats, cfg.cpcl, run.device)
     for bank in objective.memory_banks():
         broadcast_(bank, world)
     return objective, labels.image
@@ -250,8 +239,9 @@ def evaluate(run: Run, name: str) -> dict[str, float]:
     (re-ranked with eval.rerank)."""
     split, tokens = run.data.evals[name]
     section = run.cfg.eval
+    rerank = section.rerank_options.config(run.cfg.cluster.config().search) if section.rerank else None
     return evaluate_split(run.model, split, tokens, run.preprocessing, section.batch_size, run.cfg.data.workers,
-                          run.device, run.dtype, name=name, rerank=section.rerank_options if section.rerank else None)
+                          run.device, run.dtype, name=name, rerank=rerank)
 
 
 def final_results(run: Run) -> dict:
@@ -304,34 +294,38 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
                run_log)
 
 
-def train_epoch(run: Run, epoch: int) -> dict:
+def train_epoch(run: Run, epoch: int) -> EpochRecord:
     """Steps 1-5 of one epoch on every rank; returns the epoch's record (rank 0's is logged)."""
     cfg, world = run.cfg, run.world
     seed_everything(rank_seed(cfg.seed + epoch, world.rank))
-    record: dict = {"epoch": epoch, "method": cfg.method, "world_size": world.size}
-    objective, group_labels = epoch_objective(run, epoch, record)
+    record = EpochRecord(epoch, cfg.method, world.size)
+    objective, group_labels = epoch_objective(run, record)
     sampler = epoch_sampler(len(run.data.tokens), cfg.optim.batch_size,
                             group_labels if cfg.cpcl.sampler == "pk" else None, cfg.cpcl.pk_instances,
                             cfg.seed + epoch, world)
     loader = make_loader(cfg, run.data, sampler, cfg.seed + epoch, world)
     start, first_step = time.perf_counter(), run.progress.step
-    record.update(train_one_epoch(run.encoder, loader, run.optimizer, objective, epoch, cfg.optim, run.device, world,
-                                  run.scaler, on_step=lambda step, values: run.log.step(first_step + step, values)))
-    record["time_train"] = time.perf_counter() - start
+
+    def on_step(step: int, values: dict[str, float]) -> None:
+        run.log.step(first_step + step, values)
+
+    record.trained(train_one_epoch(run.encoder, loader, run.optimizer, objective, epoch, cfg.optim, run.device,
+                                   world, run.scaler, on_step=on_step))
+    record.times["time_train"] = time.perf_counter() - start
     run.progress.step += len(loader)
     if banks := objective.memory_banks():
-        record["memory_digests"] = gather_objects(tensor_digest(*banks), world)
+        record.memory_digests = gather_objects(tensor_digest(*banks), world)
     return record
 
 
-def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: dict) -> None:
+def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: EpochRecord) -> None:
     """Val metrics into the record and best.pt when val R1 improves (rank 0)."""
     cfg, data, progress = run.cfg, run.data, run.progress
     if "val" in data.evals and ((epoch + 1) % cfg.eval.every == 0 or last_epoch):
         start = time.perf_counter()
         val = evaluate(run, "val")
-        record.update({f"val_{k}": v for k, v in val.items()})
-        record["time_eval"] = time.perf_counter() - start
+        record.val = {f"val_{k}": v for k, v in val.items()}
+        record.times["time_eval"] = time.perf_counter() - start
         if val["R1"] > progress.best_r1:
             progress.best_r1, progress.best_epoch, progress.best_val = val["R1"], epoch, val
             save_model(run.run_dir, "best.pt", run.model, run.preprocessing, {"epoch": epoch, "val": val})
@@ -387,8 +381,9 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: W
                 append_record(run.run_dir, record)
                 run_log.epoch(run.progress.step, record)
                 save_last(run.run_dir, run.model, run.preprocessing, run.optimizer, run.progress, run.scaler)
-            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
-                                                          if isinstance(v, float) and k.endswith(("loss", "R1"))))
+            shown = {**record.losses, **record.val}
+            log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()
+                                                          if k.endswith(("loss", "R1"))))
         return finish_run(run, epochs)
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -30,22 +30,25 @@ THUMB_HEIGHT = 128  # pixels of a retrieval thumbnail
 HIT_COLOUR, MISS_COLOUR = (44, 160, 44), (214, 39, 40)  # frame of a thumbnail of the query's person / another one
 
 
+class EpochCurves(Protocol):
+    """What the training curves read of an epoch record (the engine's `EpochRecord`; this layer does not
+    import the engine): each group holds its metrics.jsonl keys."""
+
+    epoch: int  # from 0
+    losses: dict[str, float]  # "loss" and the loss terms
+    val: dict[str, float]  # "val_R1", ...
+    labels: dict[str, float]  # "image_clusters", "image_outliers", ...
+    oracle: dict[str, float]  # "oracle_image_purity", ...
+
+
 @dataclass
 class RunSummary:
     """What the report shows of one run."""
 
     name: str  # label in tables and legends, e.g. "CPCL"
     results: dict  # results.json of the run
-    records: list[dict]  # metrics.jsonl of the run, one dict per epoch
+    records: list[EpochCurves]  # metrics.jsonl of the run, one record per epoch
     seconds: float | None = None  # wall-clock training time, when known
-
-
-def read_run(name: str, run_dir: Path, seconds: float | None = None) -> RunSummary:
-    """Summary of a run directory written by `cpcl train`."""
-    records_file = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in records_file.read_text().splitlines() if line] \
-        if records_file.is_file() else []
-    return RunSummary(name, json.loads((run_dir / "results.json").read_text()), records, seconds)
 
 
 @dataclass
@@ -148,38 +151,31 @@ def line_chart(title: str, series: dict[str, list[tuple[float, float]]], xlabel:
 
 QUALITY = (("nmi", "NMI"), ("ari", "ARI"), ("purity", "purity"), ("precision", "pair precision"),
            ("recall", "pair recall"))  # oracle_ diagnostics of pseudo labels (key suffix, legend)
-PANEL_PREFIX = "oracle_panel_"  # labels.panel: oracle_panel_VARIANT_MEASURE
 
 
 def training_curves(runs: list[RunSummary]) -> str:
     """One training-loss chart per run (their scales differ: ITC's ~3 beside CPCL's prototype
     losses would flatten both), val R1 per epoch for all, and for the runs that cluster: clusters and
-    outliers, the quality of their image and caption labels against true ids (the `oracle_`
-    diagnostics), and with labels.panel every variant's image-label quality, a chart per measure."""
+    outliers, and the quality of their image and caption labels against true ids (the `oracle_`
+    diagnostics)."""
 
-    def series(key: str, run: RunSummary) -> list[tuple[float, float]]:
-        return [(r["epoch"] + 1, r[key]) for r in run.records if key in r]
+    def series(group: str, key: str, run: RunSummary) -> list[tuple[float, float]]:
+        return [(r.epoch + 1, values[key]) for r in run.records if key in (values := getattr(r, group))]
 
-    charts = [line_chart(f"{run.name}: training loss", {"loss": series("loss", run)})
-              for run in runs if series("loss", run)]
-    charts.append(line_chart("val R1 (%)", {run.name: series("val_R1", run) for run in runs}))
+    charts = [line_chart(f"{run.name}: training loss", {"loss": series("losses", "loss", run)})
+              for run in runs if series("losses", "loss", run)]
+    charts.append(line_chart("val R1 (%)", {run.name: series("val", "val_R1", run) for run in runs}))
     for run in runs:
         if run.results.get("method") == "oracle" or not any(
-                f"{what}_clusters" in r for r in run.records for what in ("image", "text", "pair")):
+                f"{what}_clusters" in r.labels for r in run.records for what in ("image", "text", "pair")):
             continue
-        counts = {f"{what} {count}": series(f"{what}_{count}", run)
+        counts = {f"{what} {count}": series("labels", f"{what}_{count}", run)
                   for what in ("image", "text", "pair") for count in ("clusters", "outliers")}
         charts.append(line_chart(f"{run.name}: clusters and outliers", counts))
         for modality, label in (("image", "image labels"), ("text", "caption labels")):
-            quality = {name: series(f"oracle_{modality}_{key}", run) for key, name in QUALITY}
+            quality = {name: series("oracle", f"oracle_{modality}_{key}", run) for key, name in QUALITY}
             if any(quality.values()):
                 charts.append(line_chart(f"{run.name}: {label} vs true ids", quality))
-        for key, name in QUALITY:
-            variants = sorted({k[len(PANEL_PREFIX):-len(key) - 1] for r in run.records for k in r
-                               if k.startswith(PANEL_PREFIX) and k.endswith(f"_{key}")})
-            if variants:
-                panel = {variant: series(f"{PANEL_PREFIX}{variant}_{key}", run) for variant in variants}
-                charts.append(line_chart(f"{run.name}: every variant's image labels, {name}", panel))
     return "".join(charts)
 
 

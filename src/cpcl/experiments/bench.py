@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cpcl.data.readers import load_json
+from cpcl.engine.rundir import METRICS, read_epoch_records
 from cpcl.engine.train import run_config
 from cpcl.experiments.common import finetune_overrides, generate_data, has_data, pretrain_start
 from cpcl.experiments.plans import SCRATCH
@@ -27,9 +28,9 @@ from cpcl.experiments.quality_table import quality_table
 from cpcl.synth.config import DEFAULT_SHAPE, SynthConfig
 from cpcl.utils.errors import ConfigError
 
-# pair_fused labels whose (image, text, cross) weights val chooses, tried beside labels.fused_* (1, 1, 0.5):
-# from image-only to text-only, as the val split says each modality finds people
-FUSED_ON_VAL = ("labels.mode=pair_fused", "cluster_select.fused_weights="
+# pair_fused labels whose (image, text, cross) weights val chooses, tried beside labels.pair_fused.weights
+# (1, 1, 0.5): from image-only to text-only, as the val split says each modality finds people
+FUSED_ON_VAL = ("labels.mode=pair_fused", "labels.pair_fused.weights_on_val="
                 "[[1,1,0],[1,0.5,0.25],[1,0.25,0.25],[1,0,0],[0.5,1,0.25],[0.25,1,0.25],[0,1,0]]")
 # the cluster terms (PCM, ICPM) at a quarter of their weight beside the ITC term
 QUARTER_CLUSTER_TERMS = ("cpcl.pcm_weight=0.25", "cpcl.icpm_weight=0.25")
@@ -49,16 +50,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "icpm_both": ("cpcl.icpm_positives=both",),
     "icpm_off": ("cpcl.icpm_weight=0",),
     "cluster_terms_quarter": QUARTER_CLUSTER_TERMS,
-    # each cluster term weighted by the val pairwise F of the clustering its labels come from, every epoch
-    "cluster_terms_val_f": ("cpcl.weight_by_val_f=true",),
     "labels_image_centred": ("labels.mode=image_centred",),
     "labels_pair_fused": ("labels.mode=pair_fused",),
-    "labels_refined": ("labels.refine=both",),
     "labels_fused_on_val": FUSED_ON_VAL,
-    # labels made from the images with each one's colour cast discounted (grey world), train and val
-    "labels_grey_world": ("labels.image_colour=grey_world",),
-    # labels_grey_world with the cluster terms at a quarter weight
-    "grey_world_quarter": ("labels.image_colour=grey_world", *QUARTER_CLUSTER_TERMS),
     "rerank": ("eval.rerank=true",),
     # cpcl_plus.yaml's recipe: labels_fused_on_val and cluster_terms_quarter together
     "cpcl_plus": (*FUSED_ON_VAL, *QUARTER_CLUSTER_TERMS),
@@ -316,7 +310,6 @@ def _val_and_purity(run_dir: Path) -> dict[str, float]:
     `oracle_image_purity` of the last epoch's pseudo labels (a run that made them, metrics.jsonl)."""
     val = json.loads((run_dir / "results.json").read_text()).get("val")
     out = {"val_R1": val["best"]["R1"]} if val else {}
-    metrics = run_dir / "metrics.jsonl"
-    lines = metrics.read_text().splitlines() if metrics.is_file() else []
-    purity = [e["oracle_image_purity"] for e in map(json.loads, filter(str.strip, lines)) if "oracle_image_purity" in e]
+    records = read_epoch_records(run_dir / METRICS) if (run_dir / METRICS).is_file() else []
+    purity = [record.oracle["oracle_image_purity"] for record in records if "oracle_image_purity" in record.oracle]
     return {**out, "image_purity": purity[-1]} if purity else out

@@ -8,15 +8,23 @@ from pathlib import Path
 
 from cpcl.data.readers import load_dataset
 from cpcl.data.tokenizer import default_tokenizer
-from cpcl.engine.config import TrainConfig
-from cpcl.evaluation.report import (METRICS, Example, RunSummary, read_run, render_report, retrieval_examples,
-                                    spaced_queries)
+from cpcl.data.readers import load_json
+from cpcl.engine.config import load_run_config
+from cpcl.engine.rundir import METRICS as METRICS_FILE
+from cpcl.engine.rundir import read_epoch_records
+from cpcl.evaluation.report import METRICS, Example, RunSummary, render_report, retrieval_examples, spaced_queries
 from cpcl.experiments.plans import DemoPlan
 from cpcl.model.inference import load_for_inference
-from cpcl.utils.config import load_config
 from cpcl.utils.errors import RunDirError
 
 EXAMPLES, TOP_K = 8, 5  # retrieval examples shown, thumbnails per example
+
+
+def read_run(name: str, run_dir: Path, seconds: float | None = None) -> RunSummary:
+    """Summary of a run directory written by `cpcl train`: results.json and its epoch records."""
+    records = run_dir / METRICS_FILE
+    return RunSummary(name, load_json(run_dir / "results.json"),
+                      read_epoch_records(records) if records.is_file() else [], seconds)
 
 
 def headline(summaries: dict[str, RunSummary]) -> list[str]:
@@ -47,7 +55,7 @@ def headline(summaries: dict[str, RunSummary]) -> list[str]:
 
 def run_examples(run_dir: Path, count: int = EXAMPLES, k: int = TOP_K) -> list[Example]:
     """`count` queries of the test split a run evaluated on (its config's data) with the top `k` of its best.pt."""
-    cfg = load_config(TrainConfig, run_dir / "config.yaml")
+    cfg = load_run_config(run_dir / "config.yaml")
     loaded = load_for_inference(run_dir / "best.pt", cfg.device, cfg.precision)
     model = loaded.model
     test = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root),
@@ -92,7 +100,7 @@ def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
         if not (run_dir / name).is_file():
             raise RunDirError(f"{run_dir} has no {name}: give the folder of a finished cpcl train run")
     summary = read_run(run_dir.name, run_dir)
-    cfg = load_config(TrainConfig, run_dir / "config.yaml")
+    cfg = load_run_config(run_dir / "config.yaml")
     best = summary.results.get("test", {}).get("best", {})
     lead = ["No test split: no test metrics."]
     if best:

@@ -185,6 +185,10 @@ def build(cls: type[T], data: dict, where: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     data = {_bool_key(key, fields): value for key, value in data.items()}
     unknown = sorted(set(data) - set(fields))
+    retired = getattr(cls, "RETIRED", {})  # a section's retired keys: name -> why, and where its numbers are
+    for key in unknown:
+        if key in retired:
+            raise ConfigError(f"config field '{where + '.' if where else ''}{key}' {retired[key]}")
     if unknown:
         name = f"{where}.{unknown[0]}" if where else unknown[0]
         raise ConfigError(f"unknown config field '{name}'; valid fields{' of ' + where if where else ''}: "
