@@ -18,12 +18,12 @@ import sys
 from pathlib import Path
 
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.engine.config import TrainConfig
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.model.checkpoints import read_checkpoint
 from cpcl.model.inference import load_for_inference
 from cpcl.model.shipped import SHIPPED_DIR, pack
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.config import load_config
 
 

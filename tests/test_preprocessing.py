@@ -16,7 +16,6 @@ from safetensors.torch import load_file, save_file
 
 from cpcl.cli import main
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import FILTERS, eval_transform, load_rgb, to_tensor
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.index.store import IndexStore
@@ -24,6 +23,7 @@ from cpcl.model import CLIP, ArchitectureHints, clip_preset, read_checkpoint, sa
 from cpcl.model.checkpoints import payload_digest
 from cpcl.model.inference import embed_images, load_for_inference
 from cpcl.model.shipped import pack, state_sha256
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.errors import CheckpointError
 from cpcl.utils.preprocessing import RESIZE_FILTERS, Preprocessing
 from search_support import tiny_config, write_gallery

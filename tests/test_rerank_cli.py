@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from cpcl.cli import main
 from cpcl.clustering.rerank import RerankConfig, prepare_gallery, rerank_distances
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.evaluation.report import read_run, training_curves
 from cpcl.index.search import Searcher
 from cpcl.model.inference import load_for_inference
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.web.app import create_app
 from cpcl.web.config import WebConfig
 from search_support import build_gallery_index

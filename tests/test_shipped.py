@@ -15,11 +15,11 @@ from safetensors.torch import load_file, save_file
 
 from cpcl.data.readers import load_dataset
 from cpcl.data.records import SplitData
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.model import CLIP, clip_preset, load_clip, read_checkpoint
 from cpcl.model.inference import load_for_inference
 from cpcl.model.shipped import ROWS, SPARSE_KEY, VALUES, pack, resolve_checkpoint, shipped_file, unpack
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.synth import SynthConfig, write_synthpedes
 from cpcl.utils.errors import CheckpointError
 from cpcl.utils.preprocessing import Preprocessing

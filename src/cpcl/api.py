@@ -23,7 +23,6 @@ from PIL import Image
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.configs import resolve_config_path
 from cpcl.data.check import find_bad_images, image_problem
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import eval_transform, load_rgb
 from cpcl.engine.config import TrainConfig
 from cpcl.engine.train import run_training
@@ -32,6 +31,7 @@ from cpcl.index.search import Filters, Hit, Searcher
 from cpcl.model.architecture import ArchitectureHints
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import LoadedModel, embed_images, load_for_inference
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.config import load_config
 from cpcl.utils.distributed import World, detect_world
 from cpcl.utils.errors import ConfigError, DataError

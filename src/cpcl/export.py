@@ -1,5 +1,5 @@
 """`cpcl export`: a checkpoint as ONNX towers (`--onnx DIR`) and/or a Hugging Face `CLIPModel` folder (`--hf DIR`),
-each with what other tools need to use it: the tokenizer and image preprocessing (`cpcl.data.interop`) and a model
+each with what other tools need to use it: the tokenizer and image preprocessing (`cpcl.model.interop`) and a model
 card (`README.md`, `cpcl.model.card`). Every file written is readable by others (mode 0644).
 
 The checkpoint is any one `cpcl.model.checkpoints` reads, names included; the model is exported at its own image
@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cpcl.data.interop import PREPROCESSING_FILE, TOKENIZER_FILE, write_hf_preprocessing, write_onnx_preprocessing
 from cpcl.model.card import model_card
 from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import ClipConfig
 from cpcl.model.hf import HF_CONFIG, WEIGHT_FILES, write_hf_directory
+from cpcl.model.interop import PREPROCESSING_FILE, TOKENIZER_FILE, write_hf_preprocessing, write_onnx_preprocessing
 from cpcl.model.onnx_export import DEFAULT_OPSET, INPUT_NAMES, ONNX_FILES, OUTPUT_NAME, export_onnx
 from cpcl.utils.errors import ConfigError
 from cpcl.utils.files import writing

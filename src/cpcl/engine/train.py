@@ -27,7 +27,6 @@ from cpcl.data.datasets import PairDataset
 from cpcl.data.integrity import check_leakage
 from cpcl.data.readers import load_dataset
 from cpcl.data.records import SplitData
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import train_transform
 from cpcl.engine.config import TrainConfig
 from cpcl.engine.distributed import check_world, config_header, extract_sharded, launch_settings, wrap_model
@@ -44,6 +43,7 @@ from cpcl.evaluation.features import extract_image_features, extract_text_featur
 from cpcl.evaluation.report import Example, retrieval_examples, spaced_queries
 from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import CLIP, clip_preset
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.config import load_config, save_config, to_dict
 from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
                                     rank_seed, tensor_digest)

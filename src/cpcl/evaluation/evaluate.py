@@ -6,12 +6,12 @@ import torch
 
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.data.records import SplitData
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import ImageTransformConfig
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.evaluation.metrics import retrieval_metrics
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import LoadedModel
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.errors import DataError
 from cpcl.utils.preprocessing import Preprocessing
 

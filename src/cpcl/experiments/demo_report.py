@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.engine.config import TrainConfig
 from cpcl.evaluation.report import (METRICS, Example, RunSummary, read_run, render_report, retrieval_examples,
                                     spaced_queries)
 from cpcl.experiments.plans import DemoPlan
 from cpcl.model.inference import load_for_inference
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.config import load_config
 from cpcl.utils.errors import RunDirError
 

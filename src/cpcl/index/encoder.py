@@ -19,15 +19,15 @@ import torch
 from PIL import Image
 
 from cpcl.data.check import find_bad_images
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import eval_transform
 from cpcl.evaluation.features import extract_image_features
 from cpcl.index.store import Manifest
-from cpcl.utils.files import sha256_of
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import embed_images, embed_texts, load_for_inference
 from cpcl.model.shipped import resolve_checkpoint
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.errors import SearchIndexError
+from cpcl.utils.files import sha256_of
 from cpcl.utils.preprocessing import Preprocessing
 from cpcl.utils.progress import Progress
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cpcl.data.tokenizer import EOT_TEXT, default_tokenizer
+from cpcl.model.tokenizer import EOT_TEXT, default_tokenizer
 from cpcl.utils.optional import require
 from cpcl.utils.preprocessing import Preprocessing
 
