@@ -131,7 +131,7 @@ def test_grey_world_labels_cluster_balanced_train_and_val_images(tmp_path, monke
     calls, extract = [], train.extract_image_features
 
     def spy(*args, **kwargs):
-        calls.append((kwargs["desc"], kwargs.get("colour_constancy", False)))
+        calls.append((kwargs["progress"], kwargs.get("colour_constancy", False)))
         return extract(*args, **kwargs)
 
     monkeypatch.setattr(train, "extract_image_features", spy)

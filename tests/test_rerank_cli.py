@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from cpcl.cli import main
@@ -18,7 +17,6 @@ from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.evaluation.report import read_run, training_curves
 from cpcl.index.search import Searcher
 from cpcl.model.inference import load_for_inference
-from cpcl.model.tokenizer import default_tokenizer
 from cpcl.web.app import create_app
 from cpcl.web.config import WebConfig
 from search_support import build_gallery_index
@@ -53,9 +51,7 @@ def test_a_run_logs_the_variant_the_panel_and_reranked_metrics(trained):
         assert 0 <= record[f"oracle_panel_{variant}_purity"] <= 1 and f"oracle_panel_{variant}_recall" in record
     loaded = load_for_inference(run / "best.pt", "cpu", "fp32")
     split = load_dataset("cuhk-pedes", root).splits["test"]
-    tokens = default_tokenizer().tokenize([c.text for c in split.captions], 16)
-    expected = evaluate_split(loaded.model, split, tokens, loaded.preprocessing, 16, 0, torch.device("cpu"), None,
-                              rerank=RerankConfig(k1=4, k2=2))
+    expected = evaluate_split(loaded, split, 16, 0, rerank=RerankConfig(k1=4, k2=2))
     assert json.loads((run / "results.json").read_text())["test"]["best"] == expected
 
 

@@ -43,12 +43,12 @@ from cpcl.evaluation.features import extract_image_features, extract_text_featur
 from cpcl.evaluation.report import Example, retrieval_examples, spaced_queries
 from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import CLIP, clip_preset
+from cpcl.model.inference import LoadedModel
 from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.config import load_config, save_config, to_dict
 from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
                                     rank_seed, tensor_digest)
 from cpcl.utils.errors import ConfigError, DataError
-from cpcl.utils.preprocessing import Preprocessing
 from cpcl.utils.runtime import numerics, resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
@@ -137,16 +137,23 @@ class Run:
     cfg: TrainConfig
     run_dir: Path
     world: World  # this process's rank and the world size
-    device: torch.device
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
-    preprocessing: Preprocessing  # the eval transform (the config's): extraction, evaluation, every checkpoint
+    loaded: LoadedModel  # the bare model with its device, autocast dtype (None: fp32), the eval preprocessing (the
+    # config's: extraction, evaluation, every checkpoint) and tokenizer
     data: RunData
-    model: CLIP  # the bare model (checkpoints, extraction, evaluation)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # fp16 loss scaling (disabled, a pass-through, for bf16 / fp32)
     encoder: torch.nn.Module  # what trains: PairEncoder(model), DDP-wrapped when distributed
     progress: RunProgress  # epochs and steps done, the best val checkpoint: saved in last.pt
     log: RunLog  # train.log and TensorBoard (rank 0)
+
+    @property
+    def model(self) -> CLIP:
+        """The model being trained (checkpoints, extraction, evaluation)."""
+        return self.loaded.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
 
 
 def train_image_features(run: Run, colour_constancy: bool = False) -> torch.Tensor:
@@ -156,9 +163,8 @@ def train_image_features(run: Run, colour_constancy: bool = False) -> torch.Tens
     paths = [image.path for image in run.data.train.images]
     desc = "train images (grey world)" if colour_constancy else "train images"
     return extract_sharded(
-        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
-                                                   cfg.data.workers, run.device, run.dtype, desc=desc,
-                                                   colour_constancy=colour_constancy),
+        lambda start, stop: extract_image_features(run.loaded, paths[start:stop], batch, cfg.data.workers,
+                                                   progress=desc, colour_constancy=colour_constancy),
         len(paths), batch, run.world, run.device)
 
 
@@ -168,8 +174,7 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     data, batch = run.data, run.cfg.eval.batch_size
     image_feats = train_image_features(run)
     text_feats = extract_sharded(
-        lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
-                                                  desc="train captions"),
+        lambda start, stop: extract_text_features(run.loaded, data.tokens[start:stop], batch, desc="train captions"),
         len(data.tokens), batch, run.world, run.device)
     return image_feats, text_feats
 
@@ -187,10 +192,9 @@ def cluster_settings(run: Run, record: dict) -> ClusterSettings:
     caption_ids, image_ids = person_ids(split, "val")  # the val split's ids, as best.pt's selection; never train's
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
-    image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
-                                         batch, workers, run.device, run.dtype, desc="val images",
-                                         colour_constancy=cfg.labels.colour_constancy)
-    text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
+    image_feats = extract_image_features(run.loaded, [image.path for image in split.images], batch, workers,
+                                         progress="val images", colour_constancy=cfg.labels.colour_constancy)
+    text_feats = extract_text_features(run.loaded, tokens, batch, desc="val captions")
     settings, stats = select_on_val(image_feats, text_feats, image_index, image_ids, caption_ids, cfg.cluster,
                                     cfg.cluster_select.grid, cfg.labels, cfg.cluster_select.fused_weights)
     record.update(stats)
@@ -248,10 +252,10 @@ def epoch_objective(run: Run, epoch: int, record: dict) -> tuple[ItcObjective | 
 def evaluate(run: Run, name: str) -> dict[str, float]:
     """The run's model on its `name` split ("val" / "test"), with the preprocessing its checkpoints record
     (re-ranked with eval.rerank)."""
-    split, tokens = run.data.evals[name]
+    split, _ = run.data.evals[name]
     section = run.cfg.eval
-    return evaluate_split(run.model, split, tokens, run.preprocessing, section.batch_size, run.cfg.data.workers,
-                          run.device, run.dtype, name=name, rerank=section.rerank_options if section.rerank else None)
+    return evaluate_split(run.loaded, split, section.batch_size, run.cfg.data.workers, name=name,
+                          rerank=section.rerank_options if section.rerank else None)
 
 
 def final_results(run: Run) -> dict:
@@ -259,7 +263,7 @@ def final_results(run: Run) -> dict:
     cfg, model, data, run_dir, progress = run.cfg, run.model, run.data, run.run_dir, run.progress
     results: dict = {"method": cfg.method, "epochs": progress.epoch,
                      "selected_on": "val" if "val" in data.evals else "last", "best_epoch": progress.best_epoch,
-                     "numerics": numerics(run.device, run.dtype)}
+                     "numerics": numerics(run.device, run.loaded.dtype)}
     if "test" in data.evals:
         last = evaluate(run, "test")
         best = last
@@ -300,8 +304,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     run_log.begin(progress.step)
     find_unused = cfg.method != "itc" and cfg.cpcl.itc_weight == 0  # the logit scale then idles in CPCL epochs
     encoder = wrap_model(PairEncoder(model, device, dtype), world, device, find_unused)
-    return Run(cfg, run_dir, world, device, dtype, preprocessing, data, model, optimizer, scaler, encoder, progress,
-               run_log)
+    return Run(cfg, run_dir, world, LoadedModel(model, device, dtype, preprocessing), data, optimizer, scaler, encoder,
+               progress, run_log)
 
 
 def train_epoch(run: Run, epoch: int) -> dict:
@@ -334,7 +338,7 @@ def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: dict) -> None
         record["time_eval"] = time.perf_counter() - start
         if val["R1"] > progress.best_r1:
             progress.best_r1, progress.best_epoch, progress.best_val = val["R1"], epoch, val
-            save_model(run.run_dir, "best.pt", run.model, run.preprocessing, {"epoch": epoch, "val": val})
+            save_model(run.run_dir, "best.pt", run.model, run.loaded.preprocessing, {"epoch": epoch, "val": val})
     elif "val" not in data.evals:
         progress.best_epoch = epoch
 
@@ -345,9 +349,9 @@ def finish_run(run: Run, epochs: int) -> dict:
     if run.world.is_main:
         model, progress = run.model, run.progress
         if epochs == 0:
-            save_model(run.run_dir, "last.pt", model, run.preprocessing, {"run": progress.to_dict()})
+            save_model(run.run_dir, "last.pt", model, run.loaded.preprocessing, {"run": progress.to_dict()})
         if "val" not in run.data.evals or progress.best_epoch is None:
-            save_model(run.run_dir, "best.pt", model, run.preprocessing, {"epoch": progress.best_epoch})
+            save_model(run.run_dir, "best.pt", model, run.loaded.preprocessing, {"epoch": progress.best_epoch})
         results = final_results(run)
         run.log.final(progress.step, results, to_dict(run.cfg), final_examples(run))
         write_card(run.run_dir)
@@ -360,10 +364,9 @@ def final_examples(run: Run) -> list[Example]:
     cfg = run.cfg
     if not (cfg.log.tensorboard and cfg.log.examples and "test" in run.data.evals):
         return []
-    split, tokens = run.data.evals["test"]
-    return retrieval_examples(run.model, split, tokens, spaced_queries(len(split.captions), cfg.log.examples),
-                              cfg.log.examples_k, run.preprocessing, cfg.eval.batch_size, cfg.data.workers, run.device,
-                              run.dtype)
+    split, _ = run.data.evals["test"]
+    return retrieval_examples(run.loaded, split, spaced_queries(len(split.captions), cfg.log.examples),
+                              cfg.log.examples_k, cfg.eval.batch_size, cfg.data.workers)
 
 
 def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: World | None = None) -> dict:
@@ -386,7 +389,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: W
                 evaluate_epoch(run, epoch, epoch + 1 == epochs, record)
                 append_record(run.run_dir, record)
                 run_log.epoch(run.progress.step, record)
-                save_last(run.run_dir, run.model, run.preprocessing, run.optimizer, run.progress, run.scaler)
+                save_last(run.run_dir, run.model, run.loaded.preprocessing, run.optimizer, run.progress, run.scaler)
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in record.items()
                                                           if isinstance(v, float) and k.endswith(("loss", "R1"))))
         return finish_run(run, epochs)

@@ -18,11 +18,10 @@ import torch
 from PIL import Image
 
 from cpcl.data.records import SplitData
-from cpcl.data.transforms import ImageTransformConfig, load_rgb
+from cpcl.data.transforms import load_rgb
 from cpcl.evaluation.evaluate import person_ids
 from cpcl.evaluation.features import extract_image_features, extract_text_features
-from cpcl.model.clip import CLIP
-from cpcl.utils.preprocessing import Preprocessing
+from cpcl.model.inference import LoadedModel
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -57,16 +56,14 @@ class Example:
 
 
 @torch.no_grad()
-def retrieval_examples(
-    model: CLIP, split: SplitData, tokens: torch.Tensor, queries: list[int], k: int,
-    transform: ImageTransformConfig | Preprocessing, batch_size: int, workers: int, device: torch.device,
-    dtype: torch.dtype | None,
-) -> list[Example]:
+def retrieval_examples(loaded: LoadedModel, split: SplitData, queries: list[int], k: int, batch_size: int,
+                       workers: int = 0) -> list[Example]:
     """Top-k text-to-image results of the captions `queries` (indices into split.captions)."""
     query_ids, gallery_ids = person_ids(split, "report")
     paths = [image.path for image in split.images]
-    gallery = extract_image_features(model, paths, transform, batch_size, workers, device, dtype, desc="report gallery")
-    texts = extract_text_features(model, tokens[queries], batch_size, device, dtype, desc="report queries")
+    gallery = extract_image_features(loaded, paths, batch_size, workers, progress="report gallery")
+    tokens = loaded.tokenize([split.captions[q].text for q in queries])
+    texts = extract_text_features(loaded, tokens, batch_size, desc="report queries")
     scores, order = (texts @ gallery.T).topk(min(k, len(paths)), dim=1)
     return [Example(split.captions[q].text,
                     [(paths[g], float(s), bool(gallery_ids[g] == query_ids[q])) for s, g in zip(row_s, row_g)])

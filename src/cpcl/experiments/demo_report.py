@@ -12,7 +12,6 @@ from cpcl.evaluation.report import (METRICS, Example, RunSummary, read_run, rend
                                     spaced_queries)
 from cpcl.experiments.plans import DemoPlan
 from cpcl.model.inference import load_for_inference
-from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.config import load_config
 from cpcl.utils.errors import RunDirError
 
@@ -49,14 +48,12 @@ def run_examples(run_dir: Path, count: int = EXAMPLES, k: int = TOP_K) -> list[E
     """`count` queries of the test split a run evaluated on (its config's data) with the top `k` of its best.pt."""
     cfg = load_config(TrainConfig, run_dir / "config.yaml")
     loaded = load_for_inference(run_dir / "best.pt", cfg.device, cfg.precision)
-    model = loaded.model
     test = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root),
                         allow_outside_root=cfg.data.allow_outside_root).splits["test"]
     if not test.captions:
         return []
-    tokens = default_tokenizer().tokenize([c.text for c in test.captions], model.config.text.context_length)
-    return retrieval_examples(model, test, tokens, spaced_queries(len(test.captions), count), k, loaded.preprocessing,
-                              cfg.eval.batch_size, cfg.data.workers, loaded.device, loaded.dtype)
+    return retrieval_examples(loaded, test, spaced_queries(len(test.captions), count), k, cfg.eval.batch_size,
+                              cfg.data.workers)
 
 
 def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | None]],

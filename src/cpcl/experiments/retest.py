@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cpcl.data.readers import load_dataset, load_json
-from cpcl.evaluation.evaluate import evaluate_loaded
+from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.experiments.bench import METHODS, BenchRun, stamped_preset
 from cpcl.experiments.common import has_data
 from cpcl.experiments.quality_table import quality_table
@@ -53,7 +53,7 @@ def _evaluate(checkpoint: Path, data, batch_size: int, workers: int, device: str
               ) -> tuple[dict, dict]:
     """Val and test metrics of `checkpoint` on the re-test data."""
     loaded = load_for_inference(checkpoint, device, precision)
-    val, test = (evaluate_loaded(loaded, data.splits[split], batch_size, workers, name=split) for split in ("val", "test"))
+    val, test = (evaluate_split(loaded, data.splits[split], batch_size, workers, name=split) for split in ("val", "test"))
     return val, test
 
 
