@@ -124,7 +124,10 @@ class Index:
                group: bool = True, rerank: bool = False) -> list[Hit]:
         """A sentence (str) or an example image (PIL image or image file) -> up to k hits, best first.
         Filters: cameras, a time range (ISO 8601 or seconds), footage sources; min_score: a cosine floor; group:
-        one hit per person track in footage; rerank: order by k-reciprocal re-ranking over the whole gallery."""
+        one hit per person track in footage; rerank: order by k-reciprocal re-ranking over the whole gallery.
+
+        Takes 9 parameters because it is the public search call: the query, k and each filter a caller may set,
+        the filters keyword-only so that every call names them."""
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
         filters = Filters.parse(cameras, time_from, time_to, sources)

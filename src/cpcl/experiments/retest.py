@@ -61,7 +61,8 @@ def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, 
            device: str = "auto", precision: str = "auto",
            on_run: Callable[[str, int, dict], None] | None = None) -> dict:
     """Evaluate every finished run of the benchmark in `bench_dir` on `ids_val` val and `ids_test` test
-    people (see the module docstring); writes bench_dir/retest_VxT/ and returns its results dict."""
+    people (see the module docstring); writes bench_dir/retest_VxT/ and returns its results dict. Takes 8
+    parameters because it is `cpcl bench retest`'s options as the command gives them, and the progress callback."""
     preset_name, preset = stamped_preset(bench_dir)
     if ids_val < 1 or ids_test < 1:
         raise ConfigError(f"--ids-val and --ids-test must be >= 1, got {ids_val} and {ids_test}")
