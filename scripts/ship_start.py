@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.engine.config import TrainConfig
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.model.checkpoints import read_checkpoint
@@ -30,15 +29,9 @@ from cpcl.utils.config import load_config
 def evaluate_shipped(path: Path, cfg: TrainConfig) -> dict[str, dict[str, float]]:
     """Zero-shot metrics of the packed file on the run's evaluation splits."""
     loaded = load_for_inference(path, cfg.device, cfg.precision)
-    model = loaded.model
     data = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root))
-    out = {}
-    for name in ("val", "test"):
-        split = data.splits[name]
-        tokens = default_tokenizer().tokenize([c.text for c in split.captions], model.config.text.context_length)
-        out[name] = evaluate_split(model, split, tokens, loaded.preprocessing, cfg.eval.batch_size,
-                                   cfg.data.workers, loaded.device, loaded.dtype, name=name)
-    return out
+    return {name: evaluate_split(loaded, data.splits[name], cfg.eval.batch_size, cfg.data.workers, name=name)
+            for name in ("val", "test")}
 
 
 def corpus_counts(cfg: TrainConfig) -> dict[str, int]:

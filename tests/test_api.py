@@ -20,7 +20,7 @@ from cpcl.cli import main
 from cpcl.data.transforms import eval_transform, load_rgb
 from cpcl.index.search import Searcher
 from cpcl.model.inference import embed_images, embed_texts, load_for_inference
-from cpcl.data.tokenizer import default_tokenizer
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.errors import ConfigError, DataError
 from search_support import write_checkpoint, write_crop, write_gallery
 from train_support import write_config, write_tiny_cuhk

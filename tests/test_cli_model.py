@@ -14,9 +14,9 @@ import yaml
 from PIL import Image
 
 from cpcl.cli import main
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import ImageTransformConfig, eval_transform, load_rgb
 from cpcl.model import CLIP, ClipConfig, TextConfig, VisionConfig, save_clip
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.synth import SynthConfig, write_pretrain_corpus
 from cpcl.utils.preprocessing import Preprocessing
 from train_support import METRIC_KEYS, write_config, write_tiny_cuhk

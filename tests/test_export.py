@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cpcl.cli import main
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.model import CLIP, clip_preset, load_clip, save_clip
 from cpcl.model import shipped
 from cpcl.model.inference import embed_images, embed_texts
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.preprocessing import Preprocessing
 
 CONTEXT = 16

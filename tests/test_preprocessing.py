@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import numpy as np
 import pytest
@@ -16,14 +16,14 @@ from safetensors.torch import load_file, save_file
 
 from cpcl.cli import main
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import FILTERS, eval_transform, load_rgb, to_tensor
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.index.store import IndexStore
 from cpcl.model import CLIP, ArchitectureHints, clip_preset, read_checkpoint, save_clip
 from cpcl.model.checkpoints import payload_digest
-from cpcl.model.inference import embed_images, load_for_inference
+from cpcl.model.inference import LoadedModel, embed_images, load_for_inference
 from cpcl.model.shipped import pack, state_sha256
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.errors import CheckpointError
 from cpcl.utils.preprocessing import RESIZE_FILTERS, Preprocessing
 from search_support import tiny_config, write_gallery
@@ -159,10 +159,24 @@ def test_evaluate_on_best_pt_reproduces_the_val_metrics_training_logged(tmp_path
     assert json.loads(capsys.readouterr().out) == logged  # bit for bit: the same weights and transform
     loaded = load_for_inference(run / "best.pt", "cpu", "fp32")
     split = load_dataset("cuhk-pedes", root).splits["val"]
-    tokens = default_tokenizer().tokenize([c.text for c in split.captions], 16)
-    defaults = evaluate_split(loaded.model, split, tokens, Preprocessing((32, 16)), 16, 0, CPU, None, name="val")
+    defaults = evaluate_split(replace(loaded, preprocessing=Preprocessing((32, 16))), split, 16, 0, name="val")
     assert defaults != logged  # what `cpcl evaluate` gave before checkpoints carried their preprocessing
     plain = write_config(tmp_path / "plain.yaml", root, method="zero_shot", model={"init": str(run / "best.pt")})
     assert main(["train", "-c", str(plain), "--out", str(tmp_path / "again")]) == 0
     assert "was trained with preprocessing" in capsys.readouterr().err  # the run's config decides, and says so
 
+
+
+def test_a_loaded_model_keeps_its_own_preprocessing_and_context_length():
+    model = tiny()  # (32, 16) images, 16 tokens
+    with pytest.raises(ValueError, match=r"preprocessing for \(64, 32\) images given to a model at \(32, 16\)"):
+        LoadedModel(model, CPU, None, Preprocessing((64, 32)))
+    loaded = LoadedModel(model, CPU, None, TRAINED)
+    tokens = loaded.tokenize(["a man in a red coat " * 10, "a bag"])
+    assert tokens.shape == (2, 16) and torch.equal(tokens, default_tokenizer().tokenize(["a man in a red coat " * 10,
+                                                                                        "a bag"], 16))
+    with pytest.raises(FrozenInstanceError):
+        loaded.preprocessing = Preprocessing((32, 16))  # type: ignore[misc]
+    pixels = torch.rand(2, 3, 32, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed_images(pixels), embed_images(model, pixels, CPU, None), atol=0, rtol=0)

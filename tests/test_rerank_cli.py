@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from cpcl.cli import main
 from cpcl.clustering.rerank import RerankConfig, prepare_gallery, rerank_distances
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.evaluation.report import training_curves
 from cpcl.experiments.demo_report import read_run
@@ -52,9 +50,7 @@ def test_a_run_logs_the_strategy_and_reranked_metrics(trained):
     assert not {"image_clusters", "text_clusters", "select_image_k1"} & set(record)  # pair_fused clusters pairs only
     loaded = load_for_inference(run / "best.pt", "cpu", "fp32")
     split = load_dataset("cuhk-pedes", root).splits["test"]
-    tokens = default_tokenizer().tokenize([c.text for c in split.captions], 16)
-    expected = evaluate_split(loaded.model, split, tokens, loaded.preprocessing, 16, 0, torch.device("cpu"), None,
-                              rerank=RerankConfig(k1=4, k2=2))
+    expected = evaluate_split(loaded, split, 16, 0, rerank=RerankConfig(k1=4, k2=2))
     assert json.loads((run / "results.json").read_text())["test"]["best"] == expected
 
 

@@ -6,6 +6,7 @@ import hashlib
 import re
 import statistics
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,9 @@ from safetensors.torch import load_file, save_file
 
 from cpcl.data.readers import load_dataset
 from cpcl.data.records import SplitData
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.model import CLIP, clip_preset, load_clip, read_checkpoint
-from cpcl.model.inference import load_for_inference
+from cpcl.model.inference import LoadedModel, load_for_inference
 from cpcl.model.shipped import ROWS, SPARSE_KEY, VALUES, pack, resolve_checkpoint, shipped_file, unpack
 from cpcl.synth import SynthConfig, write_synthpedes
 from cpcl.utils.errors import CheckpointError
@@ -100,9 +100,8 @@ def fresh_test_split(tmp_path_factory) -> SplitData:
     return load_dataset("cuhk-pedes", out).splits["test"]
 
 
-def zero_shot_r1(model: CLIP, split: SplitData, preprocessing: Preprocessing) -> float:
-    tokens = default_tokenizer().tokenize([c.text for c in split.captions], model.config.text.context_length)
-    return evaluate_split(model, split, tokens, preprocessing, 64, 0, torch.device("cpu"), None)["R1"]
+def zero_shot_r1(loaded: LoadedModel, split: SplitData) -> float:
+    return evaluate_split(loaded, split, 64)["R1"]
 
 
 def test_shipped_start_matches_its_card_and_retrieves_people(fresh_test_split) -> None:
@@ -112,8 +111,8 @@ def test_shipped_start_matches_its_card_and_retrieves_people(fresh_test_split) -
     gallery = Counter(image.person_id for image in fresh_test_split.images)
     chance = 100 * statistics.fmean(gallery[fresh_test_split.images[c.image_id].person_id] / len(fresh_test_split.images)
                                     for c in fresh_test_split.captions)  # a random ranking's expected R1
-    shipped = zero_shot_r1(loaded.model, fresh_test_split, loaded.preprocessing)
+    shipped = zero_shot_r1(loaded, fresh_test_split)
     torch.manual_seed(0)
     untrained = CLIP(loaded.model.config).eval()  # what the test says of random weights
-    random = zero_shot_r1(untrained, fresh_test_split, loaded.preprocessing)
+    random = zero_shot_r1(replace(loaded, model=untrained), fresh_test_split)
     assert random < 4 * chance < 30 <= shipped, (random, chance, shipped)

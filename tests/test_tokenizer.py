@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpcl.data.tokenizer import ClipTokenizer, clean_text, default_tokenizer
+from cpcl.model.tokenizer import ClipTokenizer, clean_text, default_tokenizer
 from cpcl.utils.errors import CpclError
 
 # Ids of OpenAI's SimpleTokenizer (bpe_simple_vocab_16e6) for a varied sentence list.

@@ -23,15 +23,14 @@ from PIL import Image
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.configs import resolve_config_path
 from cpcl.data.check import find_bad_images, image_problem
-from cpcl.data.tokenizer import default_tokenizer
-from cpcl.data.transforms import eval_transform, load_rgb
+from cpcl.data.transforms import load_rgb
 from cpcl.engine.config import TrainConfig, load_run_config
 from cpcl.engine.train import run_training
-from cpcl.evaluation.features import extract_image_features, extract_text_features
+from cpcl.evaluation.features import extract_image_features, extract_text_features, pil_image_features
 from cpcl.index.search import Filters, Hit, Searcher
 from cpcl.model.architecture import ArchitectureHints
 from cpcl.model.clip import CLIP
-from cpcl.model.inference import LoadedModel, embed_images, load_for_inference
+from cpcl.model.inference import LoadedModel, load_for_inference
 from cpcl.utils.config import load_config
 from cpcl.utils.distributed import World, detect_world
 from cpcl.utils.errors import ConfigError, DataError
@@ -49,37 +48,36 @@ class Model:
     [N, D], L2-normalised, so the cosine similarity of a text and an image is their dot product."""
 
     def __init__(self, loaded: LoadedModel) -> None:
-        self._loaded = loaded
+        self.loaded = loaded  # model, device, dtype, preprocessing and tokenizer, as evaluation and index take it
 
     @property
     def module(self) -> CLIP:
         """The torch module (eval mode, on `device`)."""
-        return self._loaded.model
+        return self.loaded.model
 
     @property
     def device(self) -> torch.device:
-        return self._loaded.device
+        return self.loaded.device
 
     @property
     def preprocessing(self) -> Preprocessing:
         """What every image goes through: size (H, W), resize filter, mean, std."""
-        return self._loaded.preprocessing
+        return self.loaded.preprocessing
 
     @property
     def dim(self) -> int:
         """D, the length of an embedding."""
-        return self.module.config.embed_dim
+        return self.loaded.dim
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """texts -> [N, D]; longer ones are cut at the model's context length, as in training."""
         if isinstance(texts, str):
             raise TypeError("encode_texts takes a list of texts; wrap one text in a list")
-        tokens = default_tokenizer().tokenize(list(texts), self.module.config.text.context_length)
+        tokens = self.loaded.tokenize(texts)
         if not len(tokens):
             return np.empty((0, self.dim), dtype=np.float32)
-        loaded = self._loaded
-        return extract_text_features(loaded.model, tokens, batch_size, loaded.device, loaded.dtype).numpy()
+        return extract_text_features(self.loaded, tokens, batch_size).numpy()
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[ImageInput], batch_size: int = 256, workers: int = 0) -> np.ndarray:
@@ -90,16 +88,11 @@ class Model:
         if bad := find_bad_images(paths, show_progress=False):
             named = "; ".join(f"{path} ({problem})" for path, problem in list(bad.items())[:MAX_NAMED])
             raise DataError(f"{len(bad)} of {len(paths)} images cannot be read: {named}")
-        loaded, out = self._loaded, np.empty((len(images), self.dim), dtype=np.float32)
+        out = np.empty((len(images), self.dim), dtype=np.float32)
         if paths:
-            out[files] = extract_image_features(loaded.model, paths, loaded.preprocessing, batch_size, workers,
-                                                loaded.device, loaded.dtype).numpy()
-        opened = sorted(set(range(len(images))) - set(files))
-        size = self.module.config.image.image_size
-        for start in range(0, len(opened), batch_size):
-            rows = opened[start:start + batch_size]
-            pixels = torch.stack([eval_transform(images[i].convert("RGB"), size, loaded.preprocessing) for i in rows])
-            out[rows] = embed_images(loaded.model, pixels, loaded.device, loaded.dtype).cpu().numpy()
+            out[files] = extract_image_features(self.loaded, paths, batch_size, workers).numpy()
+        if opened := sorted(set(range(len(images))) - set(files)):
+            out[opened] = pil_image_features(self.loaded, [images[i] for i in opened], batch_size).numpy()
         return out
 
 
@@ -141,7 +134,10 @@ class Index:
                group: bool = True, rerank: bool = False) -> list[Hit]:
         """A sentence (str) or an example image (PIL image or image file) -> up to k hits, best first.
         Filters: cameras, a time range (ISO 8601 or seconds), footage sources; min_score: a cosine floor; group:
-        one hit per person track in footage; rerank: order by k-reciprocal re-ranking over the whole gallery."""
+        one hit per person track in footage; rerank: order by k-reciprocal re-ranking over the whole gallery.
+
+        Takes 9 parameters because it is the public search call: the query, k and each filter a caller may set,
+        the filters keyword-only so that every call names them."""
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
         filters = Filters.parse(cameras, time_from, time_to, sources)

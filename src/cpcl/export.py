@@ -1,5 +1,5 @@
 """`cpcl export`: a checkpoint as ONNX towers (`--onnx DIR`) and/or a Hugging Face `CLIPModel` folder (`--hf DIR`),
-each with what other tools need to use it: the tokenizer and image preprocessing (`cpcl.data.interop`) and a model
+each with what other tools need to use it: the tokenizer and image preprocessing (`cpcl.model.interop`) and a model
 card (`README.md`, `cpcl.model.card`). Every file written is readable by others (mode 0644).
 
 The checkpoint is any one `cpcl.model.checkpoints` reads, names included; the model is exported at its own image
@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cpcl.data.interop import PREPROCESSING_FILE, TOKENIZER_FILE, write_hf_preprocessing, write_onnx_preprocessing
+import torch
+
 from cpcl.model.card import model_card
 from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import ClipConfig
 from cpcl.model.hf import HF_CONFIG, WEIGHT_FILES, write_hf_directory
+from cpcl.model.inference import LoadedModel
+from cpcl.model.interop import PREPROCESSING_FILE, TOKENIZER_FILE, write_hf_preprocessing, write_onnx_preprocessing
 from cpcl.model.onnx_export import DEFAULT_OPSET, INPUT_NAMES, ONNX_FILES, OUTPUT_NAME, export_onnx
 from cpcl.utils.errors import ConfigError
 from cpcl.utils.files import writing
@@ -40,19 +43,18 @@ def export_checkpoint(checkpoint: str | Path, onnx_dir: Path | None = None, hf_d
         check_target(directory, f"--{kind}", EXPORT_FILES[kind], force)
     source = read_checkpoint(checkpoint)
     model, config = build_clip(source)
-    preprocessing = source.preprocessing_at(config.image.image_size)
-    context, opset = config.text.context_length, opset or DEFAULT_OPSET
+    loaded = LoadedModel(model.eval(), torch.device("cpu"), None, source.preprocessing_at(config.image.image_size))
+    opset = opset or DEFAULT_OPSET
     written: list[Path] = []
     for directory, kind in targets:
         with writing(directory, f"free space or make {directory} writable, then export again with --force"):
             if kind == "hf":
                 written += write_hf_directory(model.state_dict(), config, directory)
-                written += write_hf_preprocessing(directory, context, preprocessing)
+                written += write_hf_preprocessing(directory, loaded)
                 written.append(write_card(directory, model_card(source, config, "hf")))
             else:
                 written += export_onnx(model, directory, opset, fp16)
-                written += write_onnx_preprocessing(directory, context, config.embed_dim, preprocessing, INPUT_NAMES,
-                                                    OUTPUT_NAME)
+                written += write_onnx_preprocessing(directory, loaded, INPUT_NAMES, OUTPUT_NAME)
                 written.append(write_card(directory, model_card(source, config, "onnx",
                                                                 _onnx_usage(config, opset, fp16))))
     for path in written:

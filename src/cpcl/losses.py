@@ -46,6 +46,9 @@ def pcm_losses(
     [K_t, D]. Single-modal terms pull each feature to its own modality's prototype; cross-modal
     terms pull an image to the text prototype of its caption's cluster and a text to the image
     prototype of its image's cluster.
+
+    Takes 8 parameters because a loss here is pure tensors in, tensors out (docs/architecture.md): each
+    modality's features, labels and memory, the temperature and which terms to compute.
     """
     terms: dict[str, torch.Tensor] = {}
     if mode in ("single", "both"):

@@ -81,13 +81,13 @@ def _load(args: argparse.Namespace):
 def run_evaluate(args: argparse.Namespace) -> int:
     from cpcl.data.check import check_images
     from cpcl.data.readers import load_dataset
-    from cpcl.evaluation.evaluate import evaluate_loaded
+    from cpcl.evaluation.evaluate import evaluate_split
 
     rerank = rerank_config(args)  # checked before anything loads
     data = load_dataset(args.dataset, args.root, allow_outside_root=args.allow_outside_root, strict=args.strict)
     check_images(data, decode=False)
-    metrics = evaluate_loaded(_load(args), data.splits[args.split], args.batch_size, args.workers, name=args.split,
-                              rerank=rerank if args.rerank else None)
+    metrics = evaluate_split(_load(args), data.splits[args.split], args.batch_size, args.workers, name=args.split,
+                             rerank=rerank if args.rerank else None)
     if args.json:
         print(json.dumps(metrics))
     else:

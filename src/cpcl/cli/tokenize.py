@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Tokenize `args.texts` and print their ids to stdout; returns the exit status."""
-    from cpcl.data.tokenizer import DEFAULT_CONTEXT_LENGTH, default_tokenizer
+    from cpcl.model.tokenizer import DEFAULT_CONTEXT_LENGTH, default_tokenizer
 
     context_length = DEFAULT_CONTEXT_LENGTH if args.context_length is None else args.context_length
     rows = default_tokenizer().token_ids(args.texts, context_length)

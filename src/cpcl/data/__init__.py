@@ -1,2 +1,2 @@
 """Datasets: annotation readers for the public benchmarks and a generic JSONL format, one record
-model for all of them, image checks, and the CLIP tokenizer."""
+model for all of them and image checks."""

@@ -79,22 +79,11 @@ def resized(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig
     return to_tensor(image.resize((width, height), FILTERS[cfg.resize]))
 
 
-def grey_world(pixels: torch.Tensor) -> torch.Tensor:
-    """[3, H, W] in [0, 1] -> each channel scaled to the mean of all three (grey-world colour constancy),
-    clipped to [0, 1]: discounts a colour cast that scales a channel across the whole image, as a camera's
-    white balance does. A channel that is all 0 stays 0."""
-    means = pixels.mean(dim=(1, 2), keepdim=True)
-    gains = means.mean() / means.clamp_min(1.0 / 255.0)
-    return (pixels * gains).clamp_(0.0, 1.0)
-
-
-def eval_transform(image: Image.Image, size: tuple[int, int],
-                   cfg: ImageTransformConfig | Preprocessing, colour_constancy: bool = False) -> torch.Tensor:
+def eval_transform(image: Image.Image, size: tuple[int, int], cfg: ImageTransformConfig | Preprocessing
+                   ) -> torch.Tensor:
     """Resize to size = (H, W) and normalise, as `cfg` (a run's `augment` section or a checkpoint's
-    preprocessing) says: [3, H, W]. With `colour_constancy`, `grey_world` before normalising (what
-    labels.image_colour=grey_world clusters; never a checkpoint's transform)."""
-    pixels = resized(image, size, cfg)
-    return normalise(grey_world(pixels) if colour_constancy else pixels, cfg)
+    preprocessing) says: [3, H, W]."""
+    return normalise(resized(image, size, cfg), cfg)
 
 
 def random_erase(pixels: torch.Tensor, cfg: ImageTransformConfig,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -112,16 +113,26 @@ def check_finite(loss: torch.Tensor, terms: dict[str, torch.Tensor], epoch: int,
                             f"or check the config (cpcl.tau, the loss weights)")
 
 
-def train_one_epoch(
-    encoder: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, objective: Objective,
-    epoch: int, cfg: OptimSection, device: torch.device, world: World, scaler: torch.amp.GradScaler,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
-) -> EpochTraining:
-    """Run one epoch of `encoder` (a PairEncoder, DDP-wrapped in a distributed run); returns mean
+@dataclass(frozen=True)
+class Stepper:
+    """What steps the weights on this rank."""
+
+    encoder: nn.Module  # a PairEncoder, DDP-wrapped in a distributed run
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # fp16 loss scaling (disabled, a pass-through, for bf16 / fp32)
+    device: torch.device  # where the batches go
+    world: World  # this process's rank and the world size
+
+
+def train_one_epoch(stepper: Stepper, loader: DataLoader, objective: Objective, epoch: int, cfg: OptimSection,
+                    on_step: Callable[[int, dict[str, float]], None] | None = None) -> EpochTraining:
+    """Run one epoch of `stepper.encoder`; returns mean
     loss terms, "loss" (their sum) and the last lr, with the scale and the skipped steps when the
     scaler is enabled (fp16). Every rank computes the loss of the global batch, so the terms are
     the same on every rank. The progress bar shows the running mean loss; `on_step(step, values)`
     gets each step's terms, "loss" and "lr" (step counted from 0 in this epoch)."""
+    encoder, optimizer, scaler, device, world = (stepper.encoder, stepper.optimizer, stepper.scaler, stepper.device,
+                                                 stepper.world)
     encoder.train()
     sums: dict[str, float] = defaultdict(float)
     steps = len(loader)

@@ -27,12 +27,11 @@ from cpcl.data.datasets import PairDataset
 from cpcl.data.integrity import check_leakage
 from cpcl.data.readers import load_dataset
 from cpcl.data.records import SplitData
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.transforms import train_transform
 from cpcl.engine.config import TrainConfig
 from cpcl.engine.distributed import check_world, config_header, extract_sharded, launch_settings, wrap_model
 from cpcl.engine.logs import RunLog
-from cpcl.engine.loop import PairEncoder, build_optimizer, make_scaler, train_one_epoch
+from cpcl.engine.loop import PairEncoder, Stepper, build_optimizer, make_scaler, train_one_epoch
 from cpcl.engine.objectives import CpclObjective, ItcObjective
 from cpcl.engine.pseudo_labels.base import ClusterSettings, PairFeatures, PairLabels
 from cpcl.engine.pseudo_labels.oracle import oracle_cluster_quality, oracle_pair_labels, oracle_pair_person_ids
@@ -47,11 +46,12 @@ from cpcl.evaluation.features import extract_image_features, extract_text_featur
 from cpcl.evaluation.report import Example, retrieval_examples, spaced_queries
 from cpcl.model.checkpoints import build_clip, read_checkpoint
 from cpcl.model.clip import CLIP, clip_preset
+from cpcl.model.inference import LoadedModel
+from cpcl.model.tokenizer import default_tokenizer
 from cpcl.utils.config import load_config, save_config, to_dict
 from cpcl.utils.distributed import (World, broadcast_, broadcast_object, gather_objects, process_group, rank_device,
                                     rank_seed, tensor_digest)
 from cpcl.utils.errors import ConfigError, DataError
-from cpcl.utils.preprocessing import Preprocessing
 from cpcl.utils.runtime import numerics, resolve_precision, seed_everything
 
 log = logging.getLogger(__name__)
@@ -129,16 +129,23 @@ class Run:
     cfg: TrainConfig
     run_dir: Path
     world: World  # this process's rank and the world size
-    device: torch.device
-    dtype: torch.dtype | None  # autocast dtype, None for fp32
-    preprocessing: Preprocessing  # the eval transform (the config's): extraction, evaluation, every checkpoint
+    loaded: LoadedModel  # the bare model with its device, autocast dtype (None: fp32), the eval preprocessing (the
+    # config's: extraction, evaluation, every checkpoint) and tokenizer
     data: RunData
-    model: CLIP  # the bare model (checkpoints, extraction, evaluation)
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler  # fp16 loss scaling (disabled, a pass-through, for bf16 / fp32)
     encoder: torch.nn.Module  # what trains: PairEncoder(model), DDP-wrapped when distributed
     progress: RunProgress  # epochs and steps done, the best val checkpoint: saved in last.pt
     log: RunLog  # train.log and TensorBoard (rank 0)
+
+    @property
+    def model(self) -> CLIP:
+        """The model being trained (checkpoints, extraction, evaluation)."""
+        return self.loaded.model
+
+    @property
+    def device(self) -> torch.device:
+        return self.loaded.device
 
 
 def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
@@ -147,12 +154,11 @@ def train_features(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
     cfg, data, batch = run.cfg, run.data, run.cfg.eval.batch_size
     paths = [image.path for image in data.train.images]
     image_feats = extract_sharded(
-        lambda start, stop: extract_image_features(run.model, paths[start:stop], run.preprocessing, batch,
-                                                   cfg.data.workers, run.device, run.dtype, desc="train images"),
+        lambda start, stop: extract_image_features(run.loaded, paths[start:stop], batch, cfg.data.workers,
+                                                   progress="train images"),
         len(paths), batch, run.world, run.device)
     text_feats = extract_sharded(
-        lambda start, stop: extract_text_features(run.model, data.tokens[start:stop], batch, run.device, run.dtype,
-                                                  desc="train captions"),
+        lambda start, stop: extract_text_features(run.loaded, data.tokens[start:stop], batch, desc="train captions"),
         len(data.tokens), batch, run.world, run.device)
     return image_feats, text_feats
 
@@ -167,9 +173,9 @@ def val_split(run: Run) -> ValSplit:
     caption_ids, image_ids = person_ids(split, "val")  # the val split's ids, as best.pt's selection; never train's
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
-    image_feats = extract_image_features(run.model, [image.path for image in split.images], run.preprocessing,
-                                         batch, workers, run.device, run.dtype, desc="val images")
-    text_feats = extract_text_features(run.model, tokens, batch, run.device, run.dtype, desc="val captions")
+    image_feats = extract_image_features(run.loaded, [image.path for image in split.images], batch, workers,
+                                         progress="val images")
+    text_feats = extract_text_features(run.loaded, tokens, batch, desc="val captions")
     return ValSplit(PairFeatures(image_feats, text_feats, image_index), image_ids, caption_ids)
 
 
@@ -237,11 +243,10 @@ def epoch_objective(run: Run, record: EpochRecord) -> tuple[ItcObjective | CpclO
 def evaluate(run: Run, name: str) -> dict[str, float]:
     """The run's model on its `name` split ("val" / "test"), with the preprocessing its checkpoints record
     (re-ranked with eval.rerank)."""
-    split, tokens = run.data.evals[name]
+    split, _ = run.data.evals[name]
     section = run.cfg.eval
     rerank = section.rerank_options.config(run.cfg.cluster.config().search) if section.rerank else None
-    return evaluate_split(run.model, split, tokens, run.preprocessing, section.batch_size, run.cfg.data.workers,
-                          run.device, run.dtype, name=name, rerank=rerank)
+    return evaluate_split(run.loaded, split, section.batch_size, run.cfg.data.workers, name=name, rerank=rerank)
 
 
 def final_results(run: Run) -> dict:
@@ -249,7 +254,7 @@ def final_results(run: Run) -> dict:
     cfg, model, data, run_dir, progress = run.cfg, run.model, run.data, run.run_dir, run.progress
     results: dict = {"method": cfg.method, "epochs": progress.epoch,
                      "selected_on": "val" if "val" in data.evals else "last", "best_epoch": progress.best_epoch,
-                     "numerics": numerics(run.device, run.dtype)}
+                     "numerics": numerics(run.device, run.loaded.dtype)}
     if "test" in data.evals:
         last = evaluate(run, "test")
         best = last
@@ -290,8 +295,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, world: World, devic
     run_log.begin(progress.step)
     find_unused = cfg.method != "itc" and cfg.cpcl.itc_weight == 0  # the logit scale then idles in CPCL epochs
     encoder = wrap_model(PairEncoder(model, device, dtype), world, device, find_unused)
-    return Run(cfg, run_dir, world, device, dtype, preprocessing, data, model, optimizer, scaler, encoder, progress,
-               run_log)
+    return Run(cfg, run_dir, world, LoadedModel(model, device, dtype, preprocessing), data, optimizer, scaler, encoder,
+               progress, run_log)
 
 
 def train_epoch(run: Run, epoch: int) -> EpochRecord:
@@ -309,8 +314,8 @@ def train_epoch(run: Run, epoch: int) -> EpochRecord:
     def on_step(step: int, values: dict[str, float]) -> None:
         run.log.step(first_step + step, values)
 
-    record.trained(train_one_epoch(run.encoder, loader, run.optimizer, objective, epoch, cfg.optim, run.device,
-                                   world, run.scaler, on_step=on_step))
+    stepper = Stepper(run.encoder, run.optimizer, run.scaler, run.device, world)
+    record.trained(train_one_epoch(stepper, loader, objective, epoch, cfg.optim, on_step=on_step))
     record.times["time_train"] = time.perf_counter() - start
     run.progress.step += len(loader)
     if banks := objective.memory_banks():
@@ -328,7 +333,7 @@ def evaluate_epoch(run: Run, epoch: int, last_epoch: bool, record: EpochRecord) 
         record.times["time_eval"] = time.perf_counter() - start
         if val["R1"] > progress.best_r1:
             progress.best_r1, progress.best_epoch, progress.best_val = val["R1"], epoch, val
-            save_model(run.run_dir, "best.pt", run.model, run.preprocessing, {"epoch": epoch, "val": val})
+            save_model(run.run_dir, "best.pt", run.model, run.loaded.preprocessing, {"epoch": epoch, "val": val})
     elif "val" not in data.evals:
         progress.best_epoch = epoch
 
@@ -339,9 +344,9 @@ def finish_run(run: Run, epochs: int) -> dict:
     if run.world.is_main:
         model, progress = run.model, run.progress
         if epochs == 0:
-            save_model(run.run_dir, "last.pt", model, run.preprocessing, {"run": progress.to_dict()})
+            save_model(run.run_dir, "last.pt", model, run.loaded.preprocessing, {"run": progress.to_dict()})
         if "val" not in run.data.evals or progress.best_epoch is None:
-            save_model(run.run_dir, "best.pt", model, run.preprocessing, {"epoch": progress.best_epoch})
+            save_model(run.run_dir, "best.pt", model, run.loaded.preprocessing, {"epoch": progress.best_epoch})
         results = final_results(run)
         run.log.final(progress.step, results, to_dict(run.cfg), final_examples(run))
         write_card(run.run_dir)
@@ -354,10 +359,9 @@ def final_examples(run: Run) -> list[Example]:
     cfg = run.cfg
     if not (cfg.log.tensorboard and cfg.log.examples and "test" in run.data.evals):
         return []
-    split, tokens = run.data.evals["test"]
-    return retrieval_examples(run.model, split, tokens, spaced_queries(len(split.captions), cfg.log.examples),
-                              cfg.log.examples_k, run.preprocessing, cfg.eval.batch_size, cfg.data.workers, run.device,
-                              run.dtype)
+    split, _ = run.data.evals["test"]
+    return retrieval_examples(run.loaded, split, spaced_queries(len(split.captions), cfg.log.examples),
+                              cfg.log.examples_k, cfg.eval.batch_size, cfg.data.workers)
 
 
 def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: World | None = None) -> dict:
@@ -380,7 +384,7 @@ def run_training(cfg: TrainConfig, run_dir: Path, resume: bool = False, world: W
                 evaluate_epoch(run, epoch, epoch + 1 == epochs, record)
                 append_record(run.run_dir, record)
                 run_log.epoch(run.progress.step, record)
-                save_last(run.run_dir, run.model, run.preprocessing, run.optimizer, run.progress, run.scaler)
+                save_last(run.run_dir, run.model, run.loaded.preprocessing, run.optimizer, run.progress, run.scaler)
             shown = {**record.losses, **record.val}
             log.info("epoch %d: %s", epoch + 1, ", ".join(f"{k}={v:.4g}" for k, v in shown.items()
                                                           if k.endswith(("loss", "R1"))))

@@ -6,14 +6,10 @@ import torch
 
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.data.records import SplitData
-from cpcl.data.tokenizer import default_tokenizer
-from cpcl.data.transforms import ImageTransformConfig
 from cpcl.evaluation.features import extract_image_features, extract_text_features
 from cpcl.evaluation.metrics import retrieval_metrics
-from cpcl.model.clip import CLIP
 from cpcl.model.inference import LoadedModel
 from cpcl.utils.errors import DataError
-from cpcl.utils.preprocessing import Preprocessing
 
 
 def person_ids(split: SplitData, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,25 +24,14 @@ def person_ids(split: SplitData, name: str) -> tuple[torch.Tensor, torch.Tensor]
     return query_ids, gallery_ids
 
 
-def evaluate_split(
-    model: CLIP, split: SplitData, tokens: torch.Tensor, transform: ImageTransformConfig | Preprocessing,
-    batch_size: int, workers: int, device: torch.device, dtype: torch.dtype | None, name: str = "test",
-    rerank: RerankConfig | None = None,
-) -> dict[str, float]:
-    """R1/R5/R10/mAP/mINP (%) of text-to-image retrieval on `split`; tokens: [num captions, L]; with
-    `rerank`, the gallery ranked by the k-reciprocal re-ranked distance (docs/method.md, Evaluation)."""
+def evaluate_split(loaded: LoadedModel, split: SplitData, batch_size: int, workers: int = 0, name: str = "test",
+                   rerank: RerankConfig | None = None) -> dict[str, float]:
+    """R1/R5/R10/mAP/mINP (%) of text-to-image retrieval on `split`: its captions tokenized at the model's
+    context length, its images through the model's preprocessing; with `rerank`, the gallery ranked by the
+    k-reciprocal re-ranked distance (docs/method.md, Evaluation)."""
     query_ids, gallery_ids = person_ids(split, name)
-    paths = [image.path for image in split.images]
-    image_feats = extract_image_features(model, paths, transform, batch_size, workers, device, dtype,
-                                         desc=f"{name} images")
-    text_feats = extract_text_features(model, tokens, batch_size, device, dtype, desc=f"{name} captions")
+    image_feats = extract_image_features(loaded, [image.path for image in split.images], batch_size, workers,
+                                         progress=f"{name} images")
+    tokens = loaded.tokenize([caption.text for caption in split.captions])
+    text_feats = extract_text_features(loaded, tokens, batch_size, desc=f"{name} captions")
     return retrieval_metrics(text_feats, image_feats, query_ids, gallery_ids, rerank=rerank)
-
-
-def evaluate_loaded(loaded: LoadedModel, split: SplitData, batch_size: int, workers: int, name: str = "test",
-                    rerank: RerankConfig | None = None) -> dict[str, float]:
-    """`evaluate_split` for a checkpoint loaded for inference: its captions tokenized at the model's context
-    length, its images through the preprocessing the checkpoint records."""
-    tokens = default_tokenizer().tokenize([c.text for c in split.captions], loaded.model.config.text.context_length)
-    return evaluate_split(loaded.model, split, tokens, loaded.preprocessing, batch_size, workers, loaded.device,
-                          loaded.dtype, name=name, rerank=rerank)

@@ -18,11 +18,10 @@ import torch
 from PIL import Image
 
 from cpcl.data.records import SplitData
-from cpcl.data.transforms import ImageTransformConfig, load_rgb
+from cpcl.data.transforms import load_rgb
 from cpcl.evaluation.evaluate import person_ids
 from cpcl.evaluation.features import extract_image_features, extract_text_features
-from cpcl.model.clip import CLIP
-from cpcl.utils.preprocessing import Preprocessing
+from cpcl.model.inference import LoadedModel
 
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b")
@@ -60,16 +59,14 @@ class Example:
 
 
 @torch.no_grad()
-def retrieval_examples(
-    model: CLIP, split: SplitData, tokens: torch.Tensor, queries: list[int], k: int,
-    transform: ImageTransformConfig | Preprocessing, batch_size: int, workers: int, device: torch.device,
-    dtype: torch.dtype | None,
-) -> list[Example]:
+def retrieval_examples(loaded: LoadedModel, split: SplitData, queries: list[int], k: int, batch_size: int,
+                       workers: int = 0) -> list[Example]:
     """Top-k text-to-image results of the captions `queries` (indices into split.captions)."""
     query_ids, gallery_ids = person_ids(split, "report")
     paths = [image.path for image in split.images]
-    gallery = extract_image_features(model, paths, transform, batch_size, workers, device, dtype, desc="report gallery")
-    texts = extract_text_features(model, tokens[queries], batch_size, device, dtype, desc="report queries")
+    gallery = extract_image_features(loaded, paths, batch_size, workers, progress="report gallery")
+    tokens = loaded.tokenize([split.captions[q].text for q in queries])
+    texts = extract_text_features(loaded, tokens, batch_size, desc="report queries")
     scores, order = (texts @ gallery.T).topk(min(k, len(paths)), dim=1)
     return [Example(split.captions[q].text,
                     [(paths[g], float(s), bool(gallery_ids[g] == query_ids[q])) for s, g in zip(row_s, row_g)])
@@ -208,15 +205,26 @@ figure.hit{border-color:#2ca02c}figure.miss{border-color:#d62728}.example{margin
 .query{font-style:italic;margin:4px 0}.lead li{font-size:1.15em;margin:4px 0}"""
 
 
-def render_report(title: str, intro: str, headline: list[str], runs: list[RunSummary], examples: list[Example],
-                  examples_from: str, notes: list[str]) -> str:
-    """The whole page as one HTML string (images embedded, no external files); `headline` lines
+@dataclass(frozen=True)
+class PageText:
+    """The words of a report page around its tables, curves and examples."""
+
+    title: str
+    intro: str  # the paragraph under the headline
+    headline: list[str]  # the lines that lead the page
+    examples_from: str  # which checkpoint the retrieval examples come from
+    notes: list[str]  # the closing "Run" list
+
+
+def render_report(text: PageText, runs: list[RunSummary], examples: list[Example]) -> str:
+    """The whole page as one HTML string (images embedded, no external files); `text.headline` lines
     lead it."""
-    notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
-    lead = "".join(f"<li>{html.escape(line)}</li>" for line in headline)
+    title, examples_from = text.title, text.examples_from
+    notes_html = "".join(f"<li>{html.escape(note)}</li>" for note in text.notes)
+    lead = "".join(f"<li>{html.escape(line)}</li>" for line in text.headline)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1><ul class='lead'>{lead}</ul>"
-            f"<p>{html.escape(intro)}</p><h2>Text-to-image retrieval on the test split (%)</h2>{metrics_table(runs)}"
+            f"<p>{html.escape(text.intro)}</p><h2>Text-to-image retrieval on the test split (%)</h2>{metrics_table(runs)}"
             f"<p>Checkpoints selected on the val split; the numbers of the last epoch are in each run's "
             f"results.json.</p><h2>Training</h2><div>{training_curves(runs)}</div>"
             f"<h2>Retrieval examples ({html.escape(examples_from)})</h2>{examples_html(examples)}"

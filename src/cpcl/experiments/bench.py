@@ -217,7 +217,7 @@ def run_quality(preset_name: str, seeds: int, out: Path, methods: list[str], abl
     writes out/results.json and out/table.md, returns the results dict. `jobs` > 1 trains that
     many runs at once, in worker processes sharing the CPU threads (see `_run_parallel`). `ids`, `synth`
     and `train` replace the preset's split sizes, add SynthConfig fields and add overrides of every run
-    (`bench_preset`)."""
+    (`bench_preset`). Takes 10 parameters because they are `cpcl bench quality`'s options."""
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ConfigError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}")

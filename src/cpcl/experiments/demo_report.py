@@ -7,12 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from cpcl.data.readers import load_dataset
-from cpcl.data.tokenizer import default_tokenizer
 from cpcl.data.readers import load_json
 from cpcl.engine.config import load_run_config
 from cpcl.engine.rundir import METRICS as METRICS_FILE
 from cpcl.engine.rundir import read_epoch_records
-from cpcl.evaluation.report import METRICS, Example, RunSummary, render_report, retrieval_examples, spaced_queries
+from cpcl.evaluation.report import (METRICS, Example, PageText, RunSummary, render_report, retrieval_examples,
+                                    spaced_queries)
 from cpcl.experiments.plans import DemoPlan
 from cpcl.model.inference import load_for_inference
 from cpcl.utils.errors import RunDirError
@@ -57,14 +57,12 @@ def run_examples(run_dir: Path, count: int = EXAMPLES, k: int = TOP_K) -> list[E
     """`count` queries of the test split a run evaluated on (its config's data) with the top `k` of its best.pt."""
     cfg = load_run_config(run_dir / "config.yaml")
     loaded = load_for_inference(run_dir / "best.pt", cfg.device, cfg.precision)
-    model = loaded.model
     test = load_dataset(cfg.eval.dataset or cfg.data.dataset, Path(cfg.eval.root or cfg.data.root),
                         allow_outside_root=cfg.data.allow_outside_root).splits["test"]
     if not test.captions:
         return []
-    tokens = default_tokenizer().tokenize([c.text for c in test.captions], model.config.text.context_length)
-    return retrieval_examples(model, test, tokens, spaced_queries(len(test.captions), count), k, loaded.preprocessing,
-                              cfg.eval.batch_size, cfg.data.workers, loaded.device, loaded.dtype)
+    return retrieval_examples(loaded, test, spaced_queries(len(test.captions), count), k, cfg.eval.batch_size,
+                              cfg.data.workers)
 
 
 def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | None]],
@@ -85,8 +83,9 @@ def write_report(plan: DemoPlan, out: Path, runs: dict[str, tuple[Path, float | 
              f"upper bound, and the one run that reads ids).")
     notes = [f"{name}: {value:.0f} s" for name, value in seconds.items()]
     notes.append(f"run folders: {', '.join(str(path) for path, _ in runs.values())}")
-    page = render_report("cpcl demo: CPCL on SynthPedes", intro, headline(summaries), list(summaries.values()),
-                         examples, f"CPCL, val-selected checkpoint, top {TOP_K}", notes)
+    text = PageText("cpcl demo: CPCL on SynthPedes", intro, headline(summaries),
+                    f"CPCL, val-selected checkpoint, top {TOP_K}", notes)
+    page = render_report(text, list(summaries.values()), examples)
     (out / "report.html").write_text(page, encoding="utf-8")
     for summary in summaries.values():
         best = summary.results["test"]["best"]
@@ -109,8 +108,8 @@ def write_run_report(run_dir: Path, out: Path | None = None) -> Path:
                 f"epoch {summary.results.get('best_epoch')} counted from 0)."]
     intro = (f"Method {cfg.method} on {cfg.data.dataset} data at {cfg.data.root}, {summary.results.get('epochs', 0)} "
              f"epochs from {cfg.model.init} at {cfg.model.image_size[0]}x{cfg.model.image_size[1]}.")
-    page = render_report(f"cpcl run: {run_dir.name}", intro, lead, [summary], run_examples(run_dir),
-                         f"best.pt, top {TOP_K}", [f"run folder: {run_dir}"])
+    text = PageText(f"cpcl run: {run_dir.name}", intro, lead, f"best.pt, top {TOP_K}", [f"run folder: {run_dir}"])
+    page = render_report(text, [summary], run_examples(run_dir))
     out = out or run_dir / "report.html"
     out.write_text(page, encoding="utf-8")
     return out

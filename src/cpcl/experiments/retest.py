@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cpcl.data.readers import load_dataset, load_json
-from cpcl.evaluation.evaluate import evaluate_loaded
+from cpcl.evaluation.evaluate import evaluate_split
 from cpcl.experiments.bench import METHODS, BenchRun, stamped_preset
 from cpcl.experiments.common import has_data
 from cpcl.experiments.quality_table import quality_table
@@ -53,7 +53,7 @@ def _evaluate(checkpoint: Path, data, batch_size: int, workers: int, device: str
               ) -> tuple[dict, dict]:
     """Val and test metrics of `checkpoint` on the re-test data."""
     loaded = load_for_inference(checkpoint, device, precision)
-    val, test = (evaluate_loaded(loaded, data.splits[split], batch_size, workers, name=split) for split in ("val", "test"))
+    val, test = (evaluate_split(loaded, data.splits[split], batch_size, workers, name=split) for split in ("val", "test"))
     return val, test
 
 
@@ -61,7 +61,8 @@ def retest(bench_dir: Path, ids_val: int, ids_test: int, batch_size: int = 256, 
            device: str = "auto", precision: str = "auto",
            on_run: Callable[[str, int, dict], None] | None = None) -> dict:
     """Evaluate every finished run of the benchmark in `bench_dir` on `ids_val` val and `ids_test` test
-    people (see the module docstring); writes bench_dir/retest_VxT/ and returns its results dict."""
+    people (see the module docstring); writes bench_dir/retest_VxT/ and returns its results dict. Takes 8
+    parameters because it is `cpcl bench retest`'s options as the command gives them, and the progress callback."""
     preset_name, preset = stamped_preset(bench_dir)
     if ids_val < 1 or ids_test < 1:
         raise ConfigError(f"--ids-val and --ids-test must be >= 1, got {ids_val} and {ids_test}")

@@ -160,7 +160,9 @@ def build_index(encoder: Encoder, images: Path, out: Path, metadata: Path | None
                 batch_size: int, workers: int) -> SyncReport:
     """Index every image below `images` into the new directory `out`, or continue an interrupted build there.
 
-    Continuing needs the same gallery, checkpoint and settings; anything else is refused.
+    Continuing needs the same gallery, checkpoint and settings; anything else is refused. Takes 7 parameters
+    because it is `cpcl index build`'s input as the command gives it: the model, the gallery (`images`, its
+    `metadata` sidecar), the index (`out`, its `config`) and how images are read (`batch_size`, `workers`).
     """
     root = images.expanduser().resolve()
     if not root.is_dir():

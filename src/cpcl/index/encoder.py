@@ -19,37 +19,28 @@ import torch
 from PIL import Image
 
 from cpcl.data.check import find_bad_images
-from cpcl.data.tokenizer import default_tokenizer
-from cpcl.data.transforms import eval_transform
-from cpcl.evaluation.features import extract_image_features
+from cpcl.evaluation.features import extract_image_features, pil_image_features
 from cpcl.index.store import Manifest
-from cpcl.utils.files import sha256_of
-from cpcl.model.clip import CLIP
-from cpcl.model.inference import embed_images, embed_texts, load_for_inference
+from cpcl.model.inference import LoadedModel, load_for_inference
 from cpcl.model.shipped import resolve_checkpoint
 from cpcl.utils.errors import SearchIndexError
-from cpcl.utils.preprocessing import Preprocessing
+from cpcl.utils.files import sha256_of
 from cpcl.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 
 
 class Encoder:
-    """A loaded CLIP with its preprocessing: images and texts in, L2-normalised [N, D] float32 out.
+    """A checkpoint's `LoadedModel` and the file's identity: images and texts in, L2-normalised [N, D] float32 out.
 
     Safe to call from several threads: model calls are serialised by a lock (on a CPU they
     would only compete for the same cores).
     """
 
-    def __init__(self, model: CLIP, checkpoint: Path, sha256: str, device: torch.device,
-                 dtype: torch.dtype | None, transform: Preprocessing):
-        self.model = model.eval()
+    def __init__(self, loaded: LoadedModel, checkpoint: Path, sha256: str):
+        self.loaded = loaded  # the model with its device, dtype, preprocessing (the checkpoint's) and tokenizer
         self.checkpoint = checkpoint
-        self.sha256 = sha256
-        self.device = device
-        self.dtype = dtype
-        self.transform = transform  # the checkpoint's, at the model's input size
-        self._tokenizer = default_tokenizer()
+        self.sha256 = sha256  # of `checkpoint`, as the manifest records it
         self._lock = threading.Lock()
 
     @classmethod
@@ -63,8 +54,7 @@ class Encoder:
     def _read(cls, path: Path, sha256: str, image_size: tuple[int, int] | None, device: str,
               precision: str) -> Encoder:
         """The model in the checkpoint file `path` (resolved already, its bytes hashing to `sha256`)."""
-        loaded = load_for_inference(path, device, precision, image_size)
-        return cls(loaded.model, path, sha256, loaded.device, loaded.dtype, loaded.preprocessing)
+        return cls(load_for_inference(path, device, precision, image_size), path, sha256)
 
     @classmethod
     def for_index(cls, manifest: Manifest, index: Path, checkpoint: str | Path | None = None, device: str = "auto",
@@ -86,15 +76,15 @@ class Encoder:
 
     @property
     def dim(self) -> int:
-        return self.model.config.embed_dim
+        return self.loaded.dim
 
     def preprocessing(self) -> dict[str, Any]:
         """What the manifest records about preprocessing (compared on every load): the checkpoint's."""
-        return self.transform.to_dict()
+        return self.loaded.preprocessing.to_dict()
 
     def model_config(self) -> dict[str, Any]:
         """asdict(ClipConfig) as JSON would give it back (tuples as lists)."""
-        return json.loads(json.dumps(asdict(self.model.config)))
+        return json.loads(json.dumps(asdict(self.loaded.model.config)))
 
     def check(self, manifest: Manifest, index: Path) -> None:
         """Refuse (SearchIndexError) a model that is not the one `manifest` was built with."""
@@ -120,8 +110,8 @@ class Encoder:
         if not good:
             return np.empty((0, self.dim), dtype=np.float32), bad
         with self._lock:
-            feats = extract_image_features(self.model, good, self.transform, batch_size, workers, self.device,
-                                           self.dtype, progress=progress)
+            feats = extract_image_features(self.loaded, good, batch_size, workers,
+                                           progress=progress if progress is not None else "image features")
         if progress is not None:
             progress.update(len(bad))
         return feats.numpy(), bad
@@ -129,17 +119,15 @@ class Encoder:
     @torch.no_grad()
     def pil_images(self, images: list[Image.Image]) -> np.ndarray:
         """RGB PIL images -> [Q, D] (query by example)."""
-        size = self.model.config.image.image_size
-        pixels = torch.stack([eval_transform(image.convert("RGB"), size, self.transform) for image in images])
         with self._lock:
-            return embed_images(self.model, pixels, self.device, self.dtype).cpu().numpy()
+            return pil_image_features(self.loaded, images, max(1, len(images))).numpy()
 
     @torch.no_grad()
     def texts(self, texts: list[str]) -> np.ndarray:
         """Sentences -> [Q, D] (longer ones are cut at the model's context length, as in training)."""
-        tokens = self._tokenizer.tokenize(texts, self.model.config.text.context_length)
+        tokens = self.loaded.tokenize(texts)
         with self._lock:
-            return embed_texts(self.model, tokens, self.device, self.dtype).cpu().numpy()
+            return self.loaded.embed_texts(tokens).cpu().numpy()
 
 
 def _check_sha256(sha256: str, checkpoint: Path, manifest: Manifest, index: Path) -> None:

@@ -104,17 +104,30 @@ def _write_crop(folder: Path, source: str, index: int, k: int, image) -> str:
     return str(path)
 
 
-def _scan(store: IndexStore, encoder: Encoder, detector: Detector, source: str, state: SourceState, reader: Any,
-          options: FootageOptions, batch_size: int, report: SyncReport, bar: Progress, done: int) -> None:
+@dataclass(frozen=True)
+class _Scanning:
+    """What one `sync_footage` shares between the sources it scans."""
+
+    store: IndexStore  # the index the shards go to
+    encoder: Encoder  # embeds the crops
+    detector: Detector  # finds the people in a frame
+    options: FootageOptions  # the command's footage options
+    batch_size: int  # crops embedded at a time
+    report: SyncReport  # counts and problems, added to source by source
+    bar: Progress  # frames scanned
+
+
+def _scan(scanning: _Scanning, source: str, state: SourceState, reader: Any, done: int) -> None:
     """Detect and embed `source` from `state.next_frame` on, a shard at a time, leaving out the first `done`
     detections of that frame (the shards hold them; see the module docstring)."""
+    store, detector, report = scanning.store, scanning.detector, scanning.report
     shard_size = store.manifest.config.shard_size
     crops: list = []
     records: list[dict[str, Any]] = []
 
     def commit(next_frame: int, complete: bool) -> None:
         if records:
-            store.append_shard(_embed(encoder, crops, batch_size), records)
+            store.append_shard(_embed(scanning.encoder, crops, scanning.batch_size), records)
             report.added += len(records)
         state.next_frame, state.complete = next_frame, complete
         store.manifest.sources[source] = state.to_dict()
@@ -139,14 +152,14 @@ def _scan(store: IndexStore, encoder: Encoder, detector: Detector, source: str, 
                 image = crop(frame, found[k].box)
                 if state.kind == "frames":
                     record["file"] = reader.file(index)
-                if options.crops is not None:
-                    record["crop"] = _write_crop(options.crops, source, index, k, image)
+                if scanning.options.crops is not None:
+                    record["crop"] = _write_crop(scanning.options.crops, source, index, k, image)
                 crops.append(image)
                 records.append(record)
                 if len(records) >= shard_size:
                     commit(index, False)  # inside frame `index`: a build continued here leaves out its first k + 1
             next_frame = index + 1
-            bar.update(1)
+            scanning.bar.update(1)
     except DataError:  # the video broke: what was read is kept, and the source stays open for a later run
         commit(next_frame, False)
         raise
@@ -205,6 +218,7 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
     detector = make_detector(options.detector, options.threshold, options.nms_iou, options.max_detections)
     report, size = SyncReport(frames=0), None
     with Progress(None, "detecting and embedding", "frame") as bar:
+        scanning = _Scanning(store, encoder, detector, options, batch_size, report, bar)
         for source, _ in sources:
             saved = SourceState.from_dict(manifest.sources[source], f"{store.directory}: source {source}") \
                 if source in manifest.sources else None
@@ -226,7 +240,7 @@ def sync_footage(store: IndexStore, encoder: Encoder, options: FootageOptions, b
                     continue
                 if state.next_frame:
                     log.info("%s: continuing from frame %d", source, state.next_frame)
-                _scan(store, encoder, detector, source, state, reader, options, batch_size, report, bar, done)
+                _scan(scanning, source, state, reader, done)
             except DataError as err:
                 report.failed[source] = str(err)
             finally:

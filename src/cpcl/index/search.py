@@ -93,7 +93,11 @@ class Searcher:
     def __init__(self, directory: Path, manifest: Manifest, embeddings: np.ndarray | None,
                  records: list[dict[str, Any]], backend: Backend, encoder: Encoder | None = None,
                  rerank: RerankConfig | None = None):
-        """embeddings: [N, D], or None where `backend` holds them (Milvus: read back on first use, `embeddings`)."""
+        """embeddings: [N, D], or None where `backend` holds them (Milvus: read back on first use, `embeddings`).
+
+        Takes 7 parameters because an opened index is these parts, read apart by `open` (and by tests that build
+        one in memory): folder, manifest, vectors, records, backend, the query model and the re-ranking.
+        """
         self.directory = directory
         self._embeddings = embeddings
         self._embeddings_lock = threading.Lock()

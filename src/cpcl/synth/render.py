@@ -36,7 +36,9 @@ def paint_person(ident: Identity, scene: Scene, size: tuple[int, int], cx: float
 
 def person_layer(ident: Identity, scene: Scene, size: tuple[int, int], cx: float, feet_y: float, person_h: float,
                  rng: np.random.Generator) -> Image.Image:
-    """`paint_person` lit from above (see `_light`): the RGBA layer of one person, ready to paste."""
+    """`paint_person` lit from above (see `_light`): the RGBA layer of one person, ready to paste. Takes 7
+    parameters because it is `paint_person`'s six (who, the scene, the canvas size, where the person stands and
+    how tall) and the generator of the lighting's jitter."""
     return _light(paint_person(ident, scene, size, cx, feet_y, person_h), cx, feet_y - person_h, person_h, rng)
 
 

@@ -154,8 +154,8 @@ def _add_search_routes(app: FastAPI, searcher: Searcher, config: WebConfig) -> N
                      time_to: str | None = Form(None, max_length=MAX_FIELD_CHARS),
                      sources: list[str] = Form([], max_length=MAX_FILTER_VALUES),
                      rerank: bool | None = Form(None, description="order by k-reciprocal re-ranking")) -> dict:
-        """The fields of /api/search, as a multipart form with the image (eight parameters: FastAPI reads and
-        bounds one form field each)."""
+        """The fields of /api/search, as a multipart form with the image. Takes 8 parameters because FastAPI
+        reads and bounds one form field each."""
         k = k or config.default_k
         filters = _filters(cameras, time_from, time_to, sources)
         picture = decoder.decode(image)

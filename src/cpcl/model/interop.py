@@ -17,9 +17,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from cpcl.data.tokenizer import EOT_TEXT, default_tokenizer
+from cpcl.model.inference import LoadedModel
+from cpcl.model.tokenizer import EOT_TEXT
 from cpcl.utils.optional import require
-from cpcl.utils.preprocessing import Preprocessing
 
 TOKENIZER_FILE = "tokenizer.json"  # the tokenizers-format file, in both exports
 PREPROCESSING_FILE = "preprocessing.json"  # the ONNX export's description of its inputs
@@ -27,23 +27,25 @@ PIL_FILTERS = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3}  # PIL's
 PAD_ID = 0  # cpcl pads token rows with zeros (any id at or below EOT's gives the same features)
 
 
-def hf_tokenizer(context_length: int) -> Any:
-    """transformers' `CLIPTokenizer` with cpcl's vocabulary and merges, `context_length` tokens at most."""
+def hf_tokenizer(loaded: LoadedModel) -> Any:
+    """transformers' `CLIPTokenizer` with the model's vocabulary and merges, its context length at most."""
     transformers = require("transformers", "transformers", "writing the tokenizer files of an export", "export")
-    vocab, merges = default_tokenizer().tables()
-    return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context_length)
+    vocab, merges = loaded.tokenizer.tables()
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=loaded.context_length)
 
 
-def write_hf_preprocessing(directory: Path, context_length: int, preprocessing: Preprocessing) -> list[Path]:
-    """The tokenizer and image-processor files of a Hugging Face CLIP folder; returns the files written."""
+def write_hf_preprocessing(directory: Path, loaded: LoadedModel) -> list[Path]:
+    """The tokenizer and image-processor files of a Hugging Face CLIP folder for `loaded` (its tokenizer at its
+    context length, its preprocessing); returns the files written."""
     transformers = require("transformers", "transformers", "writing the processor files of an export", "export")
+    preprocessing = loaded.preprocessing
     height, width = preprocessing.image_size
     size = {"height": height, "width": width}
     logging.getLogger("transformers").setLevel(logging.ERROR)  # its note that torchvision is not installed
     images = transformers.CLIPImageProcessor(size=size, crop_size=size, do_center_crop=False,
                                              resample=PIL_FILTERS[preprocessing.resize],
                                              image_mean=list(preprocessing.mean), image_std=list(preprocessing.std))
-    processor = transformers.CLIPProcessor(image_processor=images, tokenizer=hf_tokenizer(context_length))
+    processor = transformers.CLIPProcessor(image_processor=images, tokenizer=hf_tokenizer(loaded))
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as staging:  # to know exactly which files transformers wrote
         processor.save_pretrained(staging)
@@ -51,12 +53,12 @@ def write_hf_preprocessing(directory: Path, context_length: int, preprocessing: 
         return [path.replace(directory / path.name) for path in sorted(Path(staging).iterdir())]
 
 
-def write_onnx_preprocessing(directory: Path, context_length: int, embed_dim: int,
-                             preprocessing: Preprocessing, inputs: dict[str, str], output: str) -> list[Path]:
-    """tokenizer.json (padded and truncated to `context_length`) and preprocessing.json for the ONNX towers, whose
-    graph inputs are `inputs` ({"image": name, "text": name}) and output `output`."""
-    cpcl_tokenizer = default_tokenizer()
-    tokenizer = hf_tokenizer(context_length).backend_tokenizer
+def write_onnx_preprocessing(directory: Path, loaded: LoadedModel, inputs: dict[str, str], output: str) -> list[Path]:
+    """tokenizer.json (padded and truncated to the model's context length) and preprocessing.json (its
+    preprocessing) for the ONNX towers of `loaded`, whose graph inputs are `inputs` ({"image": name, "text": name})
+    and output `output`."""
+    cpcl_tokenizer, context_length, preprocessing = loaded.tokenizer, loaded.context_length, loaded.preprocessing
+    tokenizer = hf_tokenizer(loaded).backend_tokenizer
     tokenizer.enable_truncation(max_length=context_length)
     tokenizer.enable_padding(length=context_length, pad_id=PAD_ID, pad_token=cpcl_tokenizer.decode([PAD_ID]).strip())
     tokenizer.save(str(directory / TOKENIZER_FILE))
@@ -72,7 +74,7 @@ def write_onnx_preprocessing(directory: Path, context_length: int, embed_dim: in
                  "end_token": EOT_TEXT, "pad_id": PAD_ID,
                  "steps": "tokenizer.json gives the ids (start, text, end, padding; a longer text cut with the end "
                           "id last); feed them as they are"},
-        "output": {"name": output, "dtype": "float32", "dim": embed_dim, "l2_normalised": True,
+        "output": {"name": output, "dtype": "float32", "dim": loaded.dim, "l2_normalised": True,
                    "similarity": "dot product of a text's and an image's embeddings (their cosine)"},
     }
     (directory / PREPROCESSING_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
