@@ -1,5 +1,5 @@
 """benchmarks/gpu_check.py at its tiny sizes on the CPU: every section runs and reports, and the
-rows that need CUDA say so (the real check runs on a lent GPU: README, Cost)."""
+rows that need CUDA say so (the real check runs on a lent GPU: docs/contributing.md, The GPU check)."""
 
 from __future__ import annotations
 

@@ -34,8 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     quality.add_argument("--methods", nargs="+", metavar="NAME",
                          help="a subset of the methods (default: all; an unknown name lists the valid ones)")
     quality.add_argument("--jobs", type=int, default=1, metavar="J",
-                         help="train J runs at once, each in its own process with cores / J threads (README: "
-                              "what 2 on 2 cores gains)")
+                         help="train J runs at once, each in its own process with cores / J threads (docs/training.md, "
+                              "The quality benchmark: what 2 on 2 cores gains)")
     quality.add_argument("--ids", type=int, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
                          help="identities per split, in place of the preset's (a larger val and test split tell "
                               "methods apart; `bench retest` re-tests on larger ones without training)")

@@ -1,4 +1,4 @@
-"""Choosing the clustering hyperparameters from reference labels (docs: README, Clustering).
+"""Choosing the clustering hyperparameters from reference labels (docs/training.md, Clustering).
 
 CUHK-PEDES has about 3 images a person, ICFG-PEDES 11, RSTPReid 5: a k1 / eps / min_samples
 that finds people in one chains or shatters them in another. `select_clustering` tries a grid

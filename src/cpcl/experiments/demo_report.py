@@ -45,10 +45,10 @@ def headline(summaries: dict[str, RunSummary]) -> list[str]:
         lines.append(f"Fine-tuning over the start: {gain:+.2f} R1 ({best}, the best of the three, against zero-shot "
                      f"{r1['zero-shot']:.2f})" + ("." if gain > 2 else
                      "; a start this strong leaves this data little to learn, so the comparisons above are "
-                     "within noise (README, Benchmarks, says what the benchmark shows over seeds)."))
+                     "within noise (docs/experiments.md says what the benchmark shows over seeds)."))
     lines.append("This is one seed. From one seed to the next, each method's test R1 moves by about a point or "
                  "two on data this size, so a difference of that size is noise, not evidence. The benchmark "
-                 "(`cpcl bench quality --preset shifted`, in README) trains every method over several seeds "
+                 "(`cpcl bench quality --preset shifted`, docs/training.md) trains every method over several seeds "
                  "and reports the paired CPCL - ITC difference with its 95% interval.")
     return lines
 

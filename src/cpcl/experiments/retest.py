@@ -1,6 +1,6 @@
 """Re-testing a finished quality benchmark on larger held-out splits, without training again.
 
-A benchmark's 100 test people make R1 gaps of two points split noise (README, Benchmarks). SynthPedes
+A benchmark's 100 test people make R1 gaps of two points split noise (docs/experiments.md). SynthPedes
 draws a split's first N people independently of how many are asked for and of the other splits'
 sizes, so the benchmark's data generated again with more val and test people keeps its train split,
 byte for byte, and its val and test people as the first of each split. Every finished run's

@@ -18,7 +18,7 @@ class DatasetShape:
     captions_per_image: int  # captions written per image
 
 
-# Train-split statistics of the real datasets (README, SynthPedes; their published sizes): CUHK-PEDES
+# Train-split statistics of the real datasets (docs/data.md, SynthPedes; their published sizes): CUHK-PEDES
 # 34,054 images of 11,003 ids (3.1 a person), 2 captions each; ICFG-PEDES 34,674 of 3,102 (11.2),
 # 1 caption each; RSTPReid 18,505 of 3,701 (5 each), 2 captions each.
 SHAPES = {

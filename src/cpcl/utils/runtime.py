@@ -67,7 +67,7 @@ def seed_everything(seed: int) -> None:
 def numerics(device: torch.device, dtype: torch.dtype | None) -> dict[str, Any]:
     """What a run's floating-point results depend on beyond its config and seed: the torch build, the
     kernels it picks (the CPU's instruction sets, or the GPU), its intra-op threads and the autocast dtype.
-    Runs that agree on all of these and on config and seed agree bit for bit (README, Training and evaluation)."""
+    Runs that agree on all of these and on config and seed agree bit for bit (docs/training.md, What a run writes)."""
     out: dict[str, Any] = {"torch": torch.__version__, "device": str(device),
                            "precision": {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype],
                            "threads": torch.get_num_threads()}
