@@ -229,3 +229,16 @@ def test_a_run_saved_before_the_trim_still_loads(tmp_path):
     assert load_run_config(flat).eval.rerank_options.k1 == 20
     with pytest.raises(ConfigError, match="unknown config field|was retired"):
         load_config(TrainConfig, saved)  # a config a user gives is read as it is written
+
+
+def test_every_shipped_training_config_loads():
+    """The config trim keeps each shipped config valid (issue 33): a retired key in one would fail here."""
+    import cpcl.configs
+    from cpcl.engine.config import TrainConfig
+    from cpcl.engine.pseudo_labels.registry import LABEL_STRATEGIES
+
+    shipped = sorted(Path(cpcl.configs.__file__).parent.glob("*.yaml"))
+    assert {path.stem for path in shipped} >= {"paper", "synthpedes", "cpcl_plus", "cuhk_pedes"}
+    for path in shipped:
+        cfg = load_config(TrainConfig, path)
+        assert cfg.labels.mode in LABEL_STRATEGIES, path
