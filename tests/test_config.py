@@ -231,6 +231,26 @@ def test_a_run_saved_before_the_trim_still_loads(tmp_path):
         load_config(TrainConfig, saved)  # a config a user gives is read as it is written
 
 
+def test_a_run_saved_before_auto_knn_still_loads(tmp_path):
+    """config_before_issue31_flat_knn.yaml: a run's config.yaml as the observed benchmark saved it (CPCL, seed 0),
+    when knn_backend defaulted to flat and re-ranking had its own search section: both sections hold an exact
+    engine, whose other options change only speed, so it loads as the run trained; an approximate engine with
+    other settings than today's defaults cannot be reproduced, and is refused in one line."""
+    from cpcl.engine.config import load_run_config
+
+    saved = FIXTURES / "config_before_issue31_flat_knn.yaml"
+    cfg = load_run_config(saved)
+    assert (cfg.cluster.knn_backend, cfg.cluster.k1, cfg.eval.rerank_options.k1) == ("flat", 10, 20)
+    assert cfg.cluster.config().search.knn_block == 4096  # the rest: today's library defaults
+    text = saved.read_text()
+    head, _, cluster = text.partition("\ncluster:\n")
+    hnsw = tmp_path / "hnsw.yaml"
+    hnsw.write_text(head + "\ncluster:\n" + cluster.replace("knn_backend: flat", "knn_backend: hnsw", 1)
+                    .replace("hnsw_m: 32", "hnsw_m: 8", 1))
+    with pytest.raises(ConfigError, match="cluster.search"):
+        load_run_config(hnsw)
+
+
 def test_every_shipped_training_config_loads():
     """The config trim keeps each shipped config valid (issue 33): a retired key in one would fail here."""
     import cpcl.configs

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from cpcl.clustering import ClusterConfig, JaccardOptions
+from cpcl.clustering.knn import AUTO, EXACT_BACKENDS
 from cpcl.clustering.rerank import RerankConfig
 from cpcl.clustering.select import SelectionGrid
 from cpcl.data.transforms import ImageTransformConfig
@@ -241,10 +242,14 @@ KNN_PLACE = ("knn_backend", "knn_device")  # the kNN engine options a training c
 
 
 def _default_search(search: Any, kept: tuple[str, ...] = ()) -> bool:
-    """Whether a saved `search` section holds the library's JaccardOptions defaults (`kept` aside)."""
+    """Whether a saved `search` section changes nothing but speed: an exact kNN backend (then no option changes
+    the result beyond float rounding: JaccardOptions), or the library's JaccardOptions defaults (`kept` aside)."""
+    if not isinstance(search, dict):
+        return False
+    if search.get("knn_backend", JaccardOptions.knn_backend) in (AUTO, *EXACT_BACKENDS):
+        return True
     defaults = to_dict(JaccardOptions())
-    return isinstance(search, dict) and all(search.get(key, value) == value for key, value in defaults.items()
-                                            if key not in kept)
+    return all(search.get(key, value) == value for key, value in defaults.items() if key not in kept)
 
 
 def _move_keys(labels: dict, select: dict, cluster: dict) -> None:
