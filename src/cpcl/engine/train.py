@@ -64,11 +64,11 @@ class RunData:
     train: SplitData  # training split (images, captions, pairing)
     tokens: torch.Tensor  # [P, L] token ids of the training captions (pairs)
     image_index: torch.Tensor  # [P] image of each pair
-    evals: dict[str, tuple[SplitData, torch.Tensor]]  # "val" / "test" split and its caption tokens
+    evals: dict[str, SplitData]  # the "val" / "test" splits present
 
 
 def load_run_data(cfg: TrainConfig) -> RunData:
-    """Training split and evaluation splits, images checked to exist, captions tokenized."""
+    """Training split (its captions tokenized) and evaluation splits, images checked to exist."""
     tokenizer, length = default_tokenizer(), cfg.model.context_length
     safety = {"allow_outside_root": cfg.data.allow_outside_root, "strict": cfg.data.strict}
     train_data = load_dataset(cfg.data.dataset, Path(cfg.data.root), **safety)
@@ -86,8 +86,7 @@ def load_run_data(cfg: TrainConfig) -> RunData:
     if cfg.method != "zero_shot" and cfg.optim.epochs > 0 and cfg.optim.batch_size > len(train.captions):
         raise ConfigError(f"optim.batch_size {cfg.optim.batch_size} is larger than the {len(train.captions)} "
                           f"training pairs of {train_data.annotation_file}: no step would train; lower it")
-    evals = {name: (split, tokenizer.tokenize([c.text for c in split.captions], length))
-             for name in ("val", "test") if (split := eval_data.splits[name]).images}
+    evals = {name: split for name in ("val", "test") if (split := eval_data.splits[name]).images}
     tokens = tokenizer.tokenize([c.text for c in train.captions], length)
     image_index = torch.tensor([c.image_id for c in train.captions], dtype=torch.long)
     return RunData(train, tokens, image_index, evals)
@@ -169,12 +168,13 @@ def val_split(run: Run) -> ValSplit:
     if "val" not in data.evals:
         raise DataError("cluster_select.on=val needs a val split with person ids; this data has none "
                         "(use cluster_select.on=fixed)")
-    split, tokens = data.evals["val"]
+    split = data.evals["val"]
     caption_ids, image_ids = person_ids(split, "val")  # the val split's ids, as best.pt's selection; never train's
     image_index = torch.tensor([caption.image_id for caption in split.captions], dtype=torch.long)
     batch, workers = cfg.eval.batch_size, cfg.data.workers
     image_feats = extract_image_features(run.loaded, [image.path for image in split.images], batch, workers,
                                          progress="val images")
+    tokens = run.loaded.tokenize([caption.text for caption in split.captions])
     text_feats = extract_text_features(run.loaded, tokens, batch, desc="val captions")
     return ValSplit(PairFeatures(image_feats, text_feats, image_index), image_ids, caption_ids)
 
@@ -243,7 +243,7 @@ def epoch_objective(run: Run, record: EpochRecord) -> tuple[ItcObjective | CpclO
 def evaluate(run: Run, name: str) -> dict[str, float]:
     """The run's model on its `name` split ("val" / "test"), with the preprocessing its checkpoints record
     (re-ranked with eval.rerank)."""
-    split, _ = run.data.evals[name]
+    split = run.data.evals[name]
     section = run.cfg.eval
     rerank = section.rerank_options.config(run.cfg.cluster.config().search) if section.rerank else None
     return evaluate_split(run.loaded, split, section.batch_size, run.cfg.data.workers, name=name, rerank=rerank)
@@ -359,7 +359,7 @@ def final_examples(run: Run) -> list[Example]:
     cfg = run.cfg
     if not (cfg.log.tensorboard and cfg.log.examples and "test" in run.data.evals):
         return []
-    split, _ = run.data.evals["test"]
+    split = run.data.evals["test"]
     return retrieval_examples(run.loaded, split, spaced_queries(len(split.captions), cfg.log.examples),
                               cfg.log.examples_k, cfg.eval.batch_size, cfg.data.workers)
 
