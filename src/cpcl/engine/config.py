@@ -167,13 +167,17 @@ class CpclSection:
             "pcm_weight": Range(0), "icpm_weight": Range(0), "itc_weight": Range(0), "pk_instances": Range(1)})
 
 
+# labels.refine's parameters, retired with it (a run saved with refine off left them unused)
+REFINE_PARAMETERS = ("split_agreement", "split_min_pairs", "merge_share", "merge_min_similarity")
+
+
 @dataclass(frozen=True)
 class LabelsSection:
     """labels: which pseudo-label strategy (engine/pseudo_labels/registry.py: LABEL_STRATEGIES), and the
     sections of the strategies that have one."""
 
     RETIRED: ClassVar[dict[str, str]] = {
-        **dict.fromkeys(("refine", "split_agreement", "split_min_pairs", "merge_share", "merge_min_similarity"),
+        **dict.fromkeys(("refine", *REFINE_PARAMETERS),
                         retired("refinement by the caption clusters never beat CPCL on val")),
         "panel": retired("the every-variant quality panel; oracle_image_* and oracle_text_* remain"),
         "image_colour": retired("grey-world labels: +0.07 [-0.48, +0.63] val R1 over CPCL"),
@@ -237,7 +241,6 @@ UNUSED = {  # (section, key): the value an earlier version saved for a retired s
     ("labels", "refine"): "off", ("labels", "panel"): False, ("labels", "image_colour"): "as_drawn",
     ("cpcl", "weight_by_val_f"): False, ("cpcl", "itc_warmup_epochs"): 0,
 }
-REFINE_PARAMETERS = ("split_agreement", "split_min_pairs", "merge_share", "merge_min_similarity")  # unused with refine off
 KNN_PLACE = ("knn_backend", "knn_device")  # the kNN engine options a training config still sets (in cluster)
 
 
