@@ -31,6 +31,7 @@ from cpcl.index.search import Filters, Hit, Searcher
 from cpcl.model.architecture import ArchitectureHints
 from cpcl.model.clip import CLIP
 from cpcl.model.inference import LoadedModel, load_for_inference
+from cpcl.utils.closing import Closing
 from cpcl.utils.config import load_config
 from cpcl.utils.distributed import World, detect_world
 from cpcl.utils.errors import ConfigError, DataError
@@ -105,7 +106,7 @@ def load(name_or_path: str | Path, device: str = "auto", precision: str = "auto"
     return Model(load_for_inference(name_or_path, device, precision, image_size, ArchitectureHints(act, head_width)))
 
 
-class Index:
+class Index(Closing):
     """An index built by `cpcl index build`, with the model it was built with (checked against its manifest)."""
 
     def __init__(self, searcher: Searcher) -> None:
@@ -117,12 +118,6 @@ class Index:
     def close(self) -> None:
         """Release what the index holds open (a Milvus connection); also at the end of `with open_index(...)`."""
         self.searcher.close()
-
-    def __enter__(self) -> Index:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @property
     def root(self) -> Path:

@@ -40,6 +40,7 @@ import numpy as np
 
 from cpcl.index.config import IndexConfig
 from cpcl.index.gallery import filter_fields
+from cpcl.utils.closing import Closing
 from cpcl.utils.errors import SearchIndexError
 from cpcl.utils.optional import require
 
@@ -121,7 +122,7 @@ def answering(uri: str, what: str) -> Iterator[None]:
         raise SearchIndexError(f"Milvus at {uri} failed to {what}: {message}") from None
 
 
-class MilvusBackend:
+class MilvusBackend(Closing):
     """The collection `config.milvus_collection` at `config.milvus_uri`: search (the `Backend` protocol) and the
     writes of a build (`create`, `put`, `relabel`, `trim`, `flush`)."""
 
@@ -153,12 +154,6 @@ class MilvusBackend:
     def close(self) -> None:
         """Release the connection (a Milvus Lite file: for another process to open); requests fail after it."""
         self.client.close()
-
-    def __enter__(self) -> MilvusBackend:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """client.method(collection, ...) with the timeout; a failure as one line saying `what` failed."""

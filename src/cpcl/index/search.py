@@ -33,6 +33,7 @@ from cpcl.index.footage import SourceState
 from cpcl.index.gallery import FOOTAGE_FIELDS, filter_fields, parse_time
 from cpcl.index.store import IndexStore, Manifest
 from cpcl.index.tracks import link_tracks
+from cpcl.utils.closing import Closing
 from cpcl.utils.errors import DataError, SearchIndexError
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Hit:
         return out if self.footage is None else {**out, "footage": self.footage}
 
 
-class Searcher:
+class Searcher(Closing):
     """An index loaded for search, with the model that embeds queries (None: vectors only)."""
 
     def __init__(self, directory: Path, manifest: Manifest, embeddings: np.ndarray | None,
@@ -166,12 +167,6 @@ class Searcher:
     def close(self) -> None:
         """Release what the backend holds open (a Milvus connection); searches fail after it."""
         self.backend.close()
-
-    def __enter__(self) -> Searcher:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @staticmethod
     def _faiss(store: IndexStore, embeddings: np.ndarray) -> Backend:

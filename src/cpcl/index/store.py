@@ -38,6 +38,7 @@ import numpy as np
 from cpcl import __version__
 from cpcl.index.config import IndexConfig
 from cpcl.index.milvus import MilvusBackend
+from cpcl.utils.closing import Closing
 from cpcl.utils.errors import SearchIndexError
 from cpcl.utils.files import atomic_write, remove_stale_temporaries, sha256_of, writing
 
@@ -100,7 +101,7 @@ def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(row) + "\n" for row in rows).encode("ascii")
 
 
-class IndexStore:
+class IndexStore(Closing):
     """Reads and writes one index directory (see the module docstring)."""
 
     def __init__(self, directory: Path, manifest: Manifest):
@@ -120,12 +121,6 @@ class IndexStore:
         if self._collection is not None:
             self._collection.close()
             self._collection = None
-
-    def __enter__(self) -> IndexStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     @classmethod
     def create(cls, directory: Path, manifest: Manifest) -> IndexStore:
